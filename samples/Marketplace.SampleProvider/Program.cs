@@ -1,0 +1,3 @@
+using Marketplace.SampleProvider;
+
+SampleProviderApp.Build(args).Run();

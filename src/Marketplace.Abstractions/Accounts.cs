@@ -1,0 +1,72 @@
+namespace Marketplace;
+
+/// <summary>What an admin sends to open a consumer account.</summary>
+/// <param name="CreditLimit">How far below zero the balance may go, in minor units (0 = strictly prepaid).</param>
+[GenerateSerializer, Immutable, Alias("mk.AccountSpec")]
+public sealed record AccountSpec(
+    [property: Id(0)] string Name,
+    [property: Id(1)] string Currency,
+    [property: Id(2)] long CreditLimit);
+
+/// <summary>A consumer's prepaid account. Money is in integer minor units of <see cref="Currency"/>.</summary>
+/// <param name="Balance">Committed balance: top-ups minus charges.</param>
+/// <param name="Reserved">Prices held for calls in flight.</param>
+/// <param name="Available">What new calls may still spend: Balance - Reserved + CreditLimit.</param>
+[GenerateSerializer, Immutable, Alias("mk.AccountInfo")]
+public sealed record AccountInfo(
+    [property: Id(0)] string Id,
+    [property: Id(1)] string Name,
+    [property: Id(2)] string Currency,
+    [property: Id(3)] long Balance,
+    [property: Id(4)] long Reserved,
+    [property: Id(5)] long CreditLimit,
+    [property: Id(6)] long Available,
+    [property: Id(7)] long TotalToppedUp,
+    [property: Id(8)] long TotalCharged,
+    [property: Id(9)] UsageCounters Usage,
+    [property: Id(10)] IReadOnlyList<string> KeyIds,
+    [property: Id(11)] DateTimeOffset CreatedAt);
+
+/// <summary>Call counts: in total and per data service.</summary>
+[GenerateSerializer, Immutable, Alias("mk.UsageCounters")]
+public sealed record UsageCounters(
+    [property: Id(0)] long Calls,
+    [property: Id(1)] long Charged,
+    [property: Id(2)] long Failed,
+    [property: Id(3)] IReadOnlyDictionary<string, long> CallsByService);
+
+/// <summary>The answer to a reservation: granted, or refused with what is available.</summary>
+[GenerateSerializer, Immutable, Alias("mk.Reservation")]
+public sealed record Reservation(
+    [property: Id(0)] bool Granted,
+    [property: Id(1)] long Available,
+    [property: Id(2)] string Currency);
+
+/// <summary>One consumer account: the single writer of its balance, however many keys spend it.</summary>
+[Alias("mk.IAccountGrain")]
+public interface IAccountGrain : IGrainWithStringKey
+{
+    /// <summary>Opens the account; fails if it exists with another currency.</summary>
+    [Alias("CreateAsync")]
+    Task<AccountInfo> CreateAsync(AccountSpec spec);
+
+    /// <summary>The account, or null when it was never opened.</summary>
+    [Alias("GetAsync")]
+    Task<AccountInfo?> GetAsync();
+
+    /// <summary>Adds money (positive amount) and records the reason; written durably before it returns.</summary>
+    [Alias("TopUpAsync")]
+    Task<AccountInfo> TopUpAsync(long amount, string reason);
+
+    /// <summary>Holds <paramref name="amount"/> for a call, unless that would take the balance below the credit limit.</summary>
+    [Alias("ReserveAsync")]
+    ValueTask<Reservation> ReserveAsync(long amount);
+
+    /// <summary>Turns a reservation into a charge of <paramref name="charge"/> (0 releases it) and counts the call.</summary>
+    [OneWay, Alias("SettleAsync")]
+    Task SettleAsync(string serviceId, long reserved, long charge, bool succeeded);
+
+    /// <summary>Remembers that a key belongs to this account.</summary>
+    [Alias("AttachKeyAsync")]
+    Task AttachKeyAsync(string keyId);
+}

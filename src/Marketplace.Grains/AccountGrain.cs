@@ -1,0 +1,123 @@
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+
+namespace Marketplace.Grains;
+
+/// <inheritdoc cref="IAccountGrain"/>
+/// <remarks>
+/// The grain is the only writer of the balance, so the check "balance - reserved + credit limit covers the price"
+/// and the reservation happen as one step however many keys and silos spend the account at once.
+/// </remarks>
+public sealed class AccountGrain(
+    [PersistentState("account", StorageNames.Marketplace)] IPersistentState<AccountState> store,
+    IOptions<GrainPersistenceOptions> options,
+    ILogger<AccountGrain> logger,
+    TimeProvider time) : WriteBehindGrain<AccountState>(store, options, logger), IAccountGrain
+{
+    private const int LedgerLimit = 1000;
+
+    // Held for calls in flight; deliberately not stored, since the calls die with the activation.
+    private long _reserved;
+
+    public async Task<AccountInfo> CreateAsync(AccountSpec spec)
+    {
+        var id = this.GetPrimaryKeyString();
+        Validation.ThrowIfInvalid(Validation.Check(id, spec));
+        if (Exists)
+        {
+            if (State.Currency != spec.Currency)
+            {
+                throw new InvalidOperationException($"Account '{id}' exists with currency {State.Currency}.");
+            }
+
+            State.Name = spec.Name;
+            State.CreditLimit = spec.CreditLimit;
+        }
+        else
+        {
+            State.Name = spec.Name;
+            State.Currency = spec.Currency;
+            State.CreditLimit = spec.CreditLimit;
+            State.CreatedAt = time.GetUtcNow();
+        }
+
+        await SaveNowAsync();
+        await GrainFactory.GetGrain<IRegistryGrain>(IRegistryGrain.Default).AddAsync(EntityKind.Account, id);
+        return ToInfo();
+    }
+
+    public Task<AccountInfo?> GetAsync() => Task.FromResult(Exists ? ToInfo() : null);
+
+    public async Task<AccountInfo> TopUpAsync(long amount, string reason)
+    {
+        EnsureExists();
+        Validation.ThrowIfInvalid(Validation.CheckTopUp(amount, reason));
+        State.Balance = checked(State.Balance + amount);
+        State.TotalToppedUp = checked(State.TotalToppedUp + amount);
+        State.Ledger.Add(new BalanceEntry { At = time.GetUtcNow(), Amount = amount, Reason = reason, BalanceAfter = State.Balance });
+        if (State.Ledger.Count > LedgerLimit)
+        {
+            State.Ledger.RemoveRange(0, State.Ledger.Count - LedgerLimit);
+        }
+
+        await SaveNowAsync();
+        return ToInfo();
+    }
+
+    public ValueTask<Reservation> ReserveAsync(long amount)
+    {
+        if (!Exists || amount < 0)
+        {
+            return ValueTask.FromResult(new Reservation(false, 0, State.Currency));
+        }
+
+        var available = Available;
+        if (amount > available)
+        {
+            return ValueTask.FromResult(new Reservation(false, available, State.Currency));
+        }
+
+        _reserved += amount;
+        return ValueTask.FromResult(new Reservation(true, available - amount, State.Currency));
+    }
+
+    public Task SettleAsync(string serviceId, long reserved, long charge, bool succeeded)
+    {
+        if (!Exists)
+        {
+            return Task.CompletedTask;
+        }
+
+        // A settlement may reach a newer activation than the one that reserved (after a crash); never go negative.
+        _reserved = Math.Max(0, _reserved - reserved);
+        State.Balance -= charge;
+        State.TotalCharged += charge;
+        State.Usage.Count(serviceId, succeeded, charge > 0);
+        MarkDirty();
+        return Task.CompletedTask;
+    }
+
+    public async Task AttachKeyAsync(string keyId)
+    {
+        EnsureExists();
+        if (!State.KeyIds.Contains(keyId))
+        {
+            State.KeyIds.Add(keyId);
+            await SaveNowAsync();
+        }
+    }
+
+    private long Available => State.Balance - _reserved + State.CreditLimit;
+
+    private void EnsureExists()
+    {
+        if (!Exists)
+        {
+            throw new KeyNotFoundException($"Account '{this.GetPrimaryKeyString()}' does not exist.");
+        }
+    }
+
+    private AccountInfo ToInfo() => new(
+        this.GetPrimaryKeyString(), State.Name, State.Currency, State.Balance, _reserved, State.CreditLimit, Available,
+        State.TotalToppedUp, State.TotalCharged, State.Usage.ToContract(), [.. State.KeyIds], State.CreatedAt);
+}

@@ -1,0 +1,34 @@
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+
+namespace Marketplace.Grains;
+
+/// <summary>Registration of what the grains and the call pipeline need.</summary>
+public static class ServiceCollectionExtensions
+{
+    /// <summary>Adds the call pipeline, the route cache, the upstream HTTP client and grain persistence options.</summary>
+    public static IServiceCollection AddMarketplaceGrains(this IServiceCollection services)
+    {
+        services.TryAddSingleton(TimeProvider.System);
+        services.AddOptions<GrainPersistenceOptions>()
+            .BindConfiguration(GrainPersistenceOptions.Section)
+            .ValidateDataAnnotations()
+            .ValidateOnStart();
+        services.AddSingleton<ServiceRouteCache>();
+        services.AddSingleton<CallPipeline>();
+        services.AddHttpClient(CallPipeline.HttpClientName, client =>
+            {
+                // Each call has its own timeout from the service's settings.
+                client.Timeout = Timeout.InfiniteTimeSpan;
+            })
+            .ConfigurePrimaryHttpMessageHandler(() => new SocketsHttpHandler
+            {
+                PooledConnectionLifetime = TimeSpan.FromMinutes(2),
+                MaxConnectionsPerServer = 512,
+                AllowAutoRedirect = false,
+                UseCookies = false,
+                ConnectTimeout = TimeSpan.FromSeconds(5),
+            });
+        return services;
+    }
+}

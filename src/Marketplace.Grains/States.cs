@@ -1,0 +1,114 @@
+namespace Marketplace.Grains;
+
+// Stored grain state. The storage writes JSON that carries type names, so these names, namespaces
+// and [Alias] values are part of the storage format: never rename them.
+
+/// <summary>Stored state of a provider grain.</summary>
+[GenerateSerializer, Alias("mk.state.Provider")]
+public sealed class ProviderState
+{
+    [Id(0)] public string Name { get; set; } = string.Empty;
+    [Id(1)] public string? ContactEmail { get; set; }
+    [Id(2)] public DateTimeOffset CreatedAt { get; set; }
+}
+
+/// <summary>Stored state of a data service grain.</summary>
+[GenerateSerializer, Alias("mk.state.DataService")]
+public sealed class DataServiceState
+{
+    [Id(0)] public string Name { get; set; } = string.Empty;
+    [Id(1)] public string ProviderId { get; set; } = string.Empty;
+    [Id(2)] public string UpstreamBaseUrl { get; set; } = string.Empty;
+    [Id(3)] public long PricePerCall { get; set; }
+    [Id(4)] public string Currency { get; set; } = string.Empty;
+    [Id(5)] public string? Description { get; set; }
+    [Id(6)] public int TimeoutMs { get; set; }
+    [Id(7)] public int Revision { get; set; }
+    [Id(8)] public DateTimeOffset CreatedAt { get; set; }
+    [Id(9)] public DateTimeOffset UpdatedAt { get; set; }
+    [Id(10)] public long Calls { get; set; }
+    [Id(11)] public long Succeeded { get; set; }
+    [Id(12)] public long Failed { get; set; }
+    [Id(13)] public long Revenue { get; set; }
+}
+
+/// <summary>Call counters shared by account and key state.</summary>
+[GenerateSerializer, Alias("mk.state.Usage")]
+public sealed class UsageState
+{
+    [Id(0)] public long Calls { get; set; }
+    [Id(1)] public long Charged { get; set; }
+    [Id(2)] public long Failed { get; set; }
+    [Id(3)] public Dictionary<string, long> CallsByService { get; set; } = new(StringComparer.Ordinal);
+
+    /// <summary>Counts one settled call.</summary>
+    public void Count(string serviceId, bool succeeded, bool charged)
+    {
+        Calls++;
+        if (charged)
+        {
+            Charged++;
+        }
+
+        if (!succeeded)
+        {
+            Failed++;
+        }
+
+        CallsByService[serviceId] = CallsByService.GetValueOrDefault(serviceId) + 1;
+    }
+
+    /// <summary>An immutable copy for the wire.</summary>
+    public UsageCounters ToContract() => new(Calls, Charged, Failed, new Dictionary<string, long>(CallsByService));
+}
+
+/// <summary>Stored state of an account grain. Reservations are not stored: they belong to calls in flight.</summary>
+[GenerateSerializer, Alias("mk.state.Account")]
+public sealed class AccountState
+{
+    [Id(0)] public string Name { get; set; } = string.Empty;
+    [Id(1)] public string Currency { get; set; } = string.Empty;
+    [Id(2)] public long Balance { get; set; }
+    [Id(3)] public long CreditLimit { get; set; }
+    [Id(4)] public long TotalToppedUp { get; set; }
+    [Id(5)] public long TotalCharged { get; set; }
+    [Id(6)] public UsageState Usage { get; set; } = new();
+    [Id(7)] public List<string> KeyIds { get; set; } = [];
+    [Id(8)] public List<BalanceEntry> Ledger { get; set; } = [];
+    [Id(9)] public DateTimeOffset CreatedAt { get; set; }
+}
+
+/// <summary>An audited change of balance made by an admin (top-up or adjustment).</summary>
+[GenerateSerializer, Alias("mk.state.BalanceEntry")]
+public sealed class BalanceEntry
+{
+    [Id(0)] public DateTimeOffset At { get; set; }
+    [Id(1)] public long Amount { get; set; }
+    [Id(2)] public string Reason { get; set; } = string.Empty;
+    [Id(3)] public long BalanceAfter { get; set; }
+}
+
+/// <summary>Stored state of an API key grain. Holds the secret only as salt and hash.</summary>
+[GenerateSerializer, Alias("mk.state.ApiKey")]
+public sealed class ApiKeyState
+{
+    [Id(0)] public string AccountId { get; set; } = string.Empty;
+    [Id(1)] public string Name { get; set; } = string.Empty;
+    [Id(2)] public ApiKeyStatus Status { get; set; }
+    [Id(3)] public List<string> Services { get; set; } = [];
+    [Id(4)] public DateTimeOffset? ExpiresAt { get; set; }
+    [Id(5)] public DateTimeOffset CreatedAt { get; set; }
+    [Id(6)] public byte[] Salt { get; set; } = [];
+    [Id(7)] public byte[] SecretHash { get; set; } = [];
+    [Id(8)] public UsageState Usage { get; set; } = new();
+    [Id(9)] public string Currency { get; set; } = string.Empty;
+}
+
+/// <summary>Stored state of the registry grain.</summary>
+[GenerateSerializer, Alias("mk.state.Registry")]
+public sealed class RegistryState
+{
+    [Id(0)] public SortedSet<string> Providers { get; set; } = new(StringComparer.Ordinal);
+    [Id(1)] public SortedSet<string> Services { get; set; } = new(StringComparer.Ordinal);
+    [Id(2)] public SortedSet<string> Accounts { get; set; } = new(StringComparer.Ordinal);
+}

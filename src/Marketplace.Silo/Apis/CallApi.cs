@@ -1,0 +1,148 @@
+using System.Globalization;
+using Marketplace.Grains;
+using Marketplace.Silo.FrontDoor;
+using Microsoft.AspNetCore.Http.HttpResults;
+using Microsoft.Net.Http.Headers;
+
+namespace Marketplace.Silo.Apis;
+
+/// <summary>The consumer API: calling data services and reading one's own usage.</summary>
+public static class CallApi
+{
+    /// <summary>Header that carries the API key (alternatively <c>Authorization: Bearer</c>).</summary>
+    public const string ApiKeyHeader = "X-Api-Key";
+
+    private static readonly string[] CallMethods = ["GET", "POST", "PUT", "PATCH", "DELETE"];
+
+    /// <summary>Maps <c>/v1/call/{serviceId}/...</c> and <c>/v1/usage</c>.</summary>
+    public static RouteGroupBuilder MapCallApi(this IEndpointRouteBuilder app)
+    {
+        var group = app.MapGroup("/v1").WithTags("Consumer");
+        group.MapMethods("/call/{serviceId}/{**path}", CallMethods, CallService);
+        group.MapGet("/usage", GetUsage);
+        group.MapGet("/services", ListServices);
+        return group;
+    }
+
+    /// <summary>Calls a data service through the whole pipeline.</summary>
+    public static async Task<IResult> CallService(string serviceId, HttpContext context, CallPipeline pipeline)
+    {
+        var credential = ReadCredential(context.Request);
+        if (credential is null)
+        {
+            return Unauthorized(context, "No API key was sent. Send it in the X-Api-Key header or as a bearer token.");
+        }
+
+        // The raw path keeps the caller's escaping; the pipeline re-validates every segment.
+        var prefix = $"/v1/call/{serviceId}";
+        var path = context.Request.Path.Value is { } full && full.Length > prefix.Length ? full[prefix.Length..] : string.Empty;
+        var body = await ReadBodyAsync(context.Request, context.RequestAborted);
+        var request = new CallRequest(serviceId, credential, context.Request.Method, path, context.Request.QueryString.Value ?? string.Empty,
+            context.Request.ContentType, body, context.GetTrackId());
+        var result = await pipeline.CallAsync(request, context.RequestAborted);
+        return ToHttp(context, result);
+    }
+
+    /// <summary>A consumer's own balance and call counts, for the key it presents.</summary>
+    public static async Task<Results<Ok<UsageResponse>, ProblemHttpResult>> GetUsage(HttpContext context, IGrainFactory grains)
+    {
+        var credential = ReadCredential(context.Request);
+        if (credential is null || !ApiKeySecrets.TryParse(credential, out var keyId, out var secret))
+        {
+            return Unauthorized(context, "Send a valid API key in the X-Api-Key header or as a bearer token.");
+        }
+
+        var key = await grains.GetGrain<IApiKeyGrain>(keyId).AuthenticateAsync(secret);
+        if (key is null)
+        {
+            return Unauthorized(context, "The API key is not valid.");
+        }
+
+        var account = await grains.GetGrain<IAccountGrain>(key.AccountId).GetAsync();
+        return account is null ? Problems.NotFound("account", key.AccountId) : TypedResults.Ok(new UsageResponse(account, key));
+    }
+
+    /// <summary>The catalog: every data service with its price.</summary>
+    public static async Task<Ok<List<DataServiceInfo>>> ListServices(IGrainFactory grains)
+    {
+        var ids = await grains.GetGrain<IRegistryGrain>(IRegistryGrain.Default).ListAsync(EntityKind.Service);
+        var services = await Task.WhenAll(ids.Select(id => grains.GetGrain<IDataServiceGrain>(id).GetAsync()));
+        return TypedResults.Ok(services.OfType<DataServiceInfo>().Select(s => s with { Counters = new ServiceCounters(0, 0, 0, 0) }).ToList());
+    }
+
+    private static string? ReadCredential(HttpRequest request)
+    {
+        var header = request.Headers[ApiKeyHeader].ToString();
+        if (header.Length > 0)
+        {
+            return header.Trim();
+        }
+
+        var authorization = request.Headers[HeaderNames.Authorization].ToString();
+        return authorization.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase) ? authorization["Bearer ".Length..].Trim() : null;
+    }
+
+    private static async Task<byte[]?> ReadBodyAsync(HttpRequest request, CancellationToken cancellationToken)
+    {
+        if (request.ContentLength == 0 || (request.ContentLength is null && !request.Headers.ContainsKey(HeaderNames.TransferEncoding)))
+        {
+            return null;
+        }
+
+        using var buffer = new MemoryStream();
+        await request.Body.CopyToAsync(buffer, cancellationToken);
+        return buffer.Length == 0 ? null : buffer.ToArray();
+    }
+
+    private static IResult ToHttp(HttpContext context, CallResult result)
+    {
+        var headers = context.Response.Headers;
+        if (result.Currency is not null)
+        {
+            headers["X-Price"] = result.Price.ToString(CultureInfo.InvariantCulture);
+            headers["X-Currency"] = result.Currency;
+        }
+
+        switch (result.Outcome)
+        {
+            case CallOutcome.Succeeded:
+            case CallOutcome.UpstreamRejected when result.Body is not null:
+                headers["X-Charged"] = result.Charged.ToString(CultureInfo.InvariantCulture);
+                headers["X-Balance-Available"] = result.Available.ToString(CultureInfo.InvariantCulture);
+                context.Response.StatusCode = result.UpstreamStatus;
+                return TypedResults.Bytes(result.Body ?? [], result.ContentType);
+            case CallOutcome.UpstreamRejected:
+                return Problems.Create(StatusCodes.Status400BadRequest, "bad-path", "The call path is not allowed.", result.Detail);
+            case CallOutcome.UpstreamFailed:
+            case CallOutcome.UpstreamUnreachable:
+                return Problems.Create(StatusCodes.Status502BadGateway, "upstream-error", "The data service failed.", result.Detail + " You were not charged.");
+            case CallOutcome.UpstreamTimeout:
+                return Problems.Create(StatusCodes.Status504GatewayTimeout, "upstream-timeout", "The data service did not answer in time.", result.Detail + " You were not charged.");
+            case CallOutcome.UnknownService:
+                return Problems.Create(StatusCodes.Status404NotFound, "unknown-service", "No such data service.", "Check the service id against GET /v1/services.");
+            default:
+                return Rejection(context, result);
+        }
+    }
+
+    private static ProblemHttpResult Rejection(HttpContext context, CallResult result) => result.Rejection switch
+    {
+        AdmitOutcome.InvalidCredentials => Unauthorized(context, "The API key is not valid."),
+        AdmitOutcome.Expired => Unauthorized(context, "The API key has expired."),
+        AdmitOutcome.Revoked => Problems.Create(StatusCodes.Status403Forbidden, "key-revoked", "The API key was revoked."),
+        AdmitOutcome.Suspended => Problems.Create(StatusCodes.Status403Forbidden, "key-suspended", "The API key is suspended."),
+        AdmitOutcome.NotEntitled => Problems.Create(StatusCodes.Status403Forbidden, "not-entitled", "The API key may not call this data service."),
+        AdmitOutcome.InsufficientBalance => Problems.Create(StatusCodes.Status402PaymentRequired, "insufficient-balance", "The account balance does not cover the price.",
+            "Top up the account and try again.",
+            new Dictionary<string, object?> { ["price"] = result.Price, ["available"] = result.Available, ["currency"] = result.Currency }),
+        AdmitOutcome.CurrencyMismatch => Problems.Create(StatusCodes.Status409Conflict, "currency-mismatch", "The data service is priced in another currency than the account.",
+            $"The service is priced in {result.Currency}."),
+        _ => Problems.Create(StatusCodes.Status403Forbidden, "refused", "The call was refused."),
+    };
+
+    private static ProblemHttpResult Unauthorized(HttpContext context, string detail)
+    {
+        context.Response.Headers.WWWAuthenticate = "Bearer realm=\"marketplace\"";
+        return Problems.Create(StatusCodes.Status401Unauthorized, "invalid-api-key", "A valid API key is required.", detail);
+    }
+}

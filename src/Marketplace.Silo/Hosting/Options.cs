@@ -1,0 +1,92 @@
+using System.ComponentModel.DataAnnotations;
+using System.Net;
+
+namespace Marketplace.Silo.Hosting;
+
+/// <summary>Settings of the front door and admin API (section <c>Marketplace</c>).</summary>
+public sealed class MarketplaceOptions
+{
+    /// <summary>Configuration section.</summary>
+    public const string Section = "Marketplace";
+
+    /// <summary>The admin API key (header <c>X-Admin-Key</c>). Required; at least 16 characters; never logged.</summary>
+    [Required(ErrorMessage = "Marketplace:AdminKey is required (set it in appsettings or the environment variable Marketplace__AdminKey).")]
+    [MinLength(16, ErrorMessage = "Marketplace:AdminKey must be at least 16 characters long.")]
+    public string AdminKey { get; set; } = string.Empty;
+
+    /// <summary>Largest request body accepted on any endpoint, in bytes.</summary>
+    [Range(1024, 64 * 1024 * 1024, ErrorMessage = "Marketplace:MaxRequestBodyBytes must be between 1024 and 67108864.")]
+    public long MaxRequestBodyBytes { get; set; } = 1024 * 1024;
+
+    /// <summary><c>text</c> (default) for human-readable console logs, <c>json</c> for compact JSON.</summary>
+    [RegularExpression("^(text|json)$", ErrorMessage = "Marketplace:LogFormat must be 'text' or 'json'.")]
+    public string LogFormat { get; set; } = "text";
+}
+
+/// <summary>Settings of the Orleans silo (section <c>Silo</c>).</summary>
+public sealed class SiloHostOptions
+{
+    /// <summary>Configuration section.</summary>
+    public const string Section = "Silo";
+
+    /// <summary>Silos with the same cluster id form one cluster.</summary>
+    [Required, RegularExpression("^[A-Za-z0-9._-]{1,100}$", ErrorMessage = "Silo:ClusterId must be 1-100 characters of [A-Za-z0-9._-].")]
+    public string ClusterId { get; set; } = "marketplace";
+
+    /// <summary>Identifies stored grain state; keep it stable across deployments.</summary>
+    [Required, RegularExpression("^[A-Za-z0-9._-]{1,100}$", ErrorMessage = "Silo:ServiceId must be 1-100 characters of [A-Za-z0-9._-].")]
+    public string ServiceId { get; set; } = "marketplace";
+
+    /// <summary>Port for silo-to-silo traffic.</summary>
+    [Range(1, 65535, ErrorMessage = "Silo:SiloPort must be between 1 and 65535.")]
+    public int SiloPort { get; set; } = 11111;
+
+    /// <summary>Port Orleans clients (internal .NET services, separate front doors) connect to.</summary>
+    [Range(1, 65535, ErrorMessage = "Silo:GatewayPort must be between 1 and 65535.")]
+    public int GatewayPort { get; set; } = 30000;
+
+    /// <summary>The address other silos and clients reach this silo on.</summary>
+    [Required]
+    public string AdvertisedAddress { get; set; } = "127.0.0.1";
+
+    /// <summary>Serve the Orleans dashboard at <c>/dashboard</c> (admin credentials required).</summary>
+    public bool Dashboard { get; set; } = true;
+
+    /// <summary>Checks that cannot be expressed as attributes.</summary>
+    public IEnumerable<string> Validate()
+    {
+        var context = new ValidationContext(this);
+        var results = new List<ValidationResult>();
+        Validator.TryValidateObject(this, context, results, validateAllProperties: true);
+        foreach (var result in results)
+        {
+            yield return result.ErrorMessage ?? "Invalid Silo settings.";
+        }
+
+        if (!IPAddress.TryParse(AdvertisedAddress, out _))
+        {
+            yield return $"Silo:AdvertisedAddress '{AdvertisedAddress}' is not an IP address.";
+        }
+
+        if (SiloPort == GatewayPort)
+        {
+            yield return "Silo:SiloPort and Silo:GatewayPort must differ.";
+        }
+    }
+}
+
+/// <summary>Demo catalog loaded at start (section <c>Demo</c>), so a new user's first curl works.</summary>
+public sealed class DemoOptions
+{
+    /// <summary>Configuration section.</summary>
+    public const string Section = "Demo";
+
+    /// <summary>Load the demo catalog.</summary>
+    public bool Enabled { get; set; }
+
+    /// <summary>Where the sample provider listens.</summary>
+    public string ProviderBaseUrl { get; set; } = "http://127.0.0.1:5080";
+
+    /// <summary>The demo consumer's API key (<c>mk_demo.&lt;secret&gt;</c>); only its hash is stored.</summary>
+    public string? ApiKey { get; set; }
+}
