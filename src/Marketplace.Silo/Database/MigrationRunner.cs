@@ -14,7 +14,7 @@ public sealed class MigrationException(string message, Exception? inner = null) 
 public sealed record Migration(int Version, string Name, string Sql)
 {
     /// <summary>SHA-256 of the script, to notice a script edited after it was applied.</summary>
-    public string Checksum { get; } = Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(Sql.ReplaceLineEndings("\n"))));
+    public string Checksum => Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(Sql.ReplaceLineEndings("\n"))));
 }
 
 /// <summary>

@@ -54,7 +54,9 @@ public sealed partial class MarketplaceHost : IAsyncDisposable
     /// <summary>Starts the database (when embedded), applies migrations, then starts the silo and the front door.</summary>
     public static async Task<MarketplaceHost> StartAsync(string[] args, Action<WebApplicationBuilder>? configure = null, CancellationToken cancellationToken = default)
     {
-        var builder = WebApplication.CreateBuilder(args);
+        // Settings ship next to the binary, so the host runs the same from any working directory;
+        // relative data paths (the embedded database) still resolve against the working directory.
+        var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = args, ContentRootPath = AppContext.BaseDirectory });
         configure?.Invoke(builder);
 
         var marketplace = builder.Configuration.GetSection(MarketplaceOptions.Section).Get<MarketplaceOptions>() ?? new MarketplaceOptions();

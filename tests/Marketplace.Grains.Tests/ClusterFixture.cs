@@ -1,0 +1,114 @@
+using Microsoft.Extensions.DependencyInjection;
+using Orleans.Core.Internal;
+using Orleans.TestingHost;
+
+namespace Marketplace.Grains.Tests;
+
+/// <summary>A two-silo test cluster with memory storage, the marketplace grains and a manual clock.</summary>
+public sealed class ClusterFixture : IAsyncLifetime
+{
+    /// <summary>The clock every silo uses; static because the silo configurator is created by the test cluster.</summary>
+    public static ManualTimeProvider SharedTime { get; } = new(
+        DateTimeOffset.FromUnixTimeMilliseconds(DateTimeOffset.UtcNow.ToUnixTimeMilliseconds()));
+
+    public const string Currency = "EUR";
+
+    private TestCluster? _cluster;
+
+    public TestCluster Cluster => _cluster ?? throw new InvalidOperationException("The cluster is not started.");
+
+    public IGrainFactory Grains => Cluster.GrainFactory;
+
+    public ManualTimeProvider Time => SharedTime;
+
+    public async ValueTask InitializeAsync()
+    {
+        var builder = new TestClusterBuilder();
+        builder.Options.InitialSilosCount = 2;
+        builder.AddSiloBuilderConfigurator<SiloConfigurator>();
+        _cluster = builder.Build();
+        await _cluster.DeployAsync();
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (_cluster is not null)
+        {
+            await _cluster.StopAllSilosAsync();
+            await _cluster.DisposeAsync();
+        }
+    }
+
+    /// <summary>Opens an account with a fresh id and tops it up to <paramref name="balance"/>.</summary>
+    public async Task<string> CreateAccountAsync(long balance, long creditLimit = 0, string currency = Currency)
+    {
+        var accountId = TestIds.Account();
+        var account = Grains.GetGrain<IAccountGrain>(accountId);
+        await account.CreateAsync(new AccountSpec("Test account", currency, creditLimit));
+        if (balance > 0)
+        {
+            await account.TopUpAsync(balance, "test funding");
+        }
+
+        return accountId;
+    }
+
+    /// <summary>Issues a key with a fresh id; returns its id and secret.</summary>
+    public async Task<(string KeyId, string Secret, ApiKeyCreated Created)> CreateKeyAsync(
+        string accountId, IReadOnlyList<string> services, DateTimeOffset? expiresAt = null)
+    {
+        var keyId = TestIds.Key();
+        var created = await Grains.GetGrain<IApiKeyGrain>(keyId).CreateAsync(new ApiKeySpec(accountId, "test key", services, expiresAt));
+        var prefix = $"mk_{keyId}.";
+        Assert.StartsWith(prefix, created.ApiKey, StringComparison.Ordinal);
+        return (keyId, created.ApiKey[prefix.Length..], created);
+    }
+
+    /// <summary>Deactivates a grain's activation, so the next call reads its state back from storage.</summary>
+    public static async Task DeactivateAsync(IAddressable grain) =>
+        await grain.AsReference<IGrainManagementExtension>().DeactivateOnIdle();
+
+    private sealed class SiloConfigurator : ISiloConfigurator
+    {
+        public void Configure(ISiloBuilder siloBuilder)
+        {
+            siloBuilder.AddMemoryGrainStorage(StorageNames.Marketplace);
+            siloBuilder.Services.AddMarketplaceGrains();
+            siloBuilder.Services.AddSingleton<TimeProvider>(SharedTime);
+        }
+    }
+}
+
+[CollectionDefinition(Name)]
+public sealed class ClusterCollection : ICollectionFixture<ClusterFixture>
+{
+    public const string Name = "cluster";
+}
+
+/// <summary>Fresh ids that follow the marketplace's id rules.</summary>
+internal static class TestIds
+{
+    public static string Account() => "acct-" + Guid.NewGuid().ToString("N");
+
+    public static string Service() => "svc-" + Guid.NewGuid().ToString("N");
+
+    public static string Provider() => "prov-" + Guid.NewGuid().ToString("N");
+
+    public static string Key() => Guid.NewGuid().ToString("N");
+}
+
+/// <summary>Waits for the outcome of one-way calls: reads until a condition holds, a bounded number of times.</summary>
+internal static class Poll
+{
+    public static async Task<T> UntilAsync<T>(Func<Task<T>> read, Func<T, bool> done)
+    {
+        var value = await read();
+        for (var i = 0; i < 200 && !done(value); i++)
+        {
+            await Task.Delay(10, TestContext.Current.CancellationToken);
+            value = await read();
+        }
+
+        return value;
+    }
+}
