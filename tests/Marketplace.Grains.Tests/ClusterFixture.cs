@@ -1,5 +1,6 @@
 using Microsoft.Extensions.DependencyInjection;
 using Orleans.Core.Internal;
+using Orleans.Hosting;
 using Orleans.TestingHost;
 
 namespace Marketplace.Grains.Tests;
