@@ -11,6 +11,7 @@ public static partial class Ids
     /// <summary>True when <paramref name="id"/> is a well-formed identifier.</summary>
     public static bool IsValid(string? id) => id is not null && IdRegex().IsMatch(id);
 
-    [GeneratedRegex(Pattern, RegexOptions.CultureInvariant)]
+    // \z, not $: $ also matches before a trailing newline.
+    [GeneratedRegex("^[a-z0-9][a-z0-9-]{1,62}\\z", RegexOptions.CultureInvariant)]
     private static partial Regex IdRegex();
 }

@@ -80,9 +80,9 @@ public static partial class ApiKeySecrets
     private static string Base64Url(byte[] bytes) =>
         Convert.ToBase64String(bytes).TrimEnd('=').Replace('+', '-').Replace('/', '_');
 
-    [GeneratedRegex("^[a-z0-9]{4,32}$", RegexOptions.CultureInvariant)]
+    [GeneratedRegex("^[a-z0-9]{4,32}\\z", RegexOptions.CultureInvariant)]
     private static partial Regex KeyIdRegex();
 
-    [GeneratedRegex("^[A-Za-z0-9_-]{16,128}$", RegexOptions.CultureInvariant)]
+    [GeneratedRegex("^[A-Za-z0-9_-]{16,128}\\z", RegexOptions.CultureInvariant)]
     private static partial Regex SecretRegex();
 }

@@ -47,6 +47,11 @@ public sealed class DataServiceGrain(
 
     public Task RecordAsync(bool succeeded, long charged)
     {
+        if (!Exists)
+        {
+            return Task.CompletedTask;
+        }
+
         State.Calls++;
         if (succeeded)
         {

@@ -20,6 +20,6 @@ public static partial class TrackIds
     /// <summary>The caller's TrackId when well formed, otherwise a new one.</summary>
     public static string AcceptOrNew(string? value) => IsWellFormed(value) ? value! : New();
 
-    [GeneratedRegex("^[A-Za-z0-9._-]{8,64}$", RegexOptions.CultureInvariant)]
+    [GeneratedRegex("^[A-Za-z0-9._-]{8,64}\\z", RegexOptions.CultureInvariant)]
     private static partial Regex TrackIdRegex();
 }

@@ -136,6 +136,6 @@ public static partial class Validation
         }
     }
 
-    [GeneratedRegex("^[A-Z]{3}$", RegexOptions.CultureInvariant)]
+    [GeneratedRegex("^[A-Z]{3}\\z", RegexOptions.CultureInvariant)]
     private static partial Regex CurrencyRegex();
 }

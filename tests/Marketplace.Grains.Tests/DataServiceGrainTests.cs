@@ -128,9 +128,12 @@ public sealed class DataServiceGrainTests(ClusterFixture fixture)
         await ClusterFixture.DeactivateAsync(service);
 
         // A stray counter update must not turn into a stored, empty service that blocks its creation.
-        Assert.Null(await service.GetAsync());
-        Assert.Null(await service.GetRouteAsync());
-        var created = await service.UpsertAsync(Spec(TestIds.Provider()));
-        Assert.Equal(1, created.Revision);
+        var phantom = await service.GetAsync();
+        var phantomRoute = await service.GetRouteAsync();
+        var creation = await Record.ExceptionAsync(() => service.UpsertAsync(Spec(TestIds.Provider())));
+        Assert.Null(creation);
+        Assert.Null(phantom);
+        Assert.Null(phantomRoute);
+        Assert.Equal(1, (await service.GetAsync())!.Revision);
     }
 }
