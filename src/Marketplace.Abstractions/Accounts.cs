@@ -3,10 +3,12 @@ namespace Marketplace;
 /// <summary>What an admin sends to open a consumer account.</summary>
 /// <param name="CreditLimit">How far below zero the balance may go, in minor units (0 = strictly prepaid).</param>
 [GenerateSerializer, Immutable, Alias("mk.AccountSpec")]
+/// <param name="MonthlyCallCap">Most calls all of the account's keys together may make per UTC month; null = no cap.</param>
 public sealed record AccountSpec(
     [property: Id(0)] string Name,
     [property: Id(1)] string Currency,
-    [property: Id(2)] long CreditLimit);
+    [property: Id(2)] long CreditLimit,
+    [property: Id(3)] long? MonthlyCallCap = null);
 
 /// <summary>A consumer's prepaid account. Money is in integer minor units of <see cref="Currency"/>.</summary>
 /// <param name="Balance">Committed balance: top-ups minus charges.</param>
@@ -25,7 +27,9 @@ public sealed record AccountInfo(
     [property: Id(8)] long TotalCharged,
     [property: Id(9)] UsageCounters Usage,
     [property: Id(10)] IReadOnlyList<string> KeyIds,
-    [property: Id(11)] DateTimeOffset CreatedAt);
+    [property: Id(11)] DateTimeOffset CreatedAt,
+    [property: Id(12)] long? MonthlyCallCap = null,
+    [property: Id(13)] long CallsThisMonth = 0);
 
 /// <summary>Call counts: in total and per data service.</summary>
 [GenerateSerializer, Immutable, Alias("mk.UsageCounters")]
@@ -40,7 +44,8 @@ public sealed record UsageCounters(
 public sealed record Reservation(
     [property: Id(0)] bool Granted,
     [property: Id(1)] long Available,
-    [property: Id(2)] string Currency);
+    [property: Id(2)] string Currency,
+    [property: Id(3)] bool CapReached = false);
 
 /// <summary>One consumer account: the single writer of its balance, however many keys spend it.</summary>
 [Alias("mk.IAccountGrain")]
@@ -69,4 +74,24 @@ public interface IAccountGrain : IGrainWithStringKey
     /// <summary>Remembers that a key belongs to this account.</summary>
     [Alias("AttachKeyAsync")]
     Task AttachKeyAsync(string keyId);
+
+    /// <summary>Forgets a deleted key.</summary>
+    [Alias("DetachKeyAsync")]
+    Task DetachKeyAsync(string keyId);
+
+    /// <summary>Corrects the balance by a signed amount with a reason (audited); refused if it would pass the credit limit.</summary>
+    [Alias("AdjustAsync")]
+    Task<AccountInfo> AdjustAsync(long amount, string reason);
+
+    /// <summary>The audited balance changes, newest last.</summary>
+    [Alias("GetLedgerAsync")]
+    Task<IReadOnlyList<LedgerEntry>> GetLedgerAsync();
 }
+
+/// <summary>An audited change of balance by an admin.</summary>
+[GenerateSerializer, Immutable, Alias("mk.LedgerEntry")]
+public sealed record LedgerEntry(
+    [property: Id(0)] DateTimeOffset At,
+    [property: Id(1)] long Amount,
+    [property: Id(2)] string Reason,
+    [property: Id(3)] long BalanceAfter);

@@ -20,7 +20,33 @@ public sealed record ApiKeySpec(
     [property: Id(0)] string AccountId,
     [property: Id(1)] string Name,
     [property: Id(2)] IReadOnlyList<string> Services,
-    [property: Id(3)] DateTimeOffset? ExpiresAt);
+    [property: Id(3)] DateTimeOffset? ExpiresAt,
+    [property: Id(4)] KeyLimits? Limits = null);
+
+/// <summary>A change to an existing key; null fields stay as they are.</summary>
+[GenerateSerializer, Immutable, Alias("mk.ApiKeyUpdate")]
+public sealed record ApiKeyUpdate(
+    [property: Id(0)] string? Name,
+    [property: Id(1)] IReadOnlyList<string>? Services,
+    [property: Id(2)] DateTimeOffset? ExpiresAt,
+    [property: Id(3)] KeyLimits? Limits);
+
+/// <summary>One of a key's secrets, without the secret itself.</summary>
+/// <param name="RetiresAt">When the secret stops working (set when a newer secret replaces it); null while current.</param>
+[GenerateSerializer, Immutable, Alias("mk.SecretInfo")]
+public sealed record SecretInfo(
+    [property: Id(0)] string SecretId,
+    [property: Id(1)] DateTimeOffset CreatedAt,
+    [property: Id(2)] DateTimeOffset? RetiresAt);
+
+/// <summary>Calls counted against a quota in its current window.</summary>
+[GenerateSerializer, Immutable, Alias("mk.QuotaUsage")]
+public sealed record QuotaUsage(
+    [property: Id(0)] string Window,
+    [property: Id(1)] string? ServiceId,
+    [property: Id(2)] DateTimeOffset WindowStart,
+    [property: Id(3)] long Used,
+    [property: Id(4)] long Limit);
 
 /// <summary>An API key as admins and its owner see it. Never carries the secret.</summary>
 [GenerateSerializer, Immutable, Alias("mk.ApiKeyInfo")]
@@ -32,7 +58,10 @@ public sealed record ApiKeyInfo(
     [property: Id(4)] IReadOnlyList<string> Services,
     [property: Id(5)] DateTimeOffset? ExpiresAt,
     [property: Id(6)] DateTimeOffset CreatedAt,
-    [property: Id(7)] UsageCounters Usage);
+    [property: Id(7)] UsageCounters Usage,
+    [property: Id(8)] KeyLimits? Limits = null,
+    [property: Id(9)] IReadOnlyList<SecretInfo>? Secrets = null,
+    [property: Id(10)] IReadOnlyList<QuotaUsage>? Quotas = null);
 
 /// <summary>The answer to key creation: the only time the secret is shown.</summary>
 /// <param name="ApiKey">The full key to present on calls (<c>mk_&lt;keyId&gt;.&lt;secret&gt;</c>).</param>
@@ -67,16 +96,40 @@ public enum AdmitOutcome
 
     /// <summary>The service is priced in another currency than the account holds.</summary>
     CurrencyMismatch = 7,
+
+    /// <summary>A rate limit (token bucket) has no token left; retry after <see cref="LimitStatus.ResetSeconds"/>.</summary>
+    RateLimited = 8,
+
+    /// <summary>A daily or monthly call quota of the key is used up.</summary>
+    QuotaExhausted = 9,
+
+    /// <summary>The account's monthly call cap is reached.</summary>
+    AccountCapReached = 10,
+
+    /// <summary>The access token has expired or was revoked.</summary>
+    TokenInvalid = 11,
+}
+
+/// <summary>How the caller proved who it is.</summary>
+public enum CredentialKind
+{
+    /// <summary>The API key's secret.</summary>
+    KeySecret = 0,
+
+    /// <summary>A short-lived access token issued from the key.</summary>
+    AccessToken = 1,
 }
 
 /// <summary>A call asking to be let in: credentials, target and the price to reserve.</summary>
+/// <param name="Secret">The key's secret, or for an access token its <c>tokenId.secret</c> part.</param>
 [GenerateSerializer, Immutable, Alias("mk.AdmitRequest")]
 public sealed record AdmitRequest(
     [property: Id(0)] string Secret,
     [property: Id(1)] string ServiceId,
     [property: Id(2)] long Price,
     [property: Id(3)] string Currency,
-    [property: Id(4)] string TrackId);
+    [property: Id(4)] string TrackId,
+    [property: Id(5)] CredentialKind Kind = CredentialKind.KeySecret);
 
 /// <summary>The key grain's decision on an <see cref="AdmitRequest"/>.</summary>
 [GenerateSerializer, Immutable, Alias("mk.AdmitResult")]
@@ -85,7 +138,22 @@ public sealed record AdmitResult(
     [property: Id(1)] string? AccountId,
     [property: Id(2)] long Reserved,
     [property: Id(3)] long Available,
-    [property: Id(4)] string? Currency);
+    [property: Id(4)] string? Currency,
+    [property: Id(5)] LimitStatus? Limit = null);
+
+/// <summary>An access token and the refresh token that replaces it, as issued (the only time they are shown).</summary>
+[GenerateSerializer, Immutable, Alias("mk.TokenPair")]
+public sealed record TokenPair(
+    [property: Id(0)] string AccessToken,
+    [property: Id(1)] DateTimeOffset AccessExpiresAt,
+    [property: Id(2)] string RefreshToken,
+    [property: Id(3)] DateTimeOffset RefreshExpiresAt);
+
+/// <summary>The answer to a token request: a pair, or why not.</summary>
+[GenerateSerializer, Immutable, Alias("mk.TokenResult")]
+public sealed record TokenResult(
+    [property: Id(0)] AdmitOutcome Outcome,
+    [property: Id(1)] TokenPair? Tokens);
 
 /// <summary>One API key: its secret hash, status, entitlements and counters.</summary>
 [Alias("mk.IApiKeyGrain")]
@@ -114,4 +182,32 @@ public interface IApiKeyGrain : IGrainWithStringKey
     /// <summary>Counts a settled call; fire and forget.</summary>
     [OneWay, Alias("RecordAsync")]
     Task RecordAsync(string serviceId, bool succeeded, bool charged);
+
+    /// <summary>Changes name, entitlements, expiry or limits.</summary>
+    [Alias("UpdateAsync")]
+    Task<ApiKeyInfo?> UpdateAsync(ApiKeyUpdate update);
+
+    /// <summary>Issues a new secret; the current one keeps working for <paramref name="overlap"/>. Returns the new presented key.</summary>
+    [Alias("RotateAsync")]
+    Task<ApiKeyCreated?> RotateAsync(TimeSpan overlap);
+
+    /// <summary>Stops a secret from working now.</summary>
+    [Alias("RetireSecretAsync")]
+    Task<ApiKeyInfo?> RetireSecretAsync(string secretId);
+
+    /// <summary>Deletes the key; it is refused from then on as if it never existed.</summary>
+    [Alias("DeleteAsync")]
+    Task<bool> DeleteAsync();
+
+    /// <summary>Exchanges the key's secret for an access token and a refresh token.</summary>
+    [Alias("IssueTokenAsync")]
+    Task<TokenResult> IssueTokenAsync(string secret);
+
+    /// <summary>Exchanges a refresh token (<c>tokenId.secret</c>) for a new pair; concurrent refreshes of one token get the same pair.</summary>
+    [Alias("RefreshTokenAsync")]
+    Task<TokenResult> RefreshTokenAsync(string refreshToken);
+
+    /// <summary>Revokes an access or refresh token (<c>tokenId.secret</c>); false when it was not valid.</summary>
+    [Alias("RevokeTokenAsync")]
+    Task<bool> RevokeTokenAsync(string token);
 }

@@ -1,7 +1,7 @@
 namespace Marketplace;
 
 /// <summary>A consumer's call to a data service, as the pipeline sees it whatever door it came through.</summary>
-/// <param name="Credential">The API key (<c>mk_&lt;keyId&gt;.&lt;secret&gt;</c>) presented by the caller.</param>
+/// <param name="Credential">The API key (<c>mk_&lt;keyId&gt;.&lt;secret&gt;</c>) or access token (<c>mt_...</c>) presented by the caller.</param>
 /// <param name="Path">The part of the path after the service id, forwarded to the upstream (may be empty).</param>
 /// <param name="Query">The query string including its leading '?', or empty.</param>
 /// <param name="TrackId">The caller's well-formed TrackId, or null to have one generated.</param>
@@ -39,6 +39,9 @@ public enum CallOutcome
 
     /// <summary>The data service does not exist.</summary>
     UnknownService = 6,
+
+    /// <summary>The service's own rate limit towards its upstream is exhausted on this silo.</summary>
+    UpstreamRateLimited = 7,
 }
 
 /// <summary>The result of a call: the upstream's answer or the reason it was refused.</summary>
@@ -54,7 +57,8 @@ public sealed record CallResult(
     [property: Id(7)] long Price,
     [property: Id(8)] long Available,
     [property: Id(9)] string? Currency,
-    [property: Id(10)] string? Detail);
+    [property: Id(10)] string? Detail,
+    [property: Id(11)] LimitStatus? Limit = null);
 
 /// <summary>
 /// The call pipeline as a grain, so internal .NET services connected as Orleans clients get the same

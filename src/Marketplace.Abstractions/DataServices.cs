@@ -9,7 +9,8 @@ public sealed record DataServiceSpec(
     [property: Id(3)] long PricePerCall,
     [property: Id(4)] string Currency,
     [property: Id(5)] string? Description,
-    [property: Id(6)] int TimeoutMs);
+    [property: Id(6)] int TimeoutMs,
+    [property: Id(7)] RateLimit? UpstreamRateLimit = null);
 
 /// <summary>A data service as admins and consumers see it.</summary>
 [GenerateSerializer, Immutable, Alias("mk.DataServiceInfo")]
@@ -25,7 +26,8 @@ public sealed record DataServiceInfo(
     [property: Id(8)] int Revision,
     [property: Id(9)] DateTimeOffset CreatedAt,
     [property: Id(10)] DateTimeOffset UpdatedAt,
-    [property: Id(11)] ServiceCounters Counters);
+    [property: Id(11)] ServiceCounters Counters,
+    [property: Id(12)] RateLimit? UpstreamRateLimit = null);
 
 /// <summary>Per-service call counters, kept in the service grain's memory.</summary>
 [GenerateSerializer, Immutable, Alias("mk.ServiceCounters")]
@@ -43,7 +45,8 @@ public sealed record ServiceRoute(
     [property: Id(2)] long PricePerCall,
     [property: Id(3)] string Currency,
     [property: Id(4)] int TimeoutMs,
-    [property: Id(5)] int Revision);
+    [property: Id(5)] int Revision,
+    [property: Id(6)] RateLimit? UpstreamRateLimit = null);
 
 /// <summary>One data service: its catalog entry, price, upstream and counters.</summary>
 [Alias("mk.IDataServiceGrain")]

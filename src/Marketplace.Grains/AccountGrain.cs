@@ -32,12 +32,14 @@ public sealed class AccountGrain(
 
             State.Name = spec.Name;
             State.CreditLimit = spec.CreditLimit;
+            State.MonthlyCallCap = spec.MonthlyCallCap;
         }
         else
         {
             State.Name = spec.Name;
             State.Currency = spec.Currency;
             State.CreditLimit = spec.CreditLimit;
+            State.MonthlyCallCap = spec.MonthlyCallCap;
             State.CreatedAt = time.GetUtcNow();
         }
 
@@ -52,8 +54,39 @@ public sealed class AccountGrain(
     {
         EnsureExists();
         Validation.ThrowIfInvalid(Validation.CheckTopUp(amount, reason));
-        State.Balance = checked(State.Balance + amount);
         State.TotalToppedUp = checked(State.TotalToppedUp + amount);
+        await ChangeBalanceAsync(amount, reason);
+        return ToInfo();
+    }
+
+    public async Task<AccountInfo> AdjustAsync(long amount, string reason)
+    {
+        EnsureExists();
+        Validation.ThrowIfInvalid(Validation.CheckAdjustment(amount, reason));
+        if (Available + amount < 0)
+        {
+            throw new InvalidOperationException(
+                $"The adjustment would take the balance below the credit limit (available {Available}, adjustment {amount}).");
+        }
+
+        await ChangeBalanceAsync(amount, reason);
+        return ToInfo();
+    }
+
+    public Task<IReadOnlyList<LedgerEntry>> GetLedgerAsync() => Task.FromResult<IReadOnlyList<LedgerEntry>>(
+        [.. State.Ledger.Select(e => new LedgerEntry(e.At, e.Amount, e.Reason, e.BalanceAfter))]);
+
+    public async Task DetachKeyAsync(string keyId)
+    {
+        if (Exists && State.KeyIds.Remove(keyId))
+        {
+            await SaveNowAsync();
+        }
+    }
+
+    private async Task ChangeBalanceAsync(long amount, string reason)
+    {
+        State.Balance = checked(State.Balance + amount);
         State.Ledger.Add(new BalanceEntry { At = time.GetUtcNow(), Amount = amount, Reason = reason, BalanceAfter = State.Balance });
         if (State.Ledger.Count > LedgerLimit)
         {
@@ -61,7 +94,6 @@ public sealed class AccountGrain(
         }
 
         await SaveNowAsync();
-        return ToInfo();
     }
 
     public ValueTask<Reservation> ReserveAsync(long amount)
@@ -71,6 +103,15 @@ public sealed class AccountGrain(
             return ValueTask.FromResult(new Reservation(false, 0, State.Currency));
         }
 
+        if (State.MonthlyCallCap is { } cap)
+        {
+            RollMonth();
+            if (State.CallsThisMonth >= cap)
+            {
+                return ValueTask.FromResult(new Reservation(false, Available, State.Currency, CapReached: true));
+            }
+        }
+
         var available = Available;
         if (amount > available)
         {
@@ -78,6 +119,12 @@ public sealed class AccountGrain(
         }
 
         _reserved += amount;
+        if (State.MonthlyCallCap is not null)
+        {
+            State.CallsThisMonth++;
+            MarkDirty();
+        }
+
         return ValueTask.FromResult(new Reservation(true, available - amount, State.Currency));
     }
 
@@ -109,6 +156,16 @@ public sealed class AccountGrain(
 
     private long Available => State.Balance - _reserved + State.CreditLimit;
 
+    private void RollMonth()
+    {
+        var start = QuotaWindows.MonthStart(time.GetUtcNow(), TimeSpan.Zero);
+        if (State.MonthStart != start)
+        {
+            State.MonthStart = start;
+            State.CallsThisMonth = 0;
+        }
+    }
+
     private void EnsureExists()
     {
         if (!Exists)
@@ -119,5 +176,6 @@ public sealed class AccountGrain(
 
     private AccountInfo ToInfo() => new(
         this.GetPrimaryKeyString(), State.Name, State.Currency, State.Balance, _reserved, State.CreditLimit, Available,
-        State.TotalToppedUp, State.TotalCharged, State.Usage.ToContract(), [.. State.KeyIds], State.CreatedAt);
+        State.TotalToppedUp, State.TotalCharged, State.Usage.ToContract(), [.. State.KeyIds], State.CreatedAt,
+        State.MonthlyCallCap, State.MonthStart == QuotaWindows.MonthStart(time.GetUtcNow(), TimeSpan.Zero) ? State.CallsThisMonth : 0);
 }

@@ -4,16 +4,40 @@ using Microsoft.Extensions.Options;
 namespace Marketplace.Grains;
 
 /// <inheritdoc cref="IApiKeyGrain"/>
+/// <remarks>
+/// The grain is the only writer of the key's secrets, tokens, buckets and quota counters in the whole cluster,
+/// so every check and the consumption that follows it happen as one step: quotas are exact, concurrent token
+/// refreshes cannot overwrite each other, and a revocation is seen by the very next call on any silo.
+/// Checks come first and consumption last, so a refused call consumes nothing.
+/// </remarks>
 public sealed class ApiKeyGrain(
     [PersistentState("apikey", StorageNames.Marketplace)] IPersistentState<ApiKeyState> store,
     IOptions<GrainPersistenceOptions> options,
+    IOptions<TokenOptions> tokenOptions,
     ILogger<ApiKeyGrain> logger,
     TimeProvider time) : WriteBehindGrain<ApiKeyState>(store, options, logger), IApiKeyGrain
 {
+    private const int MaxActiveSecrets = 2;
+
+    private readonly Dictionary<string, TokenBucket> _buckets = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, (TokenPair Pair, byte[] Hash, DateTimeOffset At)> _recentRefreshes = new(StringComparer.Ordinal);
+
+    public override Task OnActivateAsync(CancellationToken cancellationToken)
+    {
+        // Keys issued before rotation existed kept one secret in Salt/SecretHash.
+        if (Exists && State.Secrets.Count == 0 && State.SecretHash.Length > 0)
+        {
+            State.Secrets.Add(new SecretState { Id = "s1", Salt = State.Salt, Hash = State.SecretHash, CreatedAt = State.CreatedAt });
+        }
+
+        return base.OnActivateAsync(cancellationToken);
+    }
+
     public async Task<ApiKeyCreated> CreateAsync(ApiKeySpec spec, string? presetSecret = null)
     {
         var keyId = this.GetPrimaryKeyString();
-        Validation.ThrowIfInvalid(Validation.Check(spec, time.GetUtcNow()));
+        var now = time.GetUtcNow();
+        Validation.ThrowIfInvalid(Validation.Check(spec, now));
         if (!ApiKeySecrets.IsValidKeyId(keyId))
         {
             throw new ArgumentException("Invalid key id.");
@@ -40,15 +64,46 @@ public sealed class ApiKeyGrain(
         State.Status = ApiKeyStatus.Active;
         State.Services = [.. spec.Services.Distinct(StringComparer.Ordinal)];
         State.ExpiresAt = spec.ExpiresAt;
-        State.CreatedAt = time.GetUtcNow();
-        State.Salt = ApiKeySecrets.NewSalt();
-        State.SecretHash = ApiKeySecrets.Hash(State.Salt, secret);
+        State.CreatedAt = now;
+        State.Limits = LimitsState.From(spec.Limits);
+        State.Secrets = [NewSecretState(secret, now)];
         await SaveNowAsync();
         await account.AttachKeyAsync(keyId);
         return new ApiKeyCreated(ToInfo(), ApiKeySecrets.Format(keyId, secret));
     }
 
     public Task<ApiKeyInfo?> GetAsync() => Task.FromResult(Exists ? ToInfo() : null);
+
+    public async Task<ApiKeyInfo?> UpdateAsync(ApiKeyUpdate update)
+    {
+        if (!Exists)
+        {
+            return null;
+        }
+
+        var now = time.GetUtcNow();
+        var merged = new ApiKeySpec(State.AccountId, update.Name ?? State.Name, update.Services ?? State.Services,
+            update.ExpiresAt ?? State.ExpiresAt, update.Limits ?? State.Limits.ToContract());
+        var errors = Validation.Check(merged, now);
+        if (update.ExpiresAt is null)
+        {
+            // An unchanged expiry may already be in the past; that is the admin's business, not an input error.
+            errors.Remove("expiresAt");
+        }
+
+        Validation.ThrowIfInvalid(errors);
+        State.Name = merged.Name;
+        State.Services = [.. merged.Services.Distinct(StringComparer.Ordinal)];
+        State.ExpiresAt = merged.ExpiresAt;
+        if (update.Limits is not null)
+        {
+            State.Limits = LimitsState.From(update.Limits);
+            _buckets.Clear();
+        }
+
+        await SaveNowAsync();
+        return ToInfo();
+    }
 
     public async Task<ApiKeyInfo?> SetStatusAsync(ApiKeyStatus status)
     {
@@ -65,15 +120,93 @@ public sealed class ApiKeyGrain(
         if (State.Status != status)
         {
             State.Status = status;
+            if (status == ApiKeyStatus.Revoked)
+            {
+                State.Tokens.Clear();
+            }
+
             await SaveNowAsync();
         }
 
         return ToInfo();
     }
 
+    public async Task<ApiKeyCreated?> RotateAsync(TimeSpan overlap)
+    {
+        if (!Exists)
+        {
+            return null;
+        }
+
+        if (State.Status == ApiKeyStatus.Revoked)
+        {
+            throw new InvalidOperationException("A revoked key cannot be rotated.");
+        }
+
+        if (overlap < TimeSpan.Zero || overlap > TimeSpan.FromDays(30))
+        {
+            throw new ArgumentException("overlapSeconds must be between 0 and 2592000 (30 days).");
+        }
+
+        var now = time.GetUtcNow();
+        PruneSecrets(now);
+        if (State.Secrets.Count >= MaxActiveSecrets)
+        {
+            throw new InvalidOperationException("The key already has two active secrets; retire one before issuing another.");
+        }
+
+        foreach (var current in State.Secrets.Where(s => s.RetiresAt is null))
+        {
+            current.RetiresAt = now + overlap;
+        }
+
+        var secret = ApiKeySecrets.NewSecret();
+        State.Secrets.Add(NewSecretState(secret, now));
+        PruneSecrets(now);
+        await SaveNowAsync();
+        return new ApiKeyCreated(ToInfo(), ApiKeySecrets.Format(this.GetPrimaryKeyString(), secret));
+    }
+
+    public async Task<ApiKeyInfo?> RetireSecretAsync(string secretId)
+    {
+        if (!Exists)
+        {
+            return null;
+        }
+
+        var now = time.GetUtcNow();
+        PruneSecrets(now);
+        var secret = State.Secrets.FirstOrDefault(s => s.Id == secretId)
+            ?? throw new KeyNotFoundException($"The key has no active secret '{secretId}'.");
+        if (State.Secrets.Count == 1)
+        {
+            throw new InvalidOperationException("This is the key's only secret; rotate first, or suspend or revoke the key.");
+        }
+
+        State.Secrets.Remove(secret);
+        await SaveNowAsync();
+        return ToInfo();
+    }
+
+    public async Task<bool> DeleteAsync()
+    {
+        if (!Exists)
+        {
+            return false;
+        }
+
+        var accountId = State.AccountId;
+        await ClearAsync();
+        _buckets.Clear();
+        _recentRefreshes.Clear();
+        await GrainFactory.GetGrain<IAccountGrain>(accountId).DetachKeyAsync(this.GetPrimaryKeyString());
+        return true;
+    }
+
     public async ValueTask<AdmitResult> AdmitAsync(AdmitRequest request)
     {
-        var refusal = Check(request.Secret);
+        var now = time.GetUtcNow();
+        var refusal = request.Kind == CredentialKind.AccessToken ? CheckToken(request.Secret, now) : CheckSecret(request.Secret, now);
         if (refusal is { } outcome)
         {
             return Refuse(outcome);
@@ -84,24 +217,77 @@ public sealed class ApiKeyGrain(
             return Refuse(AdmitOutcome.NotEntitled);
         }
 
-        if (request.Price == 0)
-        {
-            return new AdmitResult(AdmitOutcome.Admitted, State.AccountId, 0, 0, request.Currency);
-        }
-
         if (!string.Equals(State.Currency, request.Currency, StringComparison.Ordinal))
         {
             return new AdmitResult(AdmitOutcome.CurrencyMismatch, State.AccountId, 0, 0, State.Currency);
         }
 
+        // 1. Look, without consuming anything.
+        var limits = State.Limits;
+        var serviceLimits = limits.PerService.GetValueOrDefault(request.ServiceId);
+        var keyBucket = Bucket("rate", limits.Rate, now);
+        var serviceBucket = Bucket("rate:" + request.ServiceId, serviceLimits?.Rate, now);
+        if (keyBucket is not null && keyBucket.Available(now) < 1)
+        {
+            return Refuse(AdmitOutcome.RateLimited, keyBucket.Status("rate", now));
+        }
+
+        if (serviceBucket is not null && serviceBucket.Available(now) < 1)
+        {
+            return Refuse(AdmitOutcome.RateLimited, serviceBucket.Status("service-rate", now));
+        }
+
+        var offset = limits.WindowOffset ?? TimeSpan.Zero;
+        var quotas = QuotasFor(request.ServiceId, limits, serviceLimits);
+        LimitStatus? tightest = null;
+        foreach (var (counterKey, window, limit, policy) in quotas)
+        {
+            var counter = Counter(counterKey, window, now, offset);
+            var status = QuotaStatus(policy, window, counter, limit, now, offset);
+            if (counter.Count >= limit)
+            {
+                return Refuse(AdmitOutcome.QuotaExhausted, status);
+            }
+
+            tightest = Tighter(tightest, status with { Remaining = status.Remaining - 1 });
+        }
+
+        // 2. The account: the balance (and its monthly cap) has its own single writer.
         var reservation = await GrainFactory.GetGrain<IAccountGrain>(State.AccountId).ReserveAsync(request.Price);
-        return reservation.Granted
-            ? new AdmitResult(AdmitOutcome.Admitted, State.AccountId, request.Price, reservation.Available, reservation.Currency)
-            : new AdmitResult(AdmitOutcome.InsufficientBalance, State.AccountId, 0, reservation.Available, reservation.Currency);
+        if (!reservation.Granted)
+        {
+            return new AdmitResult(reservation.CapReached ? AdmitOutcome.AccountCapReached : AdmitOutcome.InsufficientBalance,
+                State.AccountId, 0, reservation.Available, reservation.Currency);
+        }
+
+        // 3. Consume. Nothing awaited since the checks could have changed buckets or counters: this grain is not reentrant.
+        keyBucket?.Take();
+        serviceBucket?.Take();
+        foreach (var (counterKey, window, _, _) in quotas)
+        {
+            Counter(counterKey, window, now, offset).Count++;
+        }
+
+        if (quotas.Count > 0)
+        {
+            MarkDirty();
+        }
+
+        if (keyBucket is not null)
+        {
+            tightest = Tighter(tightest, keyBucket.Status("rate", now));
+        }
+
+        if (serviceBucket is not null)
+        {
+            tightest = Tighter(tightest, serviceBucket.Status("service-rate", now));
+        }
+
+        return new AdmitResult(AdmitOutcome.Admitted, State.AccountId, request.Price, reservation.Available, reservation.Currency, tightest);
     }
 
     public ValueTask<ApiKeyInfo?> AuthenticateAsync(string secret) =>
-        ValueTask.FromResult(Check(secret) is null ? ToInfo() : null);
+        ValueTask.FromResult(CheckSecret(secret, time.GetUtcNow()) is null ? ToInfo() : null);
 
     public Task RecordAsync(string serviceId, bool succeeded, bool charged)
     {
@@ -114,25 +300,246 @@ public sealed class ApiKeyGrain(
         return Task.CompletedTask;
     }
 
-    private AdmitOutcome? Check(string secret)
+    public async Task<TokenResult> IssueTokenAsync(string secret)
     {
-        if (!Exists || !ApiKeySecrets.Verify(State.Salt, State.SecretHash, secret))
+        var now = time.GetUtcNow();
+        if (CheckSecret(secret, now) is { } refusal)
+        {
+            return new TokenResult(refusal, null);
+        }
+
+        PruneTokens(now);
+        if (State.Tokens.Count + 2 > tokenOptions.Value.MaxTokensPerKey)
+        {
+            return new TokenResult(AdmitOutcome.RateLimited, null);
+        }
+
+        var pair = NewTokenPair(now);
+        await SaveNowAsync();
+        return new TokenResult(AdmitOutcome.Admitted, pair);
+    }
+
+    public async Task<TokenResult> RefreshTokenAsync(string refreshToken)
+    {
+        var now = time.GetUtcNow();
+        if (!ApiKeySecrets.TrySplitProof(refreshToken, out var tokenId, out var secret))
+        {
+            return new TokenResult(AdmitOutcome.TokenInvalid, null);
+        }
+
+        if (KeyStatusRefusal(now) is { } refusal)
+        {
+            return new TokenResult(refusal, null);
+        }
+
+        // A refresh that raced (or retried) one that already succeeded gets the same pair, not a second one.
+        if (_recentRefreshes.TryGetValue(tokenId, out var recent)
+            && now - recent.At <= tokenOptions.Value.RefreshGracePeriod
+            && ApiKeySecrets.Verify(Salt(tokenId), recent.Hash, secret))
+        {
+            return new TokenResult(AdmitOutcome.Admitted, recent.Pair);
+        }
+
+        if (!State.Tokens.TryGetValue(tokenId, out var token) || !token.IsRefresh || token.Used || token.ExpiresAt <= now
+            || !ApiKeySecrets.Verify(Salt(tokenId), token.Hash, secret))
+        {
+            return new TokenResult(AdmitOutcome.TokenInvalid, null);
+        }
+
+        PruneTokens(now);
+        State.Tokens.Remove(tokenId);
+        var pair = NewTokenPair(now);
+        _recentRefreshes[tokenId] = (pair, token.Hash, now);
+        await SaveNowAsync();
+        return new TokenResult(AdmitOutcome.Admitted, pair);
+    }
+
+    public async Task<bool> RevokeTokenAsync(string token)
+    {
+        if (!Exists || !ApiKeySecrets.TrySplitProof(token, out var tokenId, out var secret)
+            || !State.Tokens.TryGetValue(tokenId, out var stored) || !ApiKeySecrets.Verify(Salt(tokenId), stored.Hash, secret))
+        {
+            return false;
+        }
+
+        State.Tokens.Remove(tokenId);
+        _recentRefreshes.Remove(tokenId);
+        await SaveNowAsync();
+        return true;
+    }
+
+    private AdmitOutcome? CheckSecret(string secret, DateTimeOffset now)
+    {
+        if (!Exists || !State.Secrets.Any(s => (s.RetiresAt is null || s.RetiresAt > now) && ApiKeySecrets.Verify(s.Salt, s.Hash, secret)))
         {
             return AdmitOutcome.InvalidCredentials;
         }
 
-        return State.Status switch
-        {
-            ApiKeyStatus.Revoked => AdmitOutcome.Revoked,
-            ApiKeyStatus.Suspended => AdmitOutcome.Suspended,
-            _ when State.ExpiresAt is { } expiry && time.GetUtcNow() >= expiry => AdmitOutcome.Expired,
-            _ => null,
-        };
+        return KeyStatusRefusal(now);
     }
 
-    private static AdmitResult Refuse(AdmitOutcome outcome) => new(outcome, null, 0, 0, null);
+    private AdmitOutcome? CheckToken(string proof, DateTimeOffset now)
+    {
+        if (!Exists)
+        {
+            return AdmitOutcome.InvalidCredentials;
+        }
 
-    private ApiKeyInfo ToInfo() => new(
-        this.GetPrimaryKeyString(), State.AccountId, State.Name, State.Status, [.. State.Services], State.ExpiresAt,
-        State.CreatedAt, State.Usage.ToContract());
+        if (!ApiKeySecrets.TrySplitProof(proof, out var tokenId, out var secret)
+            || !State.Tokens.TryGetValue(tokenId, out var token) || token.IsRefresh || token.ExpiresAt <= now
+            || !ApiKeySecrets.Verify(Salt(tokenId), token.Hash, secret))
+        {
+            return AdmitOutcome.TokenInvalid;
+        }
+
+        return KeyStatusRefusal(now);
+    }
+
+    private AdmitOutcome? KeyStatusRefusal(DateTimeOffset now) => State.Status switch
+    {
+        _ when !Exists => AdmitOutcome.InvalidCredentials,
+        ApiKeyStatus.Revoked => AdmitOutcome.Revoked,
+        ApiKeyStatus.Suspended => AdmitOutcome.Suspended,
+        _ when State.ExpiresAt is { } expiry && now >= expiry => AdmitOutcome.Expired,
+        _ => null,
+    };
+
+    private TokenPair NewTokenPair(DateTimeOffset now)
+    {
+        var keyId = this.GetPrimaryKeyString();
+        var lifetimes = tokenOptions.Value;
+        var accessId = ApiKeySecrets.NewTokenId();
+        var accessSecret = ApiKeySecrets.NewSecret();
+        var refreshId = ApiKeySecrets.NewTokenId();
+        var refreshSecret = ApiKeySecrets.NewSecret();
+        var pair = new TokenPair(
+            ApiKeySecrets.FormatToken(ApiKeySecrets.AccessTokenPrefix, keyId, accessId, accessSecret), now + lifetimes.AccessTokenLifetime,
+            ApiKeySecrets.FormatToken(ApiKeySecrets.RefreshTokenPrefix, keyId, refreshId, refreshSecret), now + lifetimes.RefreshTokenLifetime);
+        State.Tokens[accessId] = new TokenState { Hash = ApiKeySecrets.Hash(Salt(accessId), accessSecret), ExpiresAt = pair.AccessExpiresAt };
+        State.Tokens[refreshId] = new TokenState { IsRefresh = true, Hash = ApiKeySecrets.Hash(Salt(refreshId), refreshSecret), ExpiresAt = pair.RefreshExpiresAt };
+        return pair;
+    }
+
+    // Token secrets are 256 random bits; the token id is salt enough to make equal secrets hash differently.
+    private static byte[] Salt(string tokenId) => System.Text.Encoding.ASCII.GetBytes(tokenId);
+
+    private void PruneTokens(DateTimeOffset now)
+    {
+        foreach (var expired in State.Tokens.Where(t => t.Value.ExpiresAt <= now).Select(t => t.Key).ToList())
+        {
+            State.Tokens.Remove(expired);
+        }
+
+        foreach (var old in _recentRefreshes.Where(r => now - r.Value.At > tokenOptions.Value.RefreshGracePeriod).Select(r => r.Key).ToList())
+        {
+            _recentRefreshes.Remove(old);
+        }
+    }
+
+    private void PruneSecrets(DateTimeOffset now) => State.Secrets.RemoveAll(s => s.RetiresAt is { } retires && retires <= now);
+
+    private static SecretState NewSecretState(string secret, DateTimeOffset now)
+    {
+        var salt = ApiKeySecrets.NewSalt();
+        return new SecretState { Id = ApiKeySecrets.NewTokenId(), Salt = salt, Hash = ApiKeySecrets.Hash(salt, secret), CreatedAt = now };
+    }
+
+    private TokenBucket? Bucket(string name, RateLimit? limit, DateTimeOffset now)
+    {
+        if (limit is null)
+        {
+            return null;
+        }
+
+        if (!_buckets.TryGetValue(name, out var bucket))
+        {
+            bucket = new TokenBucket(limit, now);
+            _buckets[name] = bucket;
+        }
+        else if (bucket.Limit != limit)
+        {
+            bucket.Reconfigure(limit);
+        }
+
+        return bucket;
+    }
+
+    private static List<(string CounterKey, string Window, long Limit, string Policy)> QuotasFor(string serviceId, LimitsState limits, LimitsState? service)
+    {
+        var quotas = new List<(string, string, long, string)>(4);
+        if (limits.PerDay is { } day)
+        {
+            quotas.Add((QuotaWindows.Day, QuotaWindows.Day, day, "day"));
+        }
+
+        if (limits.PerMonth is { } month)
+        {
+            quotas.Add((QuotaWindows.Month, QuotaWindows.Month, month, "month"));
+        }
+
+        if (service?.PerDay is { } serviceDay)
+        {
+            quotas.Add(($"{QuotaWindows.Day}:{serviceId}", QuotaWindows.Day, serviceDay, "service-day"));
+        }
+
+        if (service?.PerMonth is { } serviceMonth)
+        {
+            quotas.Add(($"{QuotaWindows.Month}:{serviceId}", QuotaWindows.Month, serviceMonth, "service-month"));
+        }
+
+        return quotas;
+    }
+
+    private QuotaCounterState Counter(string counterKey, string window, DateTimeOffset now, TimeSpan offset)
+    {
+        var start = window == QuotaWindows.Day ? QuotaWindows.DayStart(now, offset) : QuotaWindows.MonthStart(now, offset);
+        if (!State.Quotas.TryGetValue(counterKey, out var counter))
+        {
+            counter = new QuotaCounterState { WindowStart = start };
+            State.Quotas[counterKey] = counter;
+        }
+        else if (counter.WindowStart != start)
+        {
+            counter.WindowStart = start;
+            counter.Count = 0;
+        }
+
+        return counter;
+    }
+
+    private static LimitStatus QuotaStatus(string policy, string window, QuotaCounterState counter, long limit, DateTimeOffset now, TimeSpan offset)
+    {
+        var end = QuotaWindows.Next(window, counter.WindowStart, offset);
+        return new LimitStatus(policy, limit, Math.Max(0, limit - counter.Count), (long)(end - counter.WindowStart).TotalSeconds,
+            Math.Max(1, (long)Math.Ceiling((end - now).TotalSeconds)));
+    }
+
+    // The limit closest to running out is the one the RateLimit headers describe.
+    private static LimitStatus Tighter(LimitStatus? current, LimitStatus candidate) =>
+        current is null || (double)candidate.Remaining / Math.Max(1, candidate.Limit) < (double)current.Remaining / Math.Max(1, current.Limit)
+            ? candidate
+            : current;
+
+    private static AdmitResult Refuse(AdmitOutcome outcome, LimitStatus? limit = null) => new(outcome, null, 0, 0, null, limit);
+
+    private ApiKeyInfo ToInfo()
+    {
+        var now = time.GetUtcNow();
+        var offset = State.Limits.WindowOffset ?? TimeSpan.Zero;
+        var quotas = QuotasFor(string.Empty, State.Limits, null)
+            .Concat(State.Limits.PerService.SelectMany(s => QuotasFor(s.Key, new LimitsState(), s.Value)))
+            .Select(q =>
+            {
+                var start = q.Window == QuotaWindows.Day ? QuotaWindows.DayStart(now, offset) : QuotaWindows.MonthStart(now, offset);
+                var used = State.Quotas.TryGetValue(q.CounterKey, out var c) && c.WindowStart == start ? c.Count : 0;
+                var serviceId = q.CounterKey.Contains(':') ? q.CounterKey[(q.CounterKey.IndexOf(':') + 1)..] : null;
+                return new QuotaUsage(q.Window, serviceId, start, used, q.Limit);
+            })
+            .ToList();
+        return new ApiKeyInfo(
+            this.GetPrimaryKeyString(), State.AccountId, State.Name, State.Status, [.. State.Services], State.ExpiresAt,
+            State.CreatedAt, State.Usage.ToContract(), State.Limits.ToContract(),
+            [.. State.Secrets.Where(s => s.RetiresAt is null || s.RetiresAt > now).Select(s => new SecretInfo(s.Id, s.CreatedAt, s.RetiresAt))],
+            quotas);
+    }
 }

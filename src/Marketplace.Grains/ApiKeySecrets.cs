@@ -13,6 +13,64 @@ public static partial class ApiKeySecrets
 {
     private const string Prefix = "mk_";
 
+    /// <summary>Prefix of access tokens: <c>mt_&lt;keyId&gt;.&lt;tokenId&gt;.&lt;secret&gt;</c>.</summary>
+    public const string AccessTokenPrefix = "mt_";
+
+    /// <summary>Prefix of refresh tokens: <c>mr_&lt;keyId&gt;.&lt;tokenId&gt;.&lt;secret&gt;</c>.</summary>
+    public const string RefreshTokenPrefix = "mr_";
+
+    /// <summary>
+    /// Splits a presented credential (key or access token) into key id, kind and the part the key grain verifies
+    /// (the secret, or <c>tokenId.secret</c>); false when it is not well formed.
+    /// </summary>
+    public static bool TryParseCredential(string? presented, out string keyId, out CredentialKind kind, out string proof)
+    {
+        kind = CredentialKind.KeySecret;
+        if (TryParse(presented, out keyId, out proof))
+        {
+            return true;
+        }
+
+        kind = CredentialKind.AccessToken;
+        return TryParseToken(presented, AccessTokenPrefix, out keyId, out proof);
+    }
+
+    /// <summary>Splits a token (<paramref name="prefix"/> + <c>keyId.tokenId.secret</c>) into key id and <c>tokenId.secret</c>.</summary>
+    public static bool TryParseToken(string? presented, string prefix, out string keyId, out string proof)
+    {
+        keyId = string.Empty;
+        proof = string.Empty;
+        if (presented is null || presented.Length > 250 || !presented.StartsWith(prefix, StringComparison.Ordinal))
+        {
+            return false;
+        }
+
+        var parts = presented[prefix.Length..].Split('.');
+        if (parts.Length != 3 || !KeyIdRegex().IsMatch(parts[0]) || !TokenIdRegex().IsMatch(parts[1]) || !SecretRegex().IsMatch(parts[2]))
+        {
+            return false;
+        }
+
+        keyId = parts[0];
+        proof = parts[1] + "." + parts[2];
+        return true;
+    }
+
+    /// <summary>Splits <c>tokenId.secret</c>.</summary>
+    public static bool TrySplitProof(string proof, out string tokenId, out string secret)
+    {
+        var dot = proof.IndexOf('.');
+        tokenId = dot < 0 ? string.Empty : proof[..dot];
+        secret = dot < 0 ? string.Empty : proof[(dot + 1)..];
+        return dot > 0 && TokenIdRegex().IsMatch(tokenId) && SecretRegex().IsMatch(secret);
+    }
+
+    /// <summary>A new random token or secret id (12 characters of [a-z0-9]).</summary>
+    public static string NewTokenId() => RandomNumberGenerator.GetString("abcdefghijklmnopqrstuvwxyz0123456789", 12);
+
+    /// <summary>A token as the caller presents it.</summary>
+    public static string FormatToken(string prefix, string keyId, string tokenId, string secret) => $"{prefix}{keyId}.{tokenId}.{secret}";
+
     /// <summary>Splits a presented key into key id and secret; false when it is not well formed.</summary>
     public static bool TryParse(string? presented, out string keyId, out string secret)
     {
@@ -85,4 +143,7 @@ public static partial class ApiKeySecrets
 
     [GeneratedRegex("^[A-Za-z0-9_-]{16,128}\\z", RegexOptions.CultureInvariant)]
     private static partial Regex SecretRegex();
+
+    [GeneratedRegex("^[a-z0-9]{12}\\z", RegexOptions.CultureInvariant)]
+    private static partial Regex TokenIdRegex();
 }

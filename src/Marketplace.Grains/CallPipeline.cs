@@ -13,6 +13,7 @@ public sealed partial class CallPipeline(
     IGrainFactory grains,
     IHttpClientFactory httpClients,
     ServiceRouteCache routes,
+    UpstreamLimiter upstreamLimiter,
     ILogger<CallPipeline> logger)
 {
     /// <summary>Name of the <see cref="HttpClient"/> used for upstream calls.</summary>
@@ -39,17 +40,22 @@ public sealed partial class CallPipeline(
             return Refused(trackId, CallOutcome.UnknownService, null, null);
         }
 
-        if (!ApiKeySecrets.TryParse(request.Credential, out var keyId, out var secret))
+        if (!ApiKeySecrets.TryParseCredential(request.Credential, out var keyId, out var kind, out var proof))
         {
             return Refused(trackId, CallOutcome.Rejected, AdmitOutcome.InvalidCredentials, route);
         }
 
+        if (!upstreamLimiter.TryAcquire(route, out var upstreamLimit))
+        {
+            return Refused(trackId, CallOutcome.UpstreamRateLimited, null, route) with { Limit = upstreamLimit };
+        }
+
         var key = grains.GetGrain<IApiKeyGrain>(keyId);
-        var admission = await key.AdmitAsync(new AdmitRequest(secret, route.ServiceId, route.PricePerCall, route.Currency, trackId));
+        var admission = await key.AdmitAsync(new AdmitRequest(proof, route.ServiceId, route.PricePerCall, route.Currency, trackId, kind));
         if (admission.Outcome != AdmitOutcome.Admitted)
         {
             LogRejected(logger, route.ServiceId, keyId, admission.Outcome);
-            return Refused(trackId, CallOutcome.Rejected, admission.Outcome, route) with { Available = admission.Available };
+            return Refused(trackId, CallOutcome.Rejected, admission.Outcome, route) with { Available = admission.Available, Limit = admission.Limit };
         }
 
         var started = Stopwatch.GetTimestamp();
@@ -64,7 +70,7 @@ public sealed partial class CallPipeline(
 
         LogCompleted(logger, route.ServiceId, outcome, status, Stopwatch.GetElapsedTime(started).TotalMilliseconds, charge);
         return new CallResult(trackId, outcome, null, status, contentType, body, charge, route.PricePerCall,
-            admission.Available + admission.Reserved - charge, route.Currency, detail);
+            admission.Available + admission.Reserved - charge, route.Currency, detail, admission.Limit);
     }
 
     private async Task<(CallOutcome Outcome, int Status, string? ContentType, byte[]? Body, string? Detail)> ForwardAsync(

@@ -32,6 +32,8 @@ public sealed class DataServiceGrain(
         State.Currency = spec.Currency;
         State.Description = spec.Description;
         State.TimeoutMs = spec.TimeoutMs;
+        State.UpstreamRatePerSecond = spec.UpstreamRateLimit?.PerSecond;
+        State.UpstreamRateBurst = spec.UpstreamRateLimit?.Burst;
         State.UpdatedAt = now;
         State.Revision++;
         await SaveNowAsync();
@@ -42,8 +44,11 @@ public sealed class DataServiceGrain(
     public Task<DataServiceInfo?> GetAsync() => Task.FromResult(Exists ? ToInfo() : null);
 
     public ValueTask<ServiceRoute?> GetRouteAsync() => ValueTask.FromResult(Exists
-        ? new ServiceRoute(this.GetPrimaryKeyString(), State.UpstreamBaseUrl, State.PricePerCall, State.Currency, State.TimeoutMs, State.Revision)
+        ? new ServiceRoute(this.GetPrimaryKeyString(), State.UpstreamBaseUrl, State.PricePerCall, State.Currency, State.TimeoutMs, State.Revision, UpstreamRate)
         : null);
+
+    private RateLimit? UpstreamRate =>
+        State.UpstreamRatePerSecond is { } rate && State.UpstreamRateBurst is { } burst ? new RateLimit(rate, burst) : null;
 
     public Task RecordAsync(bool succeeded, long charged)
     {
@@ -70,5 +75,5 @@ public sealed class DataServiceGrain(
     private DataServiceInfo ToInfo() => new(
         this.GetPrimaryKeyString(), State.Name, State.ProviderId, State.UpstreamBaseUrl, State.PricePerCall, State.Currency,
         State.Description, State.TimeoutMs, State.Revision, State.CreatedAt, State.UpdatedAt,
-        new ServiceCounters(State.Calls, State.Succeeded, State.Failed, State.Revenue));
+        new ServiceCounters(State.Calls, State.Succeeded, State.Failed, State.Revenue), UpstreamRate);
 }

@@ -14,7 +14,12 @@ public static class ServiceCollectionExtensions
             .BindConfiguration(GrainPersistenceOptions.Section)
             .ValidateDataAnnotations()
             .ValidateOnStart();
+        services.AddOptions<TokenOptions>()
+            .BindConfiguration(TokenOptions.Section)
+            .ValidateDataAnnotations()
+            .ValidateOnStart();
         services.AddSingleton<ServiceRouteCache>();
+        services.AddSingleton<UpstreamLimiter>();
         services.AddSingleton<CallPipeline>();
         services.AddHttpClient(CallPipeline.HttpClientName, client =>
             {

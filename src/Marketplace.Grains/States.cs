@@ -30,6 +30,8 @@ public sealed class DataServiceState
     [Id(11)] public long Succeeded { get; set; }
     [Id(12)] public long Failed { get; set; }
     [Id(13)] public long Revenue { get; set; }
+    [Id(14)] public double? UpstreamRatePerSecond { get; set; }
+    [Id(15)] public int? UpstreamRateBurst { get; set; }
 }
 
 /// <summary>Call counters shared by account and key state.</summary>
@@ -76,6 +78,9 @@ public sealed class AccountState
     [Id(7)] public List<string> KeyIds { get; set; } = [];
     [Id(8)] public List<BalanceEntry> Ledger { get; set; } = [];
     [Id(9)] public DateTimeOffset CreatedAt { get; set; }
+    [Id(10)] public long? MonthlyCallCap { get; set; }
+    [Id(11)] public DateTimeOffset MonthStart { get; set; }
+    [Id(12)] public long CallsThisMonth { get; set; }
 }
 
 /// <summary>An audited change of balance made by an admin (top-up or adjustment).</summary>
@@ -102,6 +107,90 @@ public sealed class ApiKeyState
     [Id(7)] public byte[] SecretHash { get; set; } = [];
     [Id(8)] public UsageState Usage { get; set; } = new();
     [Id(9)] public string Currency { get; set; } = string.Empty;
+    [Id(10)] public List<SecretState> Secrets { get; set; } = [];
+    [Id(11)] public LimitsState Limits { get; set; } = new();
+    [Id(12)] public Dictionary<string, QuotaCounterState> Quotas { get; set; } = new(StringComparer.Ordinal);
+    [Id(13)] public Dictionary<string, TokenState> Tokens { get; set; } = new(StringComparer.Ordinal);
+}
+
+/// <summary>One secret of a key: salted hash only.</summary>
+[GenerateSerializer, Alias("mk.state.Secret")]
+public sealed class SecretState
+{
+    [Id(0)] public string Id { get; set; } = string.Empty;
+    [Id(1)] public byte[] Salt { get; set; } = [];
+    [Id(2)] public byte[] Hash { get; set; } = [];
+    [Id(3)] public DateTimeOffset CreatedAt { get; set; }
+    [Id(4)] public DateTimeOffset? RetiresAt { get; set; }
+}
+
+/// <summary>A key's limits in storage form (concrete types only, so the stored JSON needs no type names).</summary>
+[GenerateSerializer, Alias("mk.state.Limits")]
+public sealed class LimitsState
+{
+    [Id(0)] public double? RatePerSecond { get; set; }
+    [Id(1)] public int? RateBurst { get; set; }
+    [Id(2)] public long? PerDay { get; set; }
+    [Id(3)] public long? PerMonth { get; set; }
+    [Id(4)] public Dictionary<string, LimitsState> PerService { get; set; } = new(StringComparer.Ordinal);
+    [Id(5)] public TimeSpan? WindowOffset { get; set; }
+
+    /// <summary>Storage form of a contract.</summary>
+    public static LimitsState From(KeyLimits? limits)
+    {
+        var state = new LimitsState();
+        if (limits is null)
+        {
+            return state;
+        }
+
+        state.RatePerSecond = limits.Rate?.PerSecond;
+        state.RateBurst = limits.Rate?.Burst;
+        state.PerDay = limits.Quota?.PerDay;
+        state.PerMonth = limits.Quota?.PerMonth;
+        state.WindowOffset = limits.WindowOffset;
+        foreach (var (serviceId, service) in limits.PerService ?? new Dictionary<string, ServiceLimits>())
+        {
+            state.PerService[serviceId] = new LimitsState
+            {
+                RatePerSecond = service.Rate?.PerSecond,
+                RateBurst = service.Rate?.Burst,
+                PerDay = service.Quota?.PerDay,
+                PerMonth = service.Quota?.PerMonth,
+            };
+        }
+
+        return state;
+    }
+
+    /// <summary>The rate limit, when set.</summary>
+    public RateLimit? Rate => RatePerSecond is { } rate && RateBurst is { } burst ? new RateLimit(rate, burst) : null;
+
+    /// <summary>Contract form.</summary>
+    public KeyLimits ToContract() => new(
+        Rate,
+        PerDay is null && PerMonth is null ? null : new Quota(PerDay, PerMonth),
+        PerService.Count == 0 ? null : PerService.ToDictionary(p => p.Key, p => new ServiceLimits(p.Value.Rate,
+            p.Value.PerDay is null && p.Value.PerMonth is null ? null : new Quota(p.Value.PerDay, p.Value.PerMonth))),
+        WindowOffset);
+}
+
+/// <summary>Calls counted in a quota window.</summary>
+[GenerateSerializer, Alias("mk.state.QuotaCounter")]
+public sealed class QuotaCounterState
+{
+    [Id(0)] public DateTimeOffset WindowStart { get; set; }
+    [Id(1)] public long Count { get; set; }
+}
+
+/// <summary>An issued access or refresh token: salted hash only.</summary>
+[GenerateSerializer, Alias("mk.state.Token")]
+public sealed class TokenState
+{
+    [Id(0)] public bool IsRefresh { get; set; }
+    [Id(1)] public byte[] Hash { get; set; } = [];
+    [Id(2)] public DateTimeOffset ExpiresAt { get; set; }
+    [Id(3)] public bool Used { get; set; }
 }
 
 /// <summary>Stored state of the registry grain.</summary>

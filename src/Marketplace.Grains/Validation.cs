@@ -44,6 +44,7 @@ public static partial class Validation
             errors["timeoutMs"] = ["timeoutMs must be between 50 and 120000."];
         }
 
+        CheckRate(errors, "upstreamRateLimit", spec.UpstreamRateLimit);
         if (spec.Description is { Length: > 2000 })
         {
             errors["description"] = ["description must be at most 2000 characters."];
@@ -64,6 +65,11 @@ public static partial class Validation
             errors["creditLimit"] = ["creditLimit must be between 0 and 1000000000000 minor units."];
         }
 
+        if (spec.MonthlyCallCap is < 0)
+        {
+            errors["monthlyCallCap"] = ["monthlyCallCap must be zero or more (omit it for no cap)."];
+        }
+
         return errors;
     }
 
@@ -74,6 +80,23 @@ public static partial class Validation
         if (amount is <= 0 or > 1_000_000_000_000)
         {
             errors["amount"] = ["amount must be a positive number of minor units, at most 1000000000000."];
+        }
+
+        if (string.IsNullOrWhiteSpace(reason) || reason.Length > 500)
+        {
+            errors["reason"] = ["reason is required (at most 500 characters)."];
+        }
+
+        return errors;
+    }
+
+    /// <summary>Errors in a balance adjustment, keyed by field name; empty when valid.</summary>
+    public static Dictionary<string, string[]> CheckAdjustment(long amount, string? reason)
+    {
+        var errors = new Dictionary<string, string[]>();
+        if (amount == 0 || Math.Abs(amount) > 1_000_000_000_000)
+        {
+            errors["amount"] = ["amount must be a non-zero number of minor units (negative to debit), at most 1000000000000 either way."];
         }
 
         if (string.IsNullOrWhiteSpace(reason) || reason.Length > 500)
@@ -100,7 +123,53 @@ public static partial class Validation
             errors["expiresAt"] = ["expiresAt must be in the future."];
         }
 
+        if (spec.Limits is { } limits)
+        {
+            CheckRate(errors, "limits.rate", limits.Rate);
+            CheckQuota(errors, "limits.quota", limits.Quota);
+            if (limits.WindowOffset is { } offset && (offset < TimeSpan.FromHours(-14) || offset > TimeSpan.FromHours(14) || offset.Seconds != 0))
+            {
+                errors["limits.windowOffset"] = ["limits.windowOffset must be whole minutes between -14:00 and +14:00."];
+            }
+
+            if (limits.PerService is { } perService)
+            {
+                if (perService.Count > 1000)
+                {
+                    errors["limits.perService"] = ["limits.perService may name at most 1000 services."];
+                }
+
+                foreach (var (serviceId, service) in perService)
+                {
+                    if (!Ids.IsValid(serviceId))
+                    {
+                        errors["limits.perService"] = [$"limits.perService keys must be data service ids ({Ids.Pattern})."];
+                        continue;
+                    }
+
+                    CheckRate(errors, $"limits.perService.{serviceId}.rate", service?.Rate);
+                    CheckQuota(errors, $"limits.perService.{serviceId}.quota", service?.Quota);
+                }
+            }
+        }
+
         return errors;
+    }
+
+    private static void CheckRate(Dictionary<string, string[]> errors, string field, RateLimit? rate)
+    {
+        if (rate is not null && (!(rate.PerSecond > 0 && rate.PerSecond <= 1_000_000) || rate.Burst is < 1 or > 1_000_000))
+        {
+            errors[field] = [$"{field} needs perSecond in (0, 1000000] and burst in [1, 1000000]."];
+        }
+    }
+
+    private static void CheckQuota(Dictionary<string, string[]> errors, string field, Quota? quota)
+    {
+        if (quota is not null && (quota.PerDay is < 0 || quota.PerMonth is < 0))
+        {
+            errors[field] = [$"{field} values must be zero or more (omit them for no quota)."];
+        }
     }
 
     private static void CheckId(Dictionary<string, string[]> errors, string field, string? id)

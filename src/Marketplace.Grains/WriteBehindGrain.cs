@@ -60,6 +60,13 @@ public abstract partial class WriteBehindGrain<TState>(
         }
     }
 
+    /// <summary>Removes the stored state; the grain then behaves as if it never existed.</summary>
+    protected async Task ClearAsync()
+    {
+        _dirty = false;
+        await store.ClearStateAsync();
+    }
+
     /// <inheritdoc />
     public override async Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
     {
