@@ -4,10 +4,10 @@ using Microsoft.AspNetCore.Http.HttpResults;
 
 namespace Marketplace.Silo.Apis;
 
-/// <summary>Admin API for consumer accounts, their balances and their API keys.</summary>
+/// <summary>Admin API for consumer accounts and their balances.</summary>
 public static class AccountsApi
 {
-    /// <summary>Maps <c>/admin/accounts</c> and <c>/admin/keys</c>.</summary>
+    /// <summary>Maps <c>/admin/accounts</c>.</summary>
     public static RouteGroupBuilder MapAccountsApi(this RouteGroupBuilder admin)
     {
         var accounts = admin.MapGroup("/accounts").WithTags("Accounts");
@@ -16,16 +16,8 @@ public static class AccountsApi
         accounts.MapGet("/{id}", GetAccount);
         accounts.MapGet("/{id}/usage", GetAccount);
         accounts.MapPost("/{id}/top-ups", TopUp);
-        accounts.MapPost("/{id}/keys", CreateKey);
-
-        var keys = admin.MapGroup("/keys").WithTags("Keys");
-        keys.MapGet("/{keyId}", GetKey);
-        keys.MapPost("/{keyId}/revoke", (string keyId, IGrainFactory grains, AuditLog audit, HttpContext context) =>
-            SetKeyStatus(keyId, ApiKeyStatus.Revoked, grains, audit, context));
-        keys.MapPost("/{keyId}/suspend", (string keyId, IGrainFactory grains, AuditLog audit, HttpContext context) =>
-            SetKeyStatus(keyId, ApiKeyStatus.Suspended, grains, audit, context));
-        keys.MapPost("/{keyId}/resume", (string keyId, IGrainFactory grains, AuditLog audit, HttpContext context) =>
-            SetKeyStatus(keyId, ApiKeyStatus.Active, grains, audit, context));
+        accounts.MapPost("/{id}/adjustments", Adjust);
+        accounts.MapGet("/{id}/ledger", GetLedger);
         return accounts;
     }
 
@@ -34,7 +26,7 @@ public static class AccountsApi
         CreateAccountRequest request, IGrainFactory grains, AuditLog audit, HttpContext context)
     {
         var id = request.Id ?? string.Empty;
-        var spec = new AccountSpec(request.Name ?? string.Empty, request.Currency ?? string.Empty, request.CreditLimit ?? 0);
+        var spec = new AccountSpec(request.Name ?? string.Empty, request.Currency ?? string.Empty, request.CreditLimit ?? 0, request.MonthlyCallCap);
         var errors = Validation.Check(id, spec);
         if (errors.Count > 0)
         {
@@ -77,44 +69,33 @@ public static class AccountsApi
         return TypedResults.Ok(info);
     }
 
-    /// <summary>Issues an API key for the account; the response is the only place its secret appears.</summary>
-    public static async Task<Results<Created<ApiKeyCreated>, ValidationProblem, ProblemHttpResult>> CreateKey(
-        string id, CreateKeyRequest request, IGrainFactory grains, TimeProvider time, AuditLog audit, HttpContext context)
+    /// <summary>Corrects the balance by a signed amount with a reason; refused if it would pass the credit limit.</summary>
+    public static async Task<Results<Ok<AccountInfo>, ValidationProblem, ProblemHttpResult>> Adjust(
+        string id, AdjustmentRequest request, IGrainFactory grains, AuditLog audit, HttpContext context)
     {
-        var spec = new ApiKeySpec(id, request.Name ?? string.Empty, request.Services ?? [], request.ExpiresAt);
-        var errors = Validation.Check(spec, time.GetUtcNow());
+        var errors = Validation.CheckAdjustment(request.Amount ?? 0, request.Reason);
         if (errors.Count > 0)
         {
             return Problems.Validation(errors);
         }
 
-        if (await grains.GetGrain<IAccountGrain>(id).GetAsync() is null)
+        var account = grains.GetGrain<IAccountGrain>(id);
+        if (!Ids.IsValid(id) || await account.GetAsync() is null)
         {
             return Problems.NotFound("account", id);
         }
 
-        var keyId = ApiKeySecrets.NewKeyId();
-        var created = await grains.GetGrain<IApiKeyGrain>(keyId).CreateAsync(spec);
-        await audit.RecordAsync(context, "key.create", "key", keyId, new { spec.AccountId, spec.Name, spec.Services, spec.ExpiresAt });
-        context.Response.Headers.CacheControl = "no-store";
-        return TypedResults.Created($"/admin/keys/{keyId}", created);
+        var info = await account.AdjustAsync(request.Amount!.Value, request.Reason!);
+        await audit.RecordAsync(context, "account.adjust", "account", id, new { request.Amount, request.Reason });
+        return TypedResults.Ok(info);
     }
 
-    /// <summary>Reads a key (never its secret).</summary>
-    public static async Task<Results<Ok<ApiKeyInfo>, ProblemHttpResult>> GetKey(string keyId, IGrainFactory grains) =>
-        ApiKeySecrets.IsValidKeyId(keyId) && await grains.GetGrain<IApiKeyGrain>(keyId).GetAsync() is { } info
-            ? TypedResults.Ok(info)
-            : Problems.NotFound("API key", keyId);
-
-    private static async Task<Results<Ok<ApiKeyInfo>, ProblemHttpResult>> SetKeyStatus(
-        string keyId, ApiKeyStatus status, IGrainFactory grains, AuditLog audit, HttpContext context)
+    /// <summary>The audited top-ups and adjustments.</summary>
+    public static async Task<Results<Ok<IReadOnlyList<LedgerEntry>>, ProblemHttpResult>> GetLedger(string id, IGrainFactory grains)
     {
-        if (!ApiKeySecrets.IsValidKeyId(keyId) || await grains.GetGrain<IApiKeyGrain>(keyId).SetStatusAsync(status) is not { } info)
-        {
-            return Problems.NotFound("API key", keyId);
-        }
-
-        await audit.RecordAsync(context, $"key.{status.ToString().ToLowerInvariant()}", "key", keyId);
-        return TypedResults.Ok(info);
+        var account = grains.GetGrain<IAccountGrain>(id);
+        return Ids.IsValid(id) && await account.GetAsync() is not null
+            ? TypedResults.Ok(await account.GetLedgerAsync())
+            : Problems.NotFound("account", id);
     }
 }

@@ -70,7 +70,8 @@ public static class CallApi
         return TypedResults.Ok(services.OfType<DataServiceInfo>().Select(s => s with { Counters = new ServiceCounters(0, 0, 0, 0) }).ToList());
     }
 
-    private static string? ReadCredential(HttpRequest request)
+    /// <summary>The API key or access token from X-Api-Key or a bearer Authorization header.</summary>
+    public static string? ReadCredential(HttpRequest request)
     {
         var header = request.Headers[ApiKeyHeader].ToString();
         if (header.Length > 0)
@@ -97,6 +98,11 @@ public static class CallApi
     private static IResult ToHttp(HttpContext context, CallResult result)
     {
         var headers = context.Response.Headers;
+        if (result.Limit is { } limit)
+        {
+            WriteRateLimitHeaders(headers, limit);
+        }
+
         if (result.Currency is not null)
         {
             headers["X-Price"] = result.Price.ToString(CultureInfo.InvariantCulture);
@@ -118,6 +124,9 @@ public static class CallApi
                 return Problems.Create(StatusCodes.Status502BadGateway, "upstream-error", "The data service failed.", result.Detail + " You were not charged.");
             case CallOutcome.UpstreamTimeout:
                 return Problems.Create(StatusCodes.Status504GatewayTimeout, "upstream-timeout", "The data service did not answer in time.", result.Detail + " You were not charged.");
+            case CallOutcome.UpstreamRateLimited:
+                return Problems.Create(StatusCodes.Status429TooManyRequests, "service-rate-limited", "The data service is taking no more calls right now.",
+                    "The service's limit towards its provider is reached; retry after the Retry-After seconds.");
             case CallOutcome.UnknownService:
                 return Problems.Create(StatusCodes.Status404NotFound, "unknown-service", "No such data service.", "Check the service id against GET /v1/services.");
             default:
@@ -135,10 +144,34 @@ public static class CallApi
         AdmitOutcome.InsufficientBalance => Problems.Create(StatusCodes.Status402PaymentRequired, "insufficient-balance", "The account balance does not cover the price.",
             "Top up the account and try again.",
             new Dictionary<string, object?> { ["price"] = result.Price, ["available"] = result.Available, ["currency"] = result.Currency }),
+        AdmitOutcome.TokenInvalid => Unauthorized(context, "The access token is not valid: expired, revoked or unknown."),
+        AdmitOutcome.RateLimited => Problems.Create(StatusCodes.Status429TooManyRequests, "rate-limited", "Too many calls: the key's rate limit is reached.",
+            $"Retry after {result.Limit?.ResetSeconds ?? 1} s.", LimitExtensions(result.Limit)),
+        AdmitOutcome.QuotaExhausted => Problems.Create(StatusCodes.Status403Forbidden, "quota-exhausted", "The key's call quota for this period is used up.",
+            $"The {result.Limit?.Policy} quota resets in {result.Limit?.ResetSeconds} s.", LimitExtensions(result.Limit)),
+        AdmitOutcome.AccountCapReached => Problems.Create(StatusCodes.Status403Forbidden, "account-cap-reached", "The account's monthly call cap is reached."),
         AdmitOutcome.CurrencyMismatch => Problems.Create(StatusCodes.Status409Conflict, "currency-mismatch", "The data service is priced in another currency than the account.",
             $"The service is priced in {result.Currency}."),
         _ => Problems.Create(StatusCodes.Status403Forbidden, "refused", "The call was refused."),
     };
+
+    /// <summary>
+    /// IETF RateLimit headers (draft-ietf-httpapi-ratelimit-headers): the policy closest to running out, what is left of it,
+    /// and, once nothing is left, Retry-After.
+    /// </summary>
+    private static void WriteRateLimitHeaders(IHeaderDictionary headers, LimitStatus limit)
+    {
+        headers["RateLimit-Policy"] = $"\"{limit.Policy}\";q={limit.Limit};w={limit.WindowSeconds}";
+        headers["RateLimit"] = $"\"{limit.Policy}\";r={limit.Remaining};t={limit.ResetSeconds}";
+        if (limit.Remaining <= 0)
+        {
+            headers.RetryAfter = limit.ResetSeconds.ToString(CultureInfo.InvariantCulture);
+        }
+    }
+
+    private static Dictionary<string, object?>? LimitExtensions(LimitStatus? limit) => limit is null
+        ? null
+        : new Dictionary<string, object?> { ["policy"] = limit.Policy, ["limit"] = limit.Limit, ["retryAfterSeconds"] = limit.ResetSeconds };
 
     private static ProblemHttpResult Unauthorized(HttpContext context, string detail)
     {

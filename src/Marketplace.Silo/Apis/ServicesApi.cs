@@ -46,7 +46,8 @@ public static class ServicesApi
     {
         var spec = new DataServiceSpec(
             request.Name ?? string.Empty, request.ProviderId ?? string.Empty, request.UpstreamBaseUrl ?? string.Empty,
-            request.PricePerCall ?? -1, request.Currency ?? string.Empty, request.Description, request.TimeoutMs ?? DefaultTimeoutMs);
+            request.PricePerCall ?? -1, request.Currency ?? string.Empty, request.Description, request.TimeoutMs ?? DefaultTimeoutMs,
+            request.UpstreamRateLimit);
         var errors = Validation.Check(id, spec);
         if (request.PricePerCall is null)
         {

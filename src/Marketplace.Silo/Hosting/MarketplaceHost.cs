@@ -207,10 +207,13 @@ public sealed partial class MarketplaceHost : IAsyncDisposable
         app.MapHealthChecks("/health/ready", new HealthCheckOptions { Predicate = check => check.Tags.Contains("ready") });
 
         app.MapCallApi();
+        app.MapTokensApi();
+        app.MapConsumerKeysApi();
         var admin = app.MapGroup("/admin").AddEndpointFilter<AdminAuthentication>();
         admin.MapProvidersApi();
         admin.MapServicesApi();
         admin.MapAccountsApi();
+        admin.MapAdminKeysApi();
 
         if (options.Dashboard)
         {
