@@ -100,7 +100,7 @@ public static class CallApi
         var headers = context.Response.Headers;
         if (result.Limit is { } limit)
         {
-            WriteRateLimitHeaders(headers, limit);
+            WriteRateLimitHeaders(headers, limit, refused: result.Outcome is CallOutcome.Rejected or CallOutcome.UpstreamRateLimited);
         }
 
         if (result.Currency is not null)
@@ -157,13 +157,13 @@ public static class CallApi
 
     /// <summary>
     /// IETF RateLimit headers (draft-ietf-httpapi-ratelimit-headers): the policy closest to running out, what is left of it,
-    /// and, once nothing is left, Retry-After.
+    /// and, on a refusal, Retry-After.
     /// </summary>
-    private static void WriteRateLimitHeaders(IHeaderDictionary headers, LimitStatus limit)
+    private static void WriteRateLimitHeaders(IHeaderDictionary headers, LimitStatus limit, bool refused)
     {
         headers["RateLimit-Policy"] = $"\"{limit.Policy}\";q={limit.Limit};w={limit.WindowSeconds}";
         headers["RateLimit"] = $"\"{limit.Policy}\";r={limit.Remaining};t={limit.ResetSeconds}";
-        if (limit.Remaining <= 0)
+        if (refused)
         {
             headers.RetryAfter = limit.ResetSeconds.ToString(CultureInfo.InvariantCulture);
         }
