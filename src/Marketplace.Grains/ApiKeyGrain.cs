@@ -92,12 +92,15 @@ public sealed class ApiKeyGrain(
         }
 
         Validation.ThrowIfInvalid(errors);
+
+        // Everything that can fail happens before the first change, so a refused update leaves the key as it was.
+        var limits = update.Limits is null ? null : LimitsState.From(update.Limits);
         State.Name = merged.Name;
         State.Services = [.. merged.Services.Distinct(StringComparer.Ordinal)];
         State.ExpiresAt = merged.ExpiresAt;
-        if (update.Limits is not null)
+        if (limits is not null)
         {
-            State.Limits = LimitsState.From(update.Limits);
+            State.Limits = limits;
             _buckets.Clear();
         }
 
@@ -385,6 +388,12 @@ public sealed class ApiKeyGrain(
             return AdmitOutcome.InvalidCredentials;
         }
 
+        // The key's own state comes first: a revoked key's tokens are refused as revoked, even after they were dropped.
+        if (KeyStatusRefusal(now) is { } refusal)
+        {
+            return refusal;
+        }
+
         if (!ApiKeySecrets.TrySplitProof(proof, out var tokenId, out var secret)
             || !State.Tokens.TryGetValue(tokenId, out var token) || token.IsRefresh || token.ExpiresAt <= now
             || !ApiKeySecrets.Verify(Salt(tokenId), token.Hash, secret))
@@ -392,7 +401,7 @@ public sealed class ApiKeyGrain(
             return AdmitOutcome.TokenInvalid;
         }
 
-        return KeyStatusRefusal(now);
+        return null;
     }
 
     private AdmitOutcome? KeyStatusRefusal(DateTimeOffset now) => State.Status switch

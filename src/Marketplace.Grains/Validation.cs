@@ -127,7 +127,7 @@ public static partial class Validation
         {
             CheckRate(errors, "limits.rate", limits.Rate);
             CheckQuota(errors, "limits.quota", limits.Quota);
-            if (limits.WindowOffset is { } offset && (offset < TimeSpan.FromHours(-14) || offset > TimeSpan.FromHours(14) || offset.Seconds != 0))
+            if (limits.WindowOffset is { } offset && (offset < TimeSpan.FromHours(-14) || offset > TimeSpan.FromHours(14) || offset.Ticks % TimeSpan.TicksPerMinute != 0))
             {
                 errors["limits.windowOffset"] = ["limits.windowOffset must be whole minutes between -14:00 and +14:00."];
             }
@@ -144,6 +144,12 @@ public static partial class Validation
                     if (!Ids.IsValid(serviceId))
                     {
                         errors["limits.perService"] = [$"limits.perService keys must be data service ids ({Ids.Pattern})."];
+                        continue;
+                    }
+
+                    if (service is null)
+                    {
+                        errors[$"limits.perService.{serviceId}"] = ["Each limits.perService entry needs a rate or a quota (omit the service for none)."];
                         continue;
                     }
 

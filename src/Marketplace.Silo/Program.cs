@@ -11,3 +11,9 @@ catch (Exception exception) when (exception is Microsoft.Extensions.Options.Opti
     await Console.Error.WriteLineAsync($"Marketplace cannot start: {exception.Message}");
     return 2;
 }
+catch (Npgsql.NpgsqlException exception)
+{
+    // The message names host and port but never the password of the connection string.
+    await Console.Error.WriteLineAsync($"Marketplace cannot start: the database cannot be reached ({exception.Message}). Check ConnectionStrings:Marketplace.");
+    return 3;
+}

@@ -160,7 +160,11 @@ public sealed partial class MarketplaceHost : IAsyncDisposable
                 membership.NumMissedProbesLimit = 2;
                 membership.NumVotesForDeathDeclaration = 1;
                 membership.TableRefreshTimeout = TimeSpan.FromSeconds(5);
-                membership.IAmAliveTablePublishTimeout = TimeSpan.FromSeconds(10);
+
+                // A silo that died without a goodbye goes stale in the table within seconds, so its replacement
+                // (on another address) can join without waiting half a minute for the old row to age out.
+                membership.IAmAliveTablePublishTimeout = TimeSpan.FromSeconds(2);
+                membership.NumMissedTableIAmAliveLimit = 3;
             });
             if (options.Dashboard)
             {
