@@ -71,6 +71,10 @@ public interface IAccountGrain : IGrainWithStringKey
     [OneWay, Alias("SettleAsync")]
     Task SettleAsync(string serviceId, long reserved, long charge, bool succeeded);
 
+    /// <summary>Settles many calls at once (what a front door collected over a few milliseconds); fire and forget.</summary>
+    [OneWay, Alias("SettleBatchAsync")]
+    Task SettleBatchAsync(SettlementBatch batch);
+
     /// <summary>Remembers that a key belongs to this account.</summary>
     [Alias("AttachKeyAsync")]
     Task AttachKeyAsync(string keyId);
@@ -95,3 +99,21 @@ public sealed record LedgerEntry(
     [property: Id(1)] long Amount,
     [property: Id(2)] string Reason,
     [property: Id(3)] long BalanceAfter);
+
+/// <summary>Settled calls to one data service, added up.</summary>
+/// <param name="ChargedCalls">Calls that were charged.</param>
+/// <param name="Amount">Money charged for them, in minor units.</param>
+[GenerateSerializer, Immutable, Alias("mk.ServiceUsageDelta")]
+public sealed record ServiceUsageDelta(
+    [property: Id(0)] string ServiceId,
+    [property: Id(1)] long Calls,
+    [property: Id(2)] long ChargedCalls,
+    [property: Id(3)] long Failed,
+    [property: Id(4)] long Amount);
+
+/// <summary>Settlements of many calls of one account: reservations to release, money to charge, calls to count.</summary>
+[GenerateSerializer, Immutable, Alias("mk.SettlementBatch")]
+public sealed record SettlementBatch(
+    [property: Id(0)] long ReservedReleased,
+    [property: Id(1)] long Charged,
+    [property: Id(2)] IReadOnlyList<ServiceUsageDelta> Services);

@@ -183,6 +183,10 @@ public interface IApiKeyGrain : IGrainWithStringKey
     [OneWay, Alias("RecordAsync")]
     Task RecordAsync(string serviceId, bool succeeded, bool charged);
 
+    /// <summary>Counts many settled calls at once; fire and forget.</summary>
+    [OneWay, Alias("RecordBatchAsync")]
+    Task RecordBatchAsync(IReadOnlyList<ServiceUsageDelta> usage);
+
     /// <summary>Changes name, entitlements, expiry or limits.</summary>
     [Alias("UpdateAsync")]
     Task<ApiKeyInfo?> UpdateAsync(ApiKeyUpdate update);

@@ -67,4 +67,8 @@ public interface IDataServiceGrain : IGrainWithStringKey
     /// <summary>Adds one settled call to the counters; fire and forget.</summary>
     [OneWay, Alias("RecordAsync")]
     Task RecordAsync(bool succeeded, long charged);
+
+    /// <summary>Adds many settled calls to the counters; fire and forget.</summary>
+    [OneWay, Alias("RecordBatchAsync")]
+    Task RecordBatchAsync(ServiceUsageDelta usage);
 }

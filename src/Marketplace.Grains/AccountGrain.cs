@@ -144,6 +144,25 @@ public sealed class AccountGrain(
         return Task.CompletedTask;
     }
 
+    public Task SettleBatchAsync(SettlementBatch batch)
+    {
+        if (!Exists)
+        {
+            return Task.CompletedTask;
+        }
+
+        _reserved = Math.Max(0, _reserved - batch.ReservedReleased);
+        State.Balance -= batch.Charged;
+        State.TotalCharged += batch.Charged;
+        foreach (var service in batch.Services)
+        {
+            State.Usage.Add(service);
+        }
+
+        MarkDirty();
+        return Task.CompletedTask;
+    }
+
     public async Task AttachKeyAsync(string keyId)
     {
         EnsureExists();

@@ -303,6 +303,21 @@ public sealed class ApiKeyGrain(
         return Task.CompletedTask;
     }
 
+    public Task RecordBatchAsync(IReadOnlyList<ServiceUsageDelta> usage)
+    {
+        if (Exists)
+        {
+            foreach (var service in usage)
+            {
+                State.Usage.Add(service);
+            }
+
+            MarkDirty();
+        }
+
+        return Task.CompletedTask;
+    }
+
     public async Task<TokenResult> IssueTokenAsync(string secret)
     {
         var now = time.GetUtcNow();

@@ -14,6 +14,7 @@ public sealed partial class CallPipeline(
     IHttpClientFactory httpClients,
     ServiceRouteCache routes,
     UpstreamLimiter upstreamLimiter,
+    SettlementBatcher settlements,
     ILogger<CallPipeline> logger)
 {
     /// <summary>Name of the <see cref="HttpClient"/> used for upstream calls.</summary>
@@ -63,10 +64,8 @@ public sealed partial class CallPipeline(
         var succeeded = outcome == CallOutcome.Succeeded;
         var charge = succeeded ? admission.Reserved : 0;
 
-        // Settlement is one-way: the caller gets its answer without waiting for metering.
-        _ = grains.GetGrain<IAccountGrain>(admission.AccountId!).SettleAsync(route.ServiceId, admission.Reserved, charge, succeeded);
-        _ = key.RecordAsync(route.ServiceId, succeeded, charge > 0);
-        _ = grains.GetGrain<IDataServiceGrain>(route.ServiceId).RecordAsync(succeeded, charge);
+        // Settlement is one-way and batched: the caller gets its answer without waiting for metering.
+        settlements.Record(admission.AccountId!, keyId, route.ServiceId, admission.Reserved, charge, succeeded);
 
         LogCompleted(logger, route.ServiceId, outcome, status, Stopwatch.GetElapsedTime(started).TotalMilliseconds, charge);
         return new CallResult(trackId, outcome, null, status, contentType, body, charge, route.PricePerCall,

@@ -72,6 +72,21 @@ public sealed class DataServiceGrain(
         return Task.CompletedTask;
     }
 
+    public Task RecordBatchAsync(ServiceUsageDelta usage)
+    {
+        if (!Exists)
+        {
+            return Task.CompletedTask;
+        }
+
+        State.Calls += usage.Calls;
+        State.Succeeded += usage.Calls - usage.Failed;
+        State.Failed += usage.Failed;
+        State.Revenue += usage.Amount;
+        MarkDirty();
+        return Task.CompletedTask;
+    }
+
     private DataServiceInfo ToInfo() => new(
         this.GetPrimaryKeyString(), State.Name, State.ProviderId, State.UpstreamBaseUrl, State.PricePerCall, State.Currency,
         State.Description, State.TimeoutMs, State.Revision, State.CreatedAt, State.UpdatedAt,

@@ -20,6 +20,12 @@ public static class ServiceCollectionExtensions
             .ValidateOnStart();
         services.AddSingleton<ServiceRouteCache>();
         services.AddSingleton<UpstreamLimiter>();
+        services.AddOptions<MeteringOptions>()
+            .BindConfiguration(MeteringOptions.Section)
+            .ValidateDataAnnotations()
+            .ValidateOnStart();
+        services.AddSingleton<SettlementBatcher>();
+        services.AddHostedService(provider => provider.GetRequiredService<SettlementBatcher>());
         services.AddSingleton<CallPipeline>();
         services.AddHttpClient(CallPipeline.HttpClientName, client =>
             {

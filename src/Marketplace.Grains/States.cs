@@ -60,6 +60,15 @@ public sealed class UsageState
         CallsByService[serviceId] = CallsByService.GetValueOrDefault(serviceId) + 1;
     }
 
+    /// <summary>Counts settled calls added up elsewhere.</summary>
+    public void Add(ServiceUsageDelta delta)
+    {
+        Calls += delta.Calls;
+        Charged += delta.ChargedCalls;
+        Failed += delta.Failed;
+        CallsByService[delta.ServiceId] = CallsByService.GetValueOrDefault(delta.ServiceId) + delta.Calls;
+    }
+
     /// <summary>An immutable copy for the wire.</summary>
     public UsageCounters ToContract() => new(Calls, Charged, Failed, new Dictionary<string, long>(CallsByService));
 }

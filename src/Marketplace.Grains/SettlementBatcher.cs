@@ -1,0 +1,171 @@
+using System.ComponentModel.DataAnnotations;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+
+namespace Marketplace.Grains;
+
+/// <summary>How settled calls travel to the grains that count them (section <c>Metering</c>).</summary>
+public sealed class MeteringOptions
+{
+    /// <summary>Configuration section.</summary>
+    public const string Section = "Metering";
+
+    /// <summary>
+    /// How long a front door adds up settled calls before it sends them, one message per account, key and service.
+    /// Zero sends every call's settlement on its own.
+    /// </summary>
+    [Range(typeof(TimeSpan), "00:00:00", "00:00:01", ErrorMessage = "Metering:SettleInterval must be between 0 and 1 second.")]
+    public TimeSpan SettleInterval { get; set; } = TimeSpan.FromMilliseconds(20);
+}
+
+/// <summary>
+/// Adds up the settlements of the calls that passed through this process and sends them in batches, so a hot
+/// account, key or data service receives a few messages per interval instead of one per call. Reservations stay
+/// held until their batch arrives, so batching delays a charge by at most the interval and never lets a balance
+/// pass its credit limit. On shutdown the last batch is sent before the silo stops.
+/// </summary>
+public sealed partial class SettlementBatcher(
+    IGrainFactory grains,
+    IOptions<MeteringOptions> options,
+    TimeProvider time,
+    ILogger<SettlementBatcher> logger) : BackgroundService
+{
+    private readonly object _gate = new();
+    private Pending _pending = new();
+
+    /// <summary>Records one settled call; sent with the next batch (or at once when batching is off).</summary>
+    public void Record(string accountId, string keyId, string serviceId, long reserved, long charge, bool succeeded)
+    {
+        if (options.Value.SettleInterval <= TimeSpan.Zero)
+        {
+            _ = grains.GetGrain<IAccountGrain>(accountId).SettleAsync(serviceId, reserved, charge, succeeded);
+            _ = grains.GetGrain<IApiKeyGrain>(keyId).RecordAsync(serviceId, succeeded, charge > 0);
+            _ = grains.GetGrain<IDataServiceGrain>(serviceId).RecordAsync(succeeded, charge);
+            return;
+        }
+
+        lock (_gate)
+        {
+            var account = _pending.Accounts.TryGetValue(accountId, out var a) ? a : _pending.Accounts[accountId] = new AccountSums();
+            account.Released += reserved;
+            account.Charged += charge;
+            account.Services.Add(serviceId, charge, succeeded);
+            var key = _pending.Keys.TryGetValue(keyId, out var k) ? k : _pending.Keys[keyId] = new ServiceSums();
+            key.Add(serviceId, charge, succeeded);
+            _pending.Services.Add(serviceId, charge, succeeded);
+        }
+    }
+
+    /// <summary>Sends everything recorded so far.</summary>
+    public void Flush()
+    {
+        Pending batch;
+        lock (_gate)
+        {
+            if (_pending.IsEmpty)
+            {
+                return;
+            }
+
+            batch = _pending;
+            _pending = new Pending();
+        }
+
+        foreach (var (accountId, sums) in batch.Accounts)
+        {
+            _ = grains.GetGrain<IAccountGrain>(accountId).SettleBatchAsync(new SettlementBatch(sums.Released, sums.Charged, sums.Services.ToDeltas()));
+        }
+
+        foreach (var (keyId, sums) in batch.Keys)
+        {
+            _ = grains.GetGrain<IApiKeyGrain>(keyId).RecordBatchAsync(sums.ToDeltas());
+        }
+
+        foreach (var delta in batch.Services.ToDeltas())
+        {
+            _ = grains.GetGrain<IDataServiceGrain>(delta.ServiceId).RecordBatchAsync(delta);
+        }
+    }
+
+    /// <inheritdoc />
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        var interval = options.Value.SettleInterval;
+        if (interval <= TimeSpan.Zero)
+        {
+            return;
+        }
+
+        using var timer = new PeriodicTimer(interval, time);
+        try
+        {
+            while (await timer.WaitForNextTickAsync(stoppingToken))
+            {
+                try
+                {
+                    Flush();
+                }
+                catch (Exception exception)
+                {
+                    LogFlushFailed(logger, exception);
+                }
+            }
+        }
+        catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+        {
+        }
+    }
+
+    /// <inheritdoc />
+    public override async Task StopAsync(CancellationToken cancellationToken)
+    {
+        await base.StopAsync(cancellationToken);
+        Flush();
+    }
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "Sending settled calls failed")]
+    private static partial void LogFlushFailed(ILogger logger, Exception exception);
+
+    private sealed class Pending
+    {
+        public Dictionary<string, AccountSums> Accounts { get; } = new(StringComparer.Ordinal);
+
+        public Dictionary<string, ServiceSums> Keys { get; } = new(StringComparer.Ordinal);
+
+        public ServiceSums Services { get; } = new();
+
+        public bool IsEmpty => Accounts.Count == 0 && Keys.Count == 0;
+    }
+
+    private sealed class AccountSums
+    {
+        public long Released { get; set; }
+
+        public long Charged { get; set; }
+
+        public ServiceSums Services { get; } = new();
+    }
+
+    private sealed class ServiceSums
+    {
+        private readonly Dictionary<string, long[]> _byService = new(StringComparer.Ordinal);
+
+        public void Add(string serviceId, long charge, bool succeeded)
+        {
+            if (!_byService.TryGetValue(serviceId, out var sums))
+            {
+                sums = new long[4];
+                _byService[serviceId] = sums;
+            }
+
+            sums[0]++;
+            sums[1] += charge > 0 ? 1 : 0;
+            sums[2] += succeeded ? 0 : 1;
+            sums[3] += charge;
+        }
+
+        public List<ServiceUsageDelta> ToDeltas() =>
+            [.. _byService.Select(s => new ServiceUsageDelta(s.Key, s.Value[0], s.Value[1], s.Value[2], s.Value[3]))];
+    }
+}
