@@ -172,7 +172,11 @@ public interface IApiKeyGrain : IGrainWithStringKey
     Task<ApiKeyInfo?> SetStatusAsync(ApiKeyStatus status);
 
     /// <summary>Authenticates the secret, checks status, expiry and entitlement, and reserves the price.</summary>
-    [Alias("AdmitAsync")]
+    /// <remarks>
+    /// Interleaves with other calls to the key while the account reserves the price, so one hot key is not capped
+    /// by the round trip to its account; quota checks wait for undecided admissions near the limit, so they stay exact.
+    /// </remarks>
+    [AlwaysInterleave, Alias("AdmitAsync")]
     ValueTask<AdmitResult> AdmitAsync(AdmitRequest request);
 
     /// <summary>Verifies a secret without admitting a call (used to read one's own usage).</summary>

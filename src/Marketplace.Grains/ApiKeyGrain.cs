@@ -20,6 +20,8 @@ public sealed class ApiKeyGrain(
     private const int MaxActiveSecrets = 2;
 
     private readonly Dictionary<string, TokenBucket> _buckets = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, int> _undecided = new(StringComparer.Ordinal);
+    private TaskCompletionSource? _undecidedChanged;
     private readonly Dictionary<string, (TokenPair Pair, byte[] Hash, DateTimeOffset At)> _recentRefreshes = new(StringComparer.Ordinal);
 
     public override Task OnActivateAsync(CancellationToken cancellationToken)
@@ -225,9 +227,23 @@ public sealed class ApiKeyGrain(
             return new AdmitResult(AdmitOutcome.CurrencyMismatch, State.AccountId, 0, 0, State.Currency);
         }
 
-        // 1. Look, without consuming anything.
+        // Admissions interleave while the account answers (see IApiKeyGrain.AdmitAsync). A quota with admissions
+        // still undecided near its limit makes this one wait for them rather than guess, so the count stays exact.
         var limits = State.Limits;
         var serviceLimits = limits.PerService.GetValueOrDefault(request.ServiceId);
+        var quotas = QuotasFor(request.ServiceId, limits, serviceLimits);
+        var offset = limits.WindowOffset ?? TimeSpan.Zero;
+        while (quotas.Count > 0 && QuotaUndecided(quotas, now, offset))
+        {
+            await (_undecidedChanged ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).Task;
+            now = time.GetUtcNow();
+            limits = State.Limits;
+            serviceLimits = limits.PerService.GetValueOrDefault(request.ServiceId);
+            quotas = QuotasFor(request.ServiceId, limits, serviceLimits);
+            offset = limits.WindowOffset ?? TimeSpan.Zero;
+        }
+
+        // 1. Look, without consuming anything.
         var keyBucket = Bucket("rate", limits.Rate, now);
         var serviceBucket = Bucket("rate:" + request.ServiceId, serviceLimits?.Rate, now);
         if (keyBucket is not null && keyBucket.Available(now) < 1)
@@ -240,8 +256,6 @@ public sealed class ApiKeyGrain(
             return Refuse(AdmitOutcome.RateLimited, serviceBucket.Status("service-rate", now));
         }
 
-        var offset = limits.WindowOffset ?? TimeSpan.Zero;
-        var quotas = QuotasFor(request.ServiceId, limits, serviceLimits);
         LimitStatus? tightest = null;
         foreach (var (counterKey, window, limit, policy) in quotas)
         {
@@ -252,28 +266,36 @@ public sealed class ApiKeyGrain(
                 return Refuse(AdmitOutcome.QuotaExhausted, status);
             }
 
-            tightest = Tighter(tightest, status with { Remaining = status.Remaining - 1 });
+            // What is left once this call and those still undecided are counted.
+            var undecided = _undecided.GetValueOrDefault(counterKey);
+            tightest = Tighter(tightest, status with { Remaining = Math.Max(0, status.Remaining - undecided - 1) });
         }
 
-        // 2. The account: the balance (and its monthly cap) has its own single writer.
-        var reservation = await GrainFactory.GetGrain<IAccountGrain>(State.AccountId).ReserveAsync(request.Price);
+        // 2. Hold what this call would use, then ask the account (the balance and its monthly cap have their own single writer).
+        keyBucket?.Take();
+        serviceBucket?.Take();
+        foreach (var quota in quotas)
+        {
+            _undecided[quota.CounterKey] = _undecided.GetValueOrDefault(quota.CounterKey) + 1;
+        }
+
+        Reservation reservation;
+        try
+        {
+            reservation = await GrainFactory.GetGrain<IAccountGrain>(State.AccountId).ReserveAsync(request.Price);
+        }
+        catch
+        {
+            Decide(quotas, admitted: false, now, offset, keyBucket, serviceBucket);
+            throw;
+        }
+
+        // 3. Consume, or give back: a refused call uses no quota and no rate-limit token.
+        Decide(quotas, reservation.Granted, time.GetUtcNow(), offset, keyBucket, serviceBucket);
         if (!reservation.Granted)
         {
             return new AdmitResult(reservation.CapReached ? AdmitOutcome.AccountCapReached : AdmitOutcome.InsufficientBalance,
                 State.AccountId, 0, reservation.Available, reservation.Currency);
-        }
-
-        // 3. Consume. Nothing awaited since the checks could have changed buckets or counters: this grain is not reentrant.
-        keyBucket?.Take();
-        serviceBucket?.Take();
-        foreach (var (counterKey, window, _, _) in quotas)
-        {
-            Counter(counterKey, window, now, offset).Count++;
-        }
-
-        if (quotas.Count > 0)
-        {
-            MarkDirty();
         }
 
         if (keyBucket is not null)
@@ -287,6 +309,58 @@ public sealed class ApiKeyGrain(
         }
 
         return new AdmitResult(AdmitOutcome.Admitted, State.AccountId, request.Price, reservation.Available, reservation.Currency, tightest);
+    }
+
+    // True while some quota could be exhausted by the admissions still waiting for their account's answer.
+    private bool QuotaUndecided(List<(string CounterKey, string Window, long Limit, string Policy)> quotas, DateTimeOffset now, TimeSpan offset)
+    {
+        foreach (var (counterKey, window, limit, _) in quotas)
+        {
+            var undecided = _undecided.GetValueOrDefault(counterKey);
+            if (undecided > 0 && Counter(counterKey, window, now, offset).Count + undecided >= limit)
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+
+    private void Decide(List<(string CounterKey, string Window, long Limit, string Policy)> quotas, bool admitted, DateTimeOffset now,
+        TimeSpan offset, TokenBucket? keyBucket, TokenBucket? serviceBucket)
+    {
+        foreach (var (counterKey, window, _, _) in quotas)
+        {
+            var left = _undecided.GetValueOrDefault(counterKey) - 1;
+            if (left <= 0)
+            {
+                _undecided.Remove(counterKey);
+            }
+            else
+            {
+                _undecided[counterKey] = left;
+            }
+
+            if (admitted)
+            {
+                Counter(counterKey, window, now, offset).Count++;
+            }
+        }
+
+        if (!admitted)
+        {
+            keyBucket?.Refund();
+            serviceBucket?.Refund();
+        }
+
+        if (admitted && quotas.Count > 0)
+        {
+            MarkDirty();
+        }
+
+        var waiters = _undecidedChanged;
+        _undecidedChanged = null;
+        waiters?.SetResult();
     }
 
     public ValueTask<ApiKeyInfo?> AuthenticateAsync(string secret) =>

@@ -22,6 +22,9 @@ public sealed class TokenBucket(RateLimit limit, DateTimeOffset now)
     /// <summary>Takes one token, which <see cref="Available"/> said was there.</summary>
     public void Take() => _tokens -= 1;
 
+    /// <summary>Gives back a token taken for a call that was then refused.</summary>
+    public void Refund() => _tokens = Math.Min(Limit.Burst, _tokens + 1);
+
     /// <summary>Applies a changed limit, keeping the tokens already earned (capped at the new burst).</summary>
     public void Reconfigure(RateLimit limit)
     {
