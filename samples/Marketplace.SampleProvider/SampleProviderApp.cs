@@ -15,7 +15,8 @@ public static class SampleProviderApp
     /// </summary>
     public static WebApplication Build(string[] args, Action<WebApplicationBuilder>? configure = null)
     {
-        var builder = WebApplication.CreateBuilder(args);
+        // Settings ship next to the binary, so the provider behaves the same from any working directory.
+        var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = args, ContentRootPath = AppContext.BaseDirectory });
 
         builder.Services.AddProblemDetails();
         builder.Services.ConfigureHttpJsonOptions(options =>

@@ -28,7 +28,6 @@ public sealed partial class CallPipeline(
     {
         var trackId = TrackIds.AcceptOrNew(request.TrackId);
         RequestContext.Set(TrackIds.ContextKey, trackId);
-        using var scope = logger.BeginScope(new Dictionary<string, object> { [TrackIds.ContextKey] = trackId });
 
         if (!Ids.IsValid(request.ServiceId))
         {

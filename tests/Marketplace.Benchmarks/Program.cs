@@ -1,0 +1,19 @@
+using BenchmarkDotNet.Columns;
+using BenchmarkDotNet.Configs;
+using BenchmarkDotNet.Jobs;
+using BenchmarkDotNet.Running;
+using Marketplace.Benchmarks;
+
+if (args is ["probe", ..])
+{
+    await Probe.RunAsync(args);
+    return;
+}
+
+// Every job (the default one, or --job short/medium/... from the command line) runs with the server GC,
+// as the marketplace silo does (it is an ASP.NET Core app), and reports operations per second next to the mean.
+var config = DefaultConfig.Instance
+    .AddJob(Job.Default.WithGcServer(true).WithGcConcurrent(true).AsMutator())
+    .AddColumn(StatisticColumn.OperationsPerSecond);
+
+BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args, config);

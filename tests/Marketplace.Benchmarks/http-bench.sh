@@ -1,0 +1,444 @@
+#!/usr/bin/env bash
+# HTTP load benchmark: the marketplace's call path against a bare nginx reverse proxy, both in front of the
+# same sample provider, same upstream request, same load generator (wrk), on this machine.
+#
+#   bash tests/Marketplace.Benchmarks/http-bench.sh
+#
+# Settings (environment): WARMUP (s per target, 20), ROUNDS (3), DURATION (s per measured run, 10),
+# CONNECTIONS (8), THREADS (wrk threads, 2), DIRECT (1: also measure the provider without a proxy),
+# MARKETPLACE_ARGS (extra --Key=value arguments for the marketplace), KEEP_TMP (1: keep logs and configs).
+# Needs root (or sudo) only to install nginx and wrk with apt-get when they are missing.
+set -euo pipefail
+
+WARMUP="${WARMUP:-20}"
+ROUNDS="${ROUNDS:-3}"
+DURATION="${DURATION:-10}"
+CONNECTIONS="${CONNECTIONS:-8}"
+THREADS="${THREADS:-2}"
+DIRECT="${DIRECT:-1}"
+MARKETPLACE_ARGS="${MARKETPLACE_ARGS:-}"
+KEEP_TMP="${KEEP_TMP:-0}"
+
+for setting in WARMUP ROUNDS DURATION CONNECTIONS THREADS; do
+  if ! [[ "${!setting}" =~ ^[0-9]+$ ]] || [ "${!setting}" -lt 1 ]; then
+    echo "http-bench: $setting must be a positive integer (got '${!setting}')" >&2
+    exit 2
+  fi
+done
+if [ "$WARMUP" -lt 20 ]; then
+  echo "http-bench: note: WARMUP=$WARMUP is below the recommended 20 s; the JIT and connection pools may still be cold" >&2
+fi
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+
+echo "== Repeat this run with:"
+printf '   cd %q && WARMUP=%s ROUNDS=%s DURATION=%s CONNECTIONS=%s THREADS=%s DIRECT=%s MARKETPLACE_ARGS=%q bash tests/Marketplace.Benchmarks/http-bench.sh\n' \
+  "$ROOT" "$WARMUP" "$ROUNDS" "$DURATION" "$CONNECTIONS" "$THREADS" "$DIRECT" "$MARKETPLACE_ARGS"
+echo "== $(date -u '+%Y-%m-%dT%H:%M:%SZ')  $(nproc) cores  $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)  $(uname -sr)"
+echo "   cpu: $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)  load: $(cut -d' ' -f1-3 /proc/loadavg)"
+
+ADMIN_KEY="bench-admin-key-0123456789abcdef"
+API_KEY="mk_demo.demo-secret-0123456789abcdef"
+PROVIDER_DLL="samples/Marketplace.SampleProvider/bin/Release/net10.0/Marketplace.SampleProvider.dll"
+SILO_DLL="src/Marketplace.Silo/bin/Release/net10.0/Marketplace.Silo.dll"
+PRICE=2
+
+# ---------------------------------------------------------------------------------------------------------------
+# Tools
+# ---------------------------------------------------------------------------------------------------------------
+find_nginx() {
+  local candidate
+  for candidate in "$(command -v nginx 2>/dev/null || true)" /usr/sbin/nginx /usr/local/sbin/nginx /usr/local/nginx/sbin/nginx; do
+    if [ -n "$candidate" ] && [ -x "$candidate" ]; then
+      echo "$candidate"
+      return 0
+    fi
+  done
+  return 1
+}
+
+apt_install() {
+  local -a as_root=()
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null 2>&1 || { echo "http-bench: need root or sudo to install: $*" >&2; exit 2; }
+    as_root=(sudo)
+  fi
+  echo "== Installing $* with apt-get"
+  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+missing=()
+find_nginx >/dev/null || missing+=(nginx-light)
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+if [ "${#missing[@]}" -gt 0 ]; then
+  if ! apt_install "${missing[@]}"; then
+    # Releases without nginx-light ship the same server as plain "nginx".
+    apt_install "${missing[@]/nginx-light/nginx}"
+  fi
+fi
+NGINX="$(find_nginx)" || { echo "http-bench: nginx is not installed" >&2; exit 2; }
+# This script never uses the package's service or /etc/nginx: it runs its own nginx with a generated config. (Without an
+# init system, as in a container, the package's service does not start; where it does, it is not ours to stop.)
+echo "== Tools: $("$NGINX" -v 2>&1 | head -1), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), $(dotnet --version | sed 's/^/dotnet SDK /')"
+
+# ---------------------------------------------------------------------------------------------------------------
+# Build
+# ---------------------------------------------------------------------------------------------------------------
+echo "== Building Marketplace.sln (Release)"
+dotnet build Marketplace.sln -c Release --nologo -v quiet -clp:ErrorsOnly
+[ -f "$PROVIDER_DLL" ] && [ -f "$SILO_DLL" ] || { echo "http-bench: build output missing ($PROVIDER_DLL, $SILO_DLL)" >&2; exit 1; }
+
+# ---------------------------------------------------------------------------------------------------------------
+# Temp dir, processes, cleanup
+# ---------------------------------------------------------------------------------------------------------------
+TMP="$(mktemp -d /tmp/mk-http-bench.XXXXXX)"
+chmod 755 "$TMP"   # the embedded PostgreSQL runs as the postgres user when we are root
+PROVIDER_PID=""
+NGINX_PID=""
+SILO_PID=""
+WRK_PID=""
+FAILED=1
+
+stop_pid() { # pid, name, seconds to wait after SIGTERM
+  local pid="$1" name="$2" wait_s="$3" i
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < wait_s * 10; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    echo "http-bench: $name (pid $pid) did not stop in ${wait_s}s; killing it" >&2
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+  local status=$?
+  trap - EXIT INT TERM
+  set +e
+  [ -n "$WRK_PID" ] && kill -TERM "$WRK_PID" 2>/dev/null
+  # The marketplace stops its embedded PostgreSQL on a graceful shutdown: SIGTERM and wait for it.
+  stop_pid "$SILO_PID" marketplace 90
+  if [ -f "$TMP/pg/postmaster.pid" ]; then
+    local pg_pid
+    pg_pid="$(head -1 "$TMP/pg/postmaster.pid")"
+    if [ -n "$pg_pid" ] && kill -0 "$pg_pid" 2>/dev/null; then
+      echo "http-bench: the embedded PostgreSQL (pid $pg_pid) outlived the marketplace; stopping it" >&2
+      kill -INT "$pg_pid" 2>/dev/null   # PostgreSQL's "fast" shutdown
+      for _ in $(seq 1 100); do kill -0 "$pg_pid" 2>/dev/null || break; sleep 0.1; done
+    fi
+  fi
+  # The marketplace leaves the embedded server's socket directory (/tmp/mkpg-<hash of the data path>) behind.
+  local socket_dir
+  socket_dir="/tmp/mkpg-$(printf '%s' "$TMP/pg" | sha256sum | cut -c1-12)"
+  [ -d "$socket_dir" ] && [ ! -e "$socket_dir/.s.PGSQL.$PG_PORT" ] && rm -rf "$socket_dir"
+  stop_pid "$NGINX_PID" nginx 10
+  stop_pid "$PROVIDER_PID" provider 15
+  if [ "$status" -ne 0 ] || [ "$FAILED" -ne 0 ]; then
+    for log in "$TMP"/*.log; do
+      [ -s "$log" ] || continue
+      echo "---- last lines of $log" >&2
+      tail -n 25 "$log" >&2
+    done
+  fi
+  if [ "$KEEP_TMP" = "1" ] || [ "$status" -ne 0 ]; then
+    echo "== Logs and configs kept in $TMP" >&2
+  else
+    rm -rf "$TMP"
+  fi
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+port_taken() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+TAKEN_PORTS=" "
+free_port() {
+  local port
+  while true; do
+    port=$((20000 + RANDOM % 30000))
+    case "$TAKEN_PORTS" in *" $port "*) continue ;; esac
+    port_taken "$port" && continue
+    TAKEN_PORTS+="$port "
+    echo "$port"
+    return
+  done
+}
+PROVIDER_PORT="$(free_port)"; TAKEN_PORTS+="$PROVIDER_PORT "
+NGINX_PORT="$(free_port)"; TAKEN_PORTS+="$NGINX_PORT "
+SILO_HTTP_PORT="$(free_port)"; TAKEN_PORTS+="$SILO_HTTP_PORT "
+PG_PORT="$(free_port)"; TAKEN_PORTS+="$PG_PORT "
+SILO_PORT="$(free_port)"; TAKEN_PORTS+="$SILO_PORT "
+GATEWAY_PORT="$(free_port)"; TAKEN_PORTS+="$GATEWAY_PORT "
+
+PROVIDER="http://127.0.0.1:$PROVIDER_PORT"
+NGINX_URL="http://127.0.0.1:$NGINX_PORT"
+MARKET="http://127.0.0.1:$SILO_HTTP_PORT"
+
+wait_http() { # url, pid, name, seconds, [curl args...]
+  local url="$1" pid="$2" name="$3" wait_s="$4" i
+  shift 4
+  for ((i = 0; i < wait_s * 4; i++)); do
+    if curl -fsS -o /dev/null --max-time 2 "$@" "$url" 2>/dev/null; then return 0; fi
+    if ! kill -0 "$pid" 2>/dev/null; then echo "http-bench: $name exited during start-up" >&2; return 1; fi
+    sleep 0.25
+  done
+  echo "http-bench: $name did not answer $url within ${wait_s}s" >&2
+  return 1
+}
+
+echo "== Starting the sample provider on $PROVIDER"
+# From its own output directory, so its appsettings.json (request logging off) applies as when deployed: started from
+# the repository root it would log every request at Information level, and that logging would dominate its CPU.
+(cd "$(dirname "$PROVIDER_DLL")" && exec dotnet "$(basename "$PROVIDER_DLL")" --urls "$PROVIDER") >"$TMP/provider.log" 2>&1 &
+PROVIDER_PID=$!
+wait_http "$PROVIDER/health" "$PROVIDER_PID" provider 60
+
+echo "== Starting nginx on $NGINX_URL (config $TMP/nginx/nginx.conf)"
+mkdir -p "$TMP/nginx/temp"
+chmod -R 777 "$TMP/nginx/temp"
+cat >"$TMP/nginx/nginx.conf" <<NGINX
+# Generated by http-bench.sh: a bare reverse proxy with a keep-alive pool to the sample provider.
+daemon off;
+worker_processes auto;
+pid $TMP/nginx/nginx.pid;
+error_log $TMP/nginx.log warn;
+events {
+    worker_connections 4096;
+}
+http {
+    access_log off;
+    client_body_temp_path $TMP/nginx/temp/body;
+    proxy_temp_path $TMP/nginx/temp/proxy;
+    fastcgi_temp_path $TMP/nginx/temp/fastcgi;
+    uwsgi_temp_path $TMP/nginx/temp/uwsgi;
+    scgi_temp_path $TMP/nginx/temp/scgi;
+    upstream provider {
+        server 127.0.0.1:$PROVIDER_PORT;
+        keepalive 64;
+    }
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        location / {
+            proxy_pass http://provider;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+NGINX
+"$NGINX" -t -q -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -e "$TMP/nginx.log"
+"$NGINX" -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -e "$TMP/nginx.log" &
+NGINX_PID=$!
+wait_http "$NGINX_URL/health" "$NGINX_PID" nginx 20
+
+echo "== Starting the marketplace on $MARKET (embedded PostgreSQL on :$PG_PORT, data in $TMP/pg)"
+# shellcheck disable=SC2086 # MARKETPLACE_ARGS is a list of --Key=value words
+dotnet "$SILO_DLL" --urls "$MARKET" \
+  --Marketplace:AdminKey="$ADMIN_KEY" \
+  --Database:Embedded:DataDirectory="$TMP/pg" --Database:Embedded:Port="$PG_PORT" \
+  --Silo:SiloPort="$SILO_PORT" --Silo:GatewayPort="$GATEWAY_PORT" \
+  --Demo:Enabled=true --Demo:ProviderBaseUrl="$PROVIDER" --Demo:ApiKey="$API_KEY" \
+  $MARKETPLACE_ARGS >"$TMP/marketplace.log" 2>&1 &
+SILO_PID=$!
+wait_http "$MARKET/health/ready" "$SILO_PID" marketplace 180
+
+# The demo account starts with 100.00 EUR, gone in a second of load: top it up (the maximum one top-up allows).
+top_up() {
+  curl -fsS --max-time 10 -H "X-Admin-Key: $ADMIN_KEY" -H 'Content-Type: application/json' \
+    "$MARKET/admin/accounts/demo/top-ups" -d '{"amount": 1000000000000, "reason": "benchmark"}' >/dev/null
+}
+for _ in 1 2 3; do top_up; done
+account_field() { # field name of GET /admin/accounts/demo, integers only
+  curl -fsS --max-time 10 -H "X-Admin-Key: $ADMIN_KEY" "$MARKET/admin/accounts/demo" |
+    grep -o "\"$1\":[0-9-]*" | head -1 | cut -d: -f2
+}
+echo "   demo account available: $(account_field available)"
+
+# One request to each target must answer 200 before any load is put on it.
+check_target() { # name, url, [curl args]
+  local name="$1" url="$2" status
+  shift 2
+  status="$(curl -s -o "$TMP/check-$name.body" -w '%{http_code}' --max-time 10 "$@" "$url")"
+  if [ "$status" != 200 ]; then
+    echo "http-bench: FAILED: $name answered $status to $url:" >&2
+    head -c 600 "$TMP/check-$name.body" >&2 || true
+    echo >&2
+    exit 1
+  fi
+}
+check_target direct "$PROVIDER/ip/geo?ip=8.8.8.8"
+check_target nginx "$NGINX_URL/ip/geo?ip=8.8.8.8"
+check_target marketplace "$MARKET/v1/call/ip-geo/geo?ip=8.8.8.8" -H "X-Api-Key: $API_KEY"
+cmp -s "$TMP/check-direct.body" "$TMP/check-marketplace.body" ||
+  echo "   note: the marketplace's body differs from the provider's (it should be passed through unchanged)"
+
+# ---------------------------------------------------------------------------------------------------------------
+# Measurement
+# ---------------------------------------------------------------------------------------------------------------
+cat >"$TMP/report.lua" <<'LUA'
+-- One machine-readable line at the end of a wrk run. Latencies in microseconds.
+-- wrk counts a response as a status error when its status is above 399.
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "WRK_RESULT requests=%d duration_us=%d rps=%.1f p50_us=%d p90_us=%d p99_us=%d max_us=%d bad_status=%d connect_err=%d read_err=%d write_err=%d timeouts=%d\n",
+    summary.requests, summary.duration, summary.requests / (summary.duration / 1e6),
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max,
+    e.status, e.connect, e.read, e.write, e.timeout))
+end
+LUA
+
+TICKS="$(getconf CLK_TCK)"
+
+# utime+stime (clock ticks) of a process and its direct children (nginx workers, PostgreSQL backends).
+cpu_ticks() {
+  local pid="$1"
+  [ -n "$pid" ] || { echo 0; return; }
+  { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v root="$pid" '
+    { line = $0; pid = $1; sub(/^.*\) /, "", line); split(line, f, " ")
+      if (pid == root || f[2] == root) total += f[12] + f[13] }
+    END { printf "%d\n", total }'
+}
+# clock ticks, requests -> CPU microseconds per request
+per_request() { awk -v t="$1" -v n="$2" -v hz="$TICKS" 'BEGIN { printf "%.1f", (n > 0) ? t * 1e6 / hz / n : 0 }'; }
+pg_pid() { [ -f "$TMP/pg/postmaster.pid" ] && head -1 "$TMP/pg/postmaster.pid" || echo ""; }
+PG_PID="$(pg_pid)"
+
+declare -A PROXY_PID_OF=([direct]="" [nginx]="" [marketplace]="")
+url_of() {
+  case "$1" in
+    direct) echo "$PROVIDER/ip/geo?ip=8.8.8.8" ;;
+    nginx) echo "$NGINX_URL/ip/geo?ip=8.8.8.8" ;;
+    marketplace) echo "$MARKET/v1/call/ip-geo/geo?ip=8.8.8.8" ;;
+  esac
+}
+
+RESULTS="$TMP/results.txt"
+: >"$RESULTS"
+BAD=0
+
+# run_wrk target seconds label -> appends "label target rps p50 p99 bad proxy_us provider_us db_us requests" to RESULTS
+run_wrk() {
+  local target="$1" seconds="$2" label="$3" url out line
+  url="$(url_of "$target")"
+  local -a headers=()
+  [ "$target" = marketplace ] && headers=(-H "X-Api-Key: $API_KEY")
+  local proxy_pid=""
+  case "$target" in nginx) proxy_pid="$NGINX_PID" ;; marketplace) proxy_pid="$SILO_PID" ;; esac
+  local charged_before=0
+  [ "$target" = marketplace ] && charged_before="$(account_field totalCharged)"
+
+  local p0 v0 d0 p1 v1 d1
+  p0="$(cpu_ticks "$proxy_pid")"; v0="$(cpu_ticks "$PROVIDER_PID")"; d0="$(cpu_ticks "$PG_PID")"
+  out="$TMP/wrk-$label-$target.txt"
+  wrk -t"$THREADS" -c"$CONNECTIONS" -d"${seconds}s" --latency -s "$TMP/report.lua" "${headers[@]}" "$url" >"$out" 2>&1 &
+  WRK_PID=$!
+  wait "$WRK_PID" || { WRK_PID=""; echo "http-bench: wrk failed on $target:" >&2; cat "$out" >&2; exit 1; }
+  WRK_PID=""
+  p1="$(cpu_ticks "$proxy_pid")"; v1="$(cpu_ticks "$PROVIDER_PID")"; d1="$(cpu_ticks "$PG_PID")"
+
+  line="$(grep '^WRK_RESULT' "$out")" || { echo "http-bench: no result line from wrk:" >&2; cat "$out" >&2; exit 1; }
+  local requests rps p50 p99 bad
+  requests="$(sed -E 's/.* requests=([0-9]+).*/\1/' <<<"$line")"
+  rps="$(sed -E 's/.* rps=([0-9.]+).*/\1/' <<<"$line")"
+  p50="$(sed -E 's/.* p50_us=([0-9]+).*/\1/' <<<"$line")"
+  p99="$(sed -E 's/.* p99_us=([0-9]+).*/\1/' <<<"$line")"
+  bad="$(awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^(bad_status|connect_err|read_err|write_err|timeouts)=/) { split($i, kv, "="); s += kv[2] } } END { print s + 0 }' <<<"$line")"
+  [ "$requests" -gt 0 ] || { echo "http-bench: FAILED: no request completed on $target" >&2; cat "$out" >&2; exit 1; }
+
+  local proxy_us="-" provider_us db_us
+  [ -n "$proxy_pid" ] && proxy_us="$(per_request $((p1 - p0)) "$requests")"
+  provider_us="$(per_request $((v1 - v0)) "$requests")"
+  db_us="$(per_request $((d1 - d0)) "$requests")"
+
+  if [ "$target" = marketplace ]; then
+    local charged_after
+    charged_after="$(account_field totalCharged)"
+    echo "$label marketplace charged_calls $(((charged_after - charged_before) / PRICE)) wrk_requests $requests" >>"$TMP/charges.txt"
+  fi
+  if [ "$bad" -ne 0 ]; then
+    BAD=$((BAD + bad))
+    echo "http-bench: $target ($label) had $bad failed responses (non-2xx or socket errors):" >&2
+    grep -v '^WRK_RESULT' "$out" | grep -iE 'non-2xx|socket errors|requests in' >&2 || true
+    echo "http-bench: one more request to $target now answers:" >&2
+    curl -s -i --max-time 10 "${headers[@]}" "$url" | head -c 800 >&2 || true
+    echo >&2
+  fi
+  echo "$label $target $rps $p50 $p99 $bad $proxy_us $provider_us $db_us $requests $(cut -d' ' -f1 /proc/loadavg)" >>"$RESULTS"
+}
+
+TARGETS=(nginx marketplace)
+[ "$DIRECT" = "1" ] && TARGETS=(direct nginx marketplace)
+
+echo "== Warm-up: ${WARMUP}s per target (${TARGETS[*]}), $CONNECTIONS connections, $THREADS wrk threads"
+for target in "${TARGETS[@]}"; do
+  run_wrk "$target" "$WARMUP" warmup
+done
+if [ "$BAD" -ne 0 ]; then
+  echo "http-bench: FAILED: $BAD failed responses during warm-up; the benchmark is invalid" >&2
+  exit 1
+fi
+
+header() {
+  printf '%-8s %-12s %10s %9s %9s %7s %15s %15s %12s %6s\n' round target req/s p50_us p99_us non2xx proxy_cpu_us/req upstr_cpu_us/req db_cpu_us/req load1
+}
+row() {
+  printf '%-8s %-12s %10.0f %9.0f %9.0f %7d %15s %15s %12s %6s\n' "$@"
+}
+
+echo "== Measuring: $ROUNDS rounds of ${DURATION}s per target, alternating (${TARGETS[*]})"
+echo "   proxy_cpu = nginx master+workers or the marketplace process; upstr_cpu = the sample provider (behind both);"
+echo "   db_cpu = the embedded PostgreSQL (write-behind of the marketplace's grains). CPU in microseconds per request."
+echo "   load1 = the machine's 1-minute load average after the run (everything here shares $(nproc) cores, wrk included)."
+for ((round = 1; round <= ROUNDS; round++)); do
+  for target in "${TARGETS[@]}"; do
+    run_wrk "$target" "$DURATION" "r$round"
+  done
+  echo
+  header
+  grep "^r$round " "$RESULTS" | while read -r label target rps p50 p99 bad proxy provider db _ load; do
+    row "$label" "$target" "$rps" "$p50" "$p99" "$bad" "$proxy" "$provider" "$db" "$load"
+  done
+done
+
+# ---------------------------------------------------------------------------------------------------------------
+# Summary: medians over the measured rounds
+# ---------------------------------------------------------------------------------------------------------------
+median() { # target column(1-based in RESULTS)
+  { grep -E "^r[0-9]+ $1 " "$RESULTS" || true; } | awk -v c="$2" '{ print $c }' | sort -g |
+    awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+echo
+echo "== Summary: medians of $ROUNDS rounds (${DURATION}s, $CONNECTIONS connections, $THREADS wrk threads; GET /ip/geo?ip=8.8.8.8 upstream)"
+header
+for target in "${TARGETS[@]}"; do
+  bad_total="$(grep -E "^r[0-9]+ $target " "$RESULTS" | awk '{ s += $6 } END { print s + 0 }')"
+  row median "$target" "$(median "$target" 3)" "$(median "$target" 4)" "$(median "$target" 5)" "$bad_total" \
+    "$(median "$target" 7)" "$(median "$target" 8)" "$(median "$target" 9)" "$(median "$target" 11)"
+done
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0 || a == "-" || b == "-") print "-"; else printf "%.2f", a / b }'; }
+echo
+echo "   marketplace / nginx:  throughput $(ratio "$(median marketplace 3)" "$(median nginx 3)")x" \
+  " p50 $(ratio "$(median marketplace 4)" "$(median nginx 4)")x" \
+  " p99 $(ratio "$(median marketplace 5)" "$(median nginx 5)")x" \
+  " proxy CPU/request $(ratio "$(median marketplace 7)" "$(median nginx 7)")x"
+if [ -f "$TMP/charges.txt" ]; then
+  echo "   charges (the account's totalCharged / price, vs. wrk's completed requests; in-flight calls at the cut-off may differ by ~$CONNECTIONS):"
+  sed 's/^/     /' "$TMP/charges.txt"
+fi
+
+if [ "$BAD" -ne 0 ]; then
+  echo
+  echo "http-bench: FAILED: $BAD non-2xx responses or socket errors in the measured rounds; the benchmark is invalid" >&2
+  exit 1
+fi
+FAILED=0
+echo
+echo "== OK: no non-2xx responses"
