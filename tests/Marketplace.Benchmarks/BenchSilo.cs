@@ -33,6 +33,9 @@ internal sealed class BenchSilo : IAsyncDisposable
 
     public IGrainFactory Grains => _host.Services.GetRequiredService<IGrainFactory>();
 
+    /// <summary>The silo's services (the pipeline's settlement batcher lives there).</summary>
+    public IServiceProvider Services => _host.Services;
+
     public string AccountId { get; }
 
     /// <summary>The seeded keys, each with the admission request that carries its own secret.</summary>
