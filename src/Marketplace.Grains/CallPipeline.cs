@@ -20,6 +20,10 @@ public sealed partial class CallPipeline(
     /// <summary>Name of the <see cref="HttpClient"/> used for upstream calls.</summary>
     public const string HttpClientName = "marketplace-upstream";
 
+    // One client for the process: its SocketsHttpHandler pools connections and renews them (PooledConnectionLifetime),
+    // so there is no need to ask the factory for a client on every call.
+    private readonly HttpClient _client = httpClients.CreateClient(HttpClientName);
+
     /// <summary>Largest upstream response body the pipeline buffers.</summary>
     public const int MaxResponseBytes = 8 * 1024 * 1024;
 
@@ -94,8 +98,7 @@ public sealed partial class CallPipeline(
         timeout.CancelAfter(route.TimeoutMs);
         try
         {
-            var client = httpClients.CreateClient(HttpClientName);
-            using var response = await client.SendAsync(message, HttpCompletionOption.ResponseHeadersRead, timeout.Token);
+            using var response = await _client.SendAsync(message, HttpCompletionOption.ResponseHeadersRead, timeout.Token);
             var body = await ReadBoundedAsync(response.Content, timeout.Token);
             var status = (int)response.StatusCode;
             var contentType = response.Content.Headers.ContentType?.ToString();

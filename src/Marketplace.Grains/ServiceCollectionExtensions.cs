@@ -39,7 +39,10 @@ public static class ServiceCollectionExtensions
                 AllowAutoRedirect = false,
                 UseCookies = false,
                 ConnectTimeout = TimeSpan.FromSeconds(5),
-            });
+            })
+            // The pipeline logs each call once with its TrackId; the factory's per-request scopes and lines cost
+            // more CPU per call than the marketplace's own checks.
+            .RemoveAllLoggers();
         return services;
     }
 }
