@@ -180,6 +180,43 @@ public sealed class AccessControlHttpTests(TwoSiloFixture cluster) : IClassFixtu
         Assert.Equal(HttpStatusCode.OK, secondWorks.StatusCode);
     }
 
+    [Theory]
+    [InlineData("application/json", "{not json")]
+    [InlineData("application/json", "[1,2]")]
+    [InlineData("application/json", "{\"grant_type\":\"password\"}")]
+    [InlineData("application/json", "{\"grant_type\":\"refresh_token\",\"refresh_token\":\"mr_x.y.z\"}")]
+    [InlineData("application/x-www-form-urlencoded", "grant_type=refresh_token&refresh_token=' OR 1=1 --")]
+    [InlineData("application/x-www-form-urlencoded", "grant_type=client_credentials&client_secret=mk_nokey0000.AAAAAAAAAAAAAAAAAAAAAAAA")]
+    [InlineData("text/plain", "hello")]
+    public async Task TokenEndpoint_BadInput_Is4xxProblemWithTrackId(string contentType, string body)
+    {
+        using var content = new StringContent(body, System.Text.Encoding.UTF8, contentType);
+
+        using var response = await cluster.FrontDoorA.PostAsync("/v1/token", content);
+        var text = await response.Content.ReadAsStringAsync();
+
+        Assert.InRange((int)response.StatusCode, 400, 499);
+        Assert.Equal("application/problem+json", response.Content.Headers.ContentType?.MediaType);
+        Assert.Equal(response.Headers.GetValues("X-Track-Id").Single(), JsonDocument.Parse(text).RootElement.GetProperty("trackId").GetString());
+    }
+
+    [Fact]
+    public async Task AdminUpdate_InvalidLimits_Is400AndLeavesKeyUnchanged()
+    {
+        var consumer = await CreateConsumerAsync(balance: 1_000, price: 1, limits: new { quota = new { perDay = 10 } });
+        var before = await cluster.Admin.GetStringAsync($"/admin/keys/{consumer.KeyId}");
+
+        using var response = await cluster.Admin.PatchAsJsonAsync($"/admin/keys/{consumer.KeyId}", new
+        {
+            name = "renamed", limits = new { rate = new { perSecond = 0, burst = 0 }, windowOffset = "15:00:00" },
+        });
+        var after = await cluster.Admin.GetStringAsync($"/admin/keys/{consumer.KeyId}");
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Equal("application/problem+json", response.Content.Headers.ContentType?.MediaType);
+        Assert.Equal(before, after);
+    }
+
     private Task<HttpResponseMessage> GetAsConsumer(string path, string apiKey)
     {
         var request = new HttpRequestMessage(HttpMethod.Get, path);
