@@ -67,6 +67,19 @@ public interface IAccountGrain : IGrainWithStringKey
     [Alias("ReserveAsync")]
     ValueTask<Reservation> ReserveAsync(long amount);
 
+    /// <summary>
+    /// Reserves <see cref="LeaseRequest.Amount"/> for a call like <see cref="ReserveAsync"/>, takes back the key's unused
+    /// lease, and may lease the key extra allowance (while the balance is far above what is leased) so its next calls need
+    /// no message to the account. When the price is not covered but other keys hold leases, the answer asks to retry and
+    /// the leases are recalled: refusals are only final once nothing is leased, so the count of admitted calls stays exact.
+    /// </summary>
+    [Alias("ReserveWithLeaseAsync")]
+    ValueTask<LeaseGrant> ReserveWithLeaseAsync(LeaseRequest request);
+
+    /// <summary>Gives back what is left of a key's lease; <paramref name="seen"/> is the newest lease the key has received. Fire and forget.</summary>
+    [OneWay, Alias("ReturnLeaseAsync")]
+    Task ReturnLeaseAsync(string keyId, long amount, long seen);
+
     /// <summary>Turns a reservation into a charge of <paramref name="charge"/> (0 releases it) and counts the call.</summary>
     [OneWay, Alias("SettleAsync")]
     Task SettleAsync(string serviceId, long reserved, long charge, bool succeeded);
@@ -117,3 +130,28 @@ public sealed record SettlementBatch(
     [property: Id(0)] long ReservedReleased,
     [property: Id(1)] long Charged,
     [property: Id(2)] IReadOnlyList<ServiceUsageDelta> Services);
+
+/// <summary>A key asking its account for a call's price, returning its unused lease, and asking for more.</summary>
+/// <param name="Returning">What is left of the key's lease, handed back with this request.</param>
+/// <param name="LeaseCalls">How many more calls' worth of allowance the key would like to hold.</param>
+[GenerateSerializer, Immutable, Alias("mk.LeaseRequest")]
+/// <param name="Seen">The sequence number of the newest lease the key has received.</param>
+public sealed record LeaseRequest(
+    [property: Id(0)] string KeyId,
+    [property: Id(1)] long Amount,
+    [property: Id(2)] long Returning,
+    [property: Id(3)] int LeaseCalls,
+    [property: Id(4)] long Seen);
+
+/// <summary>The account's answer to a <see cref="LeaseRequest"/>.</summary>
+/// <param name="Lease">Extra allowance leased to the key, beyond the granted amount.</param>
+/// <param name="Retry">Not covered now, but leases held by other keys are being recalled: ask again shortly.</param>
+[GenerateSerializer, Immutable, Alias("mk.LeaseGrant")]
+public sealed record LeaseGrant(
+    [property: Id(0)] bool Granted,
+    [property: Id(1)] long Available,
+    [property: Id(2)] string Currency,
+    [property: Id(3)] bool CapReached,
+    [property: Id(4)] long Lease,
+    [property: Id(5)] bool Retry,
+    [property: Id(6)] long Sequence = 0);

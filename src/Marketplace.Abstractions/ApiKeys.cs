@@ -187,6 +187,10 @@ public interface IApiKeyGrain : IGrainWithStringKey
     [OneWay, Alias("RecordAsync")]
     Task RecordAsync(string serviceId, bool succeeded, bool charged);
 
+    /// <summary>The account wants its leased allowance back (its balance runs low); fire and forget.</summary>
+    [OneWay, AlwaysInterleave, Alias("RecallLeaseAsync")]
+    Task RecallLeaseAsync();
+
     /// <summary>Counts many settled calls at once; fire and forget.</summary>
     [OneWay, Alias("RecordBatchAsync")]
     Task RecordBatchAsync(IReadOnlyList<ServiceUsageDelta> usage);

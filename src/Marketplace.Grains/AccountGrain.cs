@@ -16,8 +16,16 @@ public sealed class AccountGrain(
 {
     private const int LedgerLimit = 1000;
 
-    // Held for calls in flight; deliberately not stored, since the calls die with the activation.
+    // Held for calls in flight and leased to keys; deliberately not stored, since both die with their activations.
     private long _reserved;
+
+    // Keys that may hold leased allowance, with the sequence number of the newest lease each was sent; recalled when
+    // the balance runs low. A key leaves the set only once it has returned its lease having seen that newest one.
+    private readonly Dictionary<string, long> _lessees = new(StringComparer.Ordinal);
+    private long _leaseSequence;
+
+    // A lease is granted only while the available balance is this many times what would then be leased.
+    private const int LeaseHeadroom = 16;
 
     public async Task<AccountInfo> CreateAsync(AccountSpec spec)
     {
@@ -96,11 +104,13 @@ public sealed class AccountGrain(
         await SaveNowAsync();
     }
 
-    public ValueTask<Reservation> ReserveAsync(long amount)
+    public ValueTask<Reservation> ReserveAsync(long amount) => ValueTask.FromResult(Reserve(amount));
+
+    private Reservation Reserve(long amount)
     {
         if (!Exists || amount < 0)
         {
-            return ValueTask.FromResult(new Reservation(false, 0, State.Currency));
+            return new Reservation(false, 0, State.Currency);
         }
 
         if (State.MonthlyCallCap is { } cap)
@@ -108,14 +118,14 @@ public sealed class AccountGrain(
             RollMonth();
             if (State.CallsThisMonth >= cap)
             {
-                return ValueTask.FromResult(new Reservation(false, Available, State.Currency, CapReached: true));
+                return new Reservation(false, Available, State.Currency, CapReached: true);
             }
         }
 
         var available = Available;
         if (amount > available)
         {
-            return ValueTask.FromResult(new Reservation(false, available, State.Currency));
+            return new Reservation(false, available, State.Currency);
         }
 
         _reserved += amount;
@@ -125,7 +135,72 @@ public sealed class AccountGrain(
             MarkDirty();
         }
 
-        return ValueTask.FromResult(new Reservation(true, available - amount, State.Currency));
+        return new Reservation(true, available - amount, State.Currency);
+    }
+
+    public ValueTask<LeaseGrant> ReserveWithLeaseAsync(LeaseRequest request)
+    {
+        TakeBack(request.KeyId, request.Returning, request.Seen);
+        if (!Exists || request.Amount < 0)
+        {
+            return ValueTask.FromResult(new LeaseGrant(false, 0, State.Currency, false, 0, false));
+        }
+
+        if (State.MonthlyCallCap is not null)
+        {
+            // A cap counts calls one by one, so a capped account does not lease.
+            var reservation = Reserve(request.Amount);
+            return ValueTask.FromResult(new LeaseGrant(reservation.Granted, reservation.Available, reservation.Currency, reservation.CapReached, 0, false));
+        }
+
+        var available = Available;
+        if (request.Amount > available)
+        {
+            if (_lessees.Count == 0)
+            {
+                return ValueTask.FromResult(new LeaseGrant(false, available, State.Currency, false, 0, false));
+            }
+
+            foreach (var lessee in _lessees.Keys)
+            {
+                _ = GrainFactory.GetGrain<IApiKeyGrain>(lessee).RecallLeaseAsync();
+            }
+
+            return ValueTask.FromResult(new LeaseGrant(false, available, State.Currency, false, 0, true));
+        }
+
+        _reserved += request.Amount;
+        var lease = 0L;
+        var wanted = request.Amount * request.LeaseCalls;
+        if (wanted > 0 && available - request.Amount >= wanted * LeaseHeadroom * (_lessees.Count + 1))
+        {
+            lease = wanted;
+            _reserved += lease;
+            _lessees[request.KeyId] = ++_leaseSequence;
+        }
+
+        return ValueTask.FromResult(new LeaseGrant(true, available - request.Amount - lease, State.Currency, false, lease, false,
+            lease > 0 ? _leaseSequence : 0));
+    }
+
+    public Task ReturnLeaseAsync(string keyId, long amount, long seen)
+    {
+        TakeBack(keyId, amount, seen);
+        return Task.CompletedTask;
+    }
+
+    private void TakeBack(string keyId, long amount, long seen)
+    {
+        if (amount > 0)
+        {
+            _reserved = Math.Max(0, _reserved - amount);
+        }
+
+        // A lease sent after the one the key has seen is still on its way to it: the key still counts as holding one.
+        if (_lessees.TryGetValue(keyId, out var newest) && newest <= seen)
+        {
+            _lessees.Remove(keyId);
+        }
     }
 
     public Task SettleAsync(string serviceId, long reserved, long charge, bool succeeded)

@@ -9,15 +9,32 @@ namespace Marketplace.Grains;
 /// so every check and the consumption that follows it happen as one step: quotas are exact, concurrent token
 /// refreshes cannot overwrite each other, and a revocation is seen by the very next call on any silo.
 /// Checks come first and consumption last, so a refused call consumes nothing.
+/// <para>The grain is reentrant: every change happens between awaits, and admissions wait on the account while other
+/// calls proceed, so a hot key is not capped by that round trip and a revocation never queues behind admissions.
+/// The key holds a lease of its account's balance (see <see cref="IAccountGrain.ReserveWithLeaseAsync"/>) so most
+/// admissions need no message to the account at all.</para>
 /// </remarks>
+[Reentrant]
 public sealed class ApiKeyGrain(
     [PersistentState("apikey", StorageNames.Marketplace)] IPersistentState<ApiKeyState> store,
     IOptions<GrainPersistenceOptions> options,
     IOptions<TokenOptions> tokenOptions,
+    IOptions<MeteringOptions> metering,
     ILogger<ApiKeyGrain> logger,
     TimeProvider time) : WriteBehindGrain<ApiKeyState>(store, options, logger), IApiKeyGrain
 {
     private const int MaxActiveSecrets = 2;
+
+    // How often, and how long apart, an admission asks again while the account recalls leases from other keys.
+    private const int LeaseRetries = 100;
+    private static readonly TimeSpan LeaseRetryDelay = TimeSpan.FromMilliseconds(2);
+    private static readonly TimeSpan LeaseIdleReturn = TimeSpan.FromSeconds(1);
+
+    private long _lease;
+    private long _leaseSeen;
+    private long _lastAvailable;
+    private bool _leaseUsed;
+    private IGrainTimer? _leaseTimer;
 
     private readonly Dictionary<string, TokenBucket> _buckets = new(StringComparer.Ordinal);
     private readonly Dictionary<string, int> _undecided = new(StringComparer.Ordinal);
@@ -201,6 +218,7 @@ public sealed class ApiKeyGrain(
         }
 
         var accountId = State.AccountId;
+        await ReturnLeaseAsync();
         await ClearAsync();
         _buckets.Clear();
         _recentRefreshes.Clear();
@@ -282,7 +300,7 @@ public sealed class ApiKeyGrain(
         Reservation reservation;
         try
         {
-            reservation = await GrainFactory.GetGrain<IAccountGrain>(State.AccountId).ReserveAsync(request.Price);
+            reservation = await ReserveAsync(request.Price);
         }
         catch
         {
@@ -361,6 +379,82 @@ public sealed class ApiKeyGrain(
         var waiters = _undecidedChanged;
         _undecidedChanged = null;
         waiters?.SetResult();
+    }
+
+    public Task RecallLeaseAsync() => ReturnLeaseAsync(always: true);
+
+    public override async Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
+    {
+        await ReturnLeaseAsync();
+        await base.OnDeactivateAsync(reason, cancellationToken);
+    }
+
+    // The price of one call from the key's lease when it covers it, otherwise from the account (returning the lease's rest).
+    private async Task<Reservation> ReserveAsync(long price)
+    {
+        if (price > 0 && _lease >= price)
+        {
+            _lease -= price;
+            _leaseUsed = true;
+            return new Reservation(true, _lastAvailable + _lease, State.Currency);
+        }
+
+        var account = GrainFactory.GetGrain<IAccountGrain>(State.AccountId);
+        var keyId = this.GetPrimaryKeyString();
+        for (var attempt = 0; ; attempt++)
+        {
+            var returning = _lease;
+            _lease = 0;
+            var grant = await account.ReserveWithLeaseAsync(new LeaseRequest(keyId, price, returning, price > 0 ? metering.Value.LeaseCalls : 0, _leaseSeen));
+            _leaseSeen = Math.Max(_leaseSeen, grant.Sequence);
+            if (grant.Granted)
+            {
+                _lease += grant.Lease;
+                _lastAvailable = grant.Available;
+                if (grant.Lease > 0)
+                {
+                    _leaseUsed = true;
+                    _leaseTimer ??= this.RegisterGrainTimer(ReturnIdleLeaseAsync, new GrainTimerCreationOptions(LeaseIdleReturn, LeaseIdleReturn)
+                    {
+                        KeepAlive = false,
+                        Interleave = true,
+                    });
+                }
+
+                return new Reservation(true, grant.Available + _lease, grant.Currency);
+            }
+
+            // Other keys hold leases the account is recalling; the refusal is final only once they are back.
+            if (!grant.Retry || attempt >= LeaseRetries)
+            {
+                return new Reservation(false, grant.Available, grant.Currency, grant.CapReached);
+            }
+
+            await Task.Delay(LeaseRetryDelay, time);
+        }
+    }
+
+    private async Task ReturnIdleLeaseAsync(CancellationToken cancellationToken)
+    {
+        if (!_leaseUsed)
+        {
+            await ReturnLeaseAsync();
+        }
+
+        _leaseUsed = false;
+    }
+
+    // Hands back the lease; when recalled, answers even with nothing left, so the account can stop waiting for this key.
+    private Task ReturnLeaseAsync(bool always = false)
+    {
+        if ((_lease <= 0 && !always) || !Exists)
+        {
+            return Task.CompletedTask;
+        }
+
+        var amount = _lease;
+        _lease = 0;
+        return GrainFactory.GetGrain<IAccountGrain>(State.AccountId).ReturnLeaseAsync(this.GetPrimaryKeyString(), amount, _leaseSeen);
     }
 
     public ValueTask<ApiKeyInfo?> AuthenticateAsync(string secret) =>

@@ -17,6 +17,15 @@ public sealed class MeteringOptions
     /// </summary>
     [Range(typeof(TimeSpan), "00:00:00", "00:00:01", ErrorMessage = "Metering:SettleInterval must be between 0 and 1 second.")]
     public TimeSpan SettleInterval { get; set; } = TimeSpan.FromMilliseconds(20);
+
+    /// <summary>
+    /// Calls' worth of its account's balance a busy key may hold as a lease, so its admissions need no message to the
+    /// account (0 turns leasing off). The account leases only while its available balance is at least 16 times what
+    /// would then be leased, and recalls leases before a final refusal, so admitted counts stay exact; the account's
+    /// <c>reserved</c> includes what keys hold, and a key hands back a lease it has not used for a second.
+    /// </summary>
+    [Range(0, 1024, ErrorMessage = "Metering:LeaseCalls must be between 0 and 1024.")]
+    public int LeaseCalls { get; set; } = 32;
 }
 
 /// <summary>

@@ -10,6 +10,8 @@ internal sealed class AdmissionDriver(BenchSilo silo, bool recordOnService)
     private readonly IDataServiceGrain _service = silo.Grains.GetGrain<IDataServiceGrain>(BenchSilo.ServiceId);
     private readonly Marketplace.Grains.SettlementBatcher _settlements =
         Microsoft.Extensions.DependencyInjection.ServiceProviderServiceExtensions.GetRequiredService<Marketplace.Grains.SettlementBatcher>(silo.Services);
+    private readonly bool _leasing = Microsoft.Extensions.DependencyInjection.ServiceProviderServiceExtensions
+        .GetRequiredService<Microsoft.Extensions.Options.IOptions<Marketplace.Grains.MeteringOptions>>(silo.Services).Value.LeaseCalls > 0;
     private long _issued;
 
     /// <summary>
@@ -68,7 +70,8 @@ internal sealed class AdmissionDriver(BenchSilo silo, bool recordOnService)
             var serviceDone = !recordOnService || (await _service.GetAsync())?.Counters.Calls >= _issued;
             if (account.Usage.Calls >= _issued && serviceDone)
             {
-                if (account.Reserved != 0)
+                // With leasing on, keys keep allowance reserved between batches (that is the point of it).
+                if (account.Reserved != 0 && !_leasing)
                 {
                     throw new InvalidOperationException($"{account.Reserved} still reserved after every call settled.");
                 }

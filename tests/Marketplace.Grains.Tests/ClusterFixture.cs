@@ -76,6 +76,9 @@ public sealed class ClusterFixture : IAsyncLifetime
             siloBuilder.AddMemoryGrainStorage(StorageNames.Marketplace);
             siloBuilder.Services.AddMarketplaceGrains();
             siloBuilder.Services.AddSingleton<TimeProvider>(SharedTime);
+
+            // These tests pin down per-call reservations exactly; leasing has its own cluster (LeasingTests).
+            siloBuilder.Services.Configure<MeteringOptions>(o => o.LeaseCalls = 0);
         }
     }
 }
