@@ -41,17 +41,6 @@ public sealed class ApiKeyGrain(
     private TaskCompletionSource? _undecidedChanged;
     private readonly Dictionary<string, (TokenPair Pair, byte[] Hash, DateTimeOffset At)> _recentRefreshes = new(StringComparer.Ordinal);
 
-    public override Task OnActivateAsync(CancellationToken cancellationToken)
-    {
-        // Keys issued before rotation existed kept one secret in Salt/SecretHash.
-        if (Exists && State.Secrets.Count == 0 && State.SecretHash.Length > 0)
-        {
-            State.Secrets.Add(new SecretState { Id = "s1", Salt = State.Salt, Hash = State.SecretHash, CreatedAt = State.CreatedAt });
-        }
-
-        return base.OnActivateAsync(cancellationToken);
-    }
-
     public async Task<ApiKeyCreated> CreateAsync(ApiKeySpec spec, string? presetSecret = null)
     {
         var keyId = this.GetPrimaryKeyString();

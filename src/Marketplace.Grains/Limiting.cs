@@ -37,8 +37,8 @@ public sealed class TokenBucket(RateLimit limit, DateTimeOffset now)
     {
         var tokens = Available(now);
         var window = (long)Math.Ceiling(Limit.Burst / Limit.PerSecond);
-        var reset = tokens >= 1 ? 0 : (long)Math.Ceiling((1 - tokens) / Limit.PerSecond);
-        return new LimitStatus(policy, Limit.Burst, (long)Math.Floor(tokens), Math.Max(1, window), Math.Max(reset, tokens >= 1 ? 0 : 1));
+        var reset = tokens >= 1 ? 0 : Math.Max(1, (long)Math.Ceiling((1 - tokens) / Limit.PerSecond));
+        return new LimitStatus(policy, Limit.Burst, (long)Math.Floor(tokens), Math.Max(1, window), reset);
     }
 
     private void Refill(DateTimeOffset now)

@@ -112,8 +112,7 @@ public sealed class ApiKeyState
     [Id(3)] public List<string> Services { get; set; } = [];
     [Id(4)] public DateTimeOffset? ExpiresAt { get; set; }
     [Id(5)] public DateTimeOffset CreatedAt { get; set; }
-    [Id(6)] public byte[] Salt { get; set; } = [];
-    [Id(7)] public byte[] SecretHash { get; set; } = [];
+    // Ids 6 and 7 held a single secret before rotation; they are retired, never to be reused.
     [Id(8)] public UsageState Usage { get; set; } = new();
     [Id(9)] public string Currency { get; set; } = string.Empty;
     [Id(10)] public List<SecretState> Secrets { get; set; } = [];

@@ -46,16 +46,9 @@ public static class CallApi
     /// <summary>A consumer's own balance and call counts, for the key it presents.</summary>
     public static async Task<Results<Ok<UsageResponse>, ProblemHttpResult>> GetUsage(HttpContext context, IGrainFactory grains)
     {
-        var credential = ReadCredential(context.Request);
-        if (credential is null || !ApiKeySecrets.TryParse(credential, out var keyId, out var secret))
+        if (await AuthenticateKeyAsync(context, grains) is not { } key)
         {
             return Unauthorized(context, "Send a valid API key in the X-Api-Key header or as a bearer token.");
-        }
-
-        var key = await grains.GetGrain<IApiKeyGrain>(keyId).AuthenticateAsync(secret);
-        if (key is null)
-        {
-            return Unauthorized(context, "The API key is not valid.");
         }
 
         var account = await grains.GetGrain<IAccountGrain>(key.AccountId).GetAsync();
@@ -173,9 +166,11 @@ public static class CallApi
         ? null
         : new Dictionary<string, object?> { ["policy"] = limit.Policy, ["limit"] = limit.Limit, ["retryAfterSeconds"] = limit.ResetSeconds };
 
-    private static ProblemHttpResult Unauthorized(HttpContext context, string detail)
-    {
-        context.Response.Headers.WWWAuthenticate = "Bearer realm=\"marketplace\"";
-        return Problems.Create(StatusCodes.Status401Unauthorized, "invalid-api-key", "A valid API key is required.", detail);
-    }
+    private static ProblemHttpResult Unauthorized(HttpContext context, string detail) => Problems.Unauthorized(context, detail);
+
+    /// <summary>The key presented with the request (its secret, not a token), when it authenticates.</summary>
+    public static async Task<ApiKeyInfo?> AuthenticateKeyAsync(HttpContext context, IGrainFactory grains) =>
+        ReadCredential(context.Request) is { } credential && ApiKeySecrets.TryParse(credential, out var keyId, out var secret)
+            ? await grains.GetGrain<IApiKeyGrain>(keyId).AuthenticateAsync(secret)
+            : null;
 }

@@ -20,7 +20,7 @@ public static class KeysApi
         admin.MapGet("/accounts/{id}/keys", (string id, IGrainFactory grains) => ListAsync(id, grains)).WithTags("Keys");
 
         var keys = admin.MapGroup("/keys").WithTags("Keys");
-        MapKeyOperations(keys, (_, _) => Task.FromResult<Scope>(new Scope(null, null)));
+        MapKeyOperations(keys, (_, _) => Task.FromResult(new Scope(null, Unauthorized: false)));
         keys.MapPatch("/{keyId}", UpdateAsync);
         return keys;
     }
@@ -168,27 +168,12 @@ public static class KeysApi
         return await action(key, resolved.Caller?.KeyId ?? "admin");
     }
 
-    private static async Task<Scope> ConsumerScopeAsync(HttpContext context, IGrainFactory grains)
-    {
-        var credential = CallApi.ReadCredential(context.Request);
-        if (credential is null || !ApiKeySecrets.TryParse(credential, out var keyId, out var secret))
-        {
-            return new Scope(null, true);
-        }
+    private static async Task<Scope> ConsumerScopeAsync(HttpContext context, IGrainFactory grains) =>
+        await CallApi.AuthenticateKeyAsync(context, grains) is { } caller ? new Scope(caller, Unauthorized: false) : new Scope(null, Unauthorized: true);
 
-        var caller = await grains.GetGrain<IApiKeyGrain>(keyId).AuthenticateAsync(secret);
-        return caller is null ? new Scope(null, true) : new Scope(caller, false);
-    }
+    private static ProblemHttpResult ConsumerUnauthorized(HttpContext context) => Problems.Unauthorized(context,
+        "Manage keys with one of the account's own API keys (X-Api-Key), not an access token.");
 
-    private static ProblemHttpResult ConsumerUnauthorized(HttpContext context)
-    {
-        context.Response.Headers.WWWAuthenticate = "Bearer realm=\"marketplace\"";
-        return Problems.Create(StatusCodes.Status401Unauthorized, "invalid-api-key", "A valid API key is required.",
-            "Manage keys with one of the account's own API keys (X-Api-Key), not an access token.");
-    }
-
-    private sealed record Scope(ApiKeyInfo? Caller, bool? UnauthorizedFlag)
-    {
-        public bool Unauthorized => UnauthorizedFlag == true;
-    }
+    // Who may act: an admin (no caller) or a consumer's authenticated key.
+    private sealed record Scope(ApiKeyInfo? Caller, bool Unauthorized);
 }

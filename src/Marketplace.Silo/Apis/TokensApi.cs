@@ -125,9 +125,6 @@ public static class TokensApi
         }
     }
 
-    private static IResult InvalidGrant(HttpContext context, string detail)
-    {
-        context.Response.Headers.WWWAuthenticate = "Bearer realm=\"marketplace\"";
-        return Problems.Create(StatusCodes.Status401Unauthorized, "invalid-grant", "The token request was refused.", detail);
-    }
+    private static IResult InvalidGrant(HttpContext context, string detail) =>
+        Problems.Unauthorized(context, detail, "invalid-grant", "The token request was refused.");
 }

@@ -23,6 +23,13 @@ public static class Problems
     public static ProblemHttpResult NotFound(string kind, string id) =>
         Create(StatusCodes.Status404NotFound, "not-found", $"No such {kind}.", $"{kind} '{Truncate(id)}' does not exist.");
 
+    /// <summary>401 for a consumer credential, with the Bearer challenge.</summary>
+    public static ProblemHttpResult Unauthorized(HttpContext context, string detail, string slug = "invalid-api-key", string title = "A valid API key is required.")
+    {
+        context.Response.Headers.WWWAuthenticate = "Bearer realm=\"marketplace\"";
+        return Create(StatusCodes.Status401Unauthorized, slug, title, detail);
+    }
+
     /// <summary>Cuts caller-supplied text before echoing it.</summary>
     public static string Truncate(string value) => value.Length <= 64 ? value : value[..64] + "…";
 }
