@@ -5,28 +5,21 @@ using Orleans.TestingHost;
 
 namespace Marketplace.Grains.Tests;
 
-/// <summary>A two-silo test cluster with memory storage, the marketplace grains and a manual clock.</summary>
-public sealed class ClusterFixture : IAsyncLifetime
+/// <summary>A two-silo test cluster configured by <typeparamref name="TConfigurator"/>.</summary>
+public abstract class TwoSiloCluster<TConfigurator> : IAsyncLifetime
+    where TConfigurator : ISiloConfigurator, new()
 {
-    /// <summary>The clock every silo uses; static because the silo configurator is created by the test cluster.</summary>
-    public static ManualTimeProvider SharedTime { get; } = new(
-        DateTimeOffset.FromUnixTimeMilliseconds(DateTimeOffset.UtcNow.ToUnixTimeMilliseconds()));
-
-    public const string Currency = "EUR";
-
     private TestCluster? _cluster;
 
     public TestCluster Cluster => _cluster ?? throw new InvalidOperationException("The cluster is not started.");
 
     public IGrainFactory Grains => Cluster.GrainFactory;
 
-    public ManualTimeProvider Time => SharedTime;
-
     public async ValueTask InitializeAsync()
     {
         var builder = new TestClusterBuilder();
         builder.Options.InitialSilosCount = 2;
-        builder.AddSiloBuilderConfigurator<SiloConfigurator>();
+        builder.AddSiloBuilderConfigurator<TConfigurator>();
         _cluster = builder.Build();
         await _cluster.DeployAsync();
     }
@@ -39,6 +32,18 @@ public sealed class ClusterFixture : IAsyncLifetime
             await _cluster.DisposeAsync();
         }
     }
+}
+
+/// <summary>A two-silo test cluster with memory storage, the marketplace grains and a manual clock.</summary>
+public sealed class ClusterFixture : TwoSiloCluster<ClusterFixture.SiloConfigurator>
+{
+    /// <summary>The clock every silo uses; static because the silo configurator is created by the test cluster.</summary>
+    public static ManualTimeProvider SharedTime { get; } = new(
+        DateTimeOffset.FromUnixTimeMilliseconds(DateTimeOffset.UtcNow.ToUnixTimeMilliseconds()));
+
+    public const string Currency = "EUR";
+
+    public ManualTimeProvider Time => SharedTime;
 
     /// <summary>Opens an account with a fresh id and tops it up to <paramref name="balance"/>.</summary>
     public async Task<string> CreateAccountAsync(long balance, long creditLimit = 0, string currency = Currency)
@@ -69,7 +74,7 @@ public sealed class ClusterFixture : IAsyncLifetime
     public static async Task DeactivateAsync(IAddressable grain) =>
         await grain.AsReference<IGrainManagementExtension>().DeactivateOnIdle();
 
-    private sealed class SiloConfigurator : ISiloConfigurator
+    public sealed class SiloConfigurator : ISiloConfigurator
     {
         public void Configure(ISiloBuilder siloBuilder)
         {

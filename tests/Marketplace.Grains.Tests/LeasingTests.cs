@@ -5,31 +5,9 @@ using Orleans.TestingHost;
 namespace Marketplace.Grains.Tests;
 
 /// <summary>A two-silo cluster with balance leasing on (Metering:LeaseCalls = 32) and the real clock.</summary>
-public sealed class LeasingClusterFixture : IAsyncLifetime
+public sealed class LeasingClusterFixture : TwoSiloCluster<LeasingClusterFixture.SiloConfigurator>
 {
-    private TestCluster? _cluster;
-
-    public IGrainFactory Grains => _cluster!.GrainFactory;
-
-    public async ValueTask InitializeAsync()
-    {
-        var builder = new TestClusterBuilder();
-        builder.Options.InitialSilosCount = 2;
-        builder.AddSiloBuilderConfigurator<SiloConfigurator>();
-        _cluster = builder.Build();
-        await _cluster.DeployAsync();
-    }
-
-    public async ValueTask DisposeAsync()
-    {
-        if (_cluster is not null)
-        {
-            await _cluster.StopAllSilosAsync();
-            await _cluster.DisposeAsync();
-        }
-    }
-
-    private sealed class SiloConfigurator : ISiloConfigurator
+    public sealed class SiloConfigurator : ISiloConfigurator
     {
         public void Configure(ISiloBuilder siloBuilder)
         {

@@ -224,28 +224,8 @@ public sealed class AccessControlHttpTests(TwoSiloFixture cluster) : IClassFixtu
         return cluster.FrontDoorA.SendAsync(request);
     }
 
-    private async Task<Consumer> CreateConsumerAsync(long balance, long price, object? limits = null)
-    {
-        var suffix = Guid.NewGuid().ToString("N")[..10];
-        await PostOk("/admin/providers", new { id = "p-" + suffix, name = "P" });
-        await PostOk("/admin/services", new
-        {
-            id = "s-" + suffix, name = "S", providerId = "p-" + suffix, upstreamBaseUrl = cluster.ProviderUrl.TrimEnd('/') + "/ip",
-            pricePerCall = price, currency = "EUR",
-        });
-        await PostOk("/admin/accounts", new { id = "a-" + suffix, name = "A", currency = "EUR" });
-        await PostOk($"/admin/accounts/a-{suffix}/top-ups", new { amount = balance, reason = "test" });
-        var key = await PostOk($"/admin/accounts/a-{suffix}/keys", new { name = "k", services = new[] { "s-" + suffix }, limits });
-        return new Consumer("a-" + suffix, "s-" + suffix, key.GetProperty("key").GetProperty("keyId").GetString()!, key.GetProperty("apiKey").GetString()!);
-    }
-
-    private async Task<JsonElement> PostOk(string path, object body)
-    {
-        using var response = await cluster.Admin.PostAsJsonAsync(path, body);
-        var text = await response.Content.ReadAsStringAsync();
-        Assert.True(response.IsSuccessStatusCode, $"POST {path}: {(int)response.StatusCode} {text}");
-        return JsonDocument.Parse(text).RootElement.Clone();
-    }
+    private Task<Consumer> CreateConsumerAsync(long balance, long price, object? limits = null) =>
+        new AdminApi(cluster.Admin, cluster.ProviderUrl).CreateConsumerAsync(balance, price, upstreamPath: "/ip", limits: limits);
 
     private static async Task<HttpStatusCode> CallAsync(HttpClient frontDoor, Consumer consumer)
     {
@@ -274,20 +254,6 @@ public sealed class AccessControlHttpTests(TwoSiloFixture cluster) : IClassFixtu
         return JsonDocument.Parse(text).RootElement.Clone();
     }
 
-    private async Task<JsonElement> WaitForAccountAsync(string accountId, Func<JsonElement, bool> done)
-    {
-        JsonElement account = default;
-        for (var attempt = 0; attempt < 500; attempt++)
-        {
-            account = JsonDocument.Parse(await cluster.Admin.GetStringAsync($"/admin/accounts/{accountId}")).RootElement.Clone();
-            if (done(account))
-            {
-                break;
-            }
-
-            await Task.Delay(10);
-        }
-
-        return account;
-    }
+    private Task<JsonElement> WaitForAccountAsync(string accountId, Func<JsonElement, bool> done) =>
+        new AdminApi(cluster.Admin, cluster.ProviderUrl).WaitForAccountAsync(accountId, done);
 }

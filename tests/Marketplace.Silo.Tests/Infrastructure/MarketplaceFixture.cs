@@ -1,4 +1,3 @@
-using System.Net.Http.Json;
 using System.Text.Json;
 using Marketplace.Silo.Hosting;
 using Microsoft.AspNetCore.Builder;
@@ -35,56 +34,19 @@ public sealed class MarketplaceFixture(PostgresFixture postgres) : IAsyncLifetim
         Admin = new HttpClient { BaseAddress = _host.BaseAddress };
         Admin.DefaultRequestHeaders.Add("X-Admin-Key", TestHosts.AdminKey);
         Provider = new HttpClient { BaseAddress = new Uri(ProviderUrl) };
+        Api = new AdminApi(Admin, ProviderUrl);
     }
 
-    /// <summary>Creates a provider, a service on the sample provider, an account with a balance and a key; returns the key.</summary>
-    public async Task<Consumer> CreateConsumerAsync(long balance, long price = 5, string upstreamPath = "/phone", int timeoutMs = 5000, string? upstreamBaseUrl = null)
-    {
-        var suffix = Guid.NewGuid().ToString("N")[..10];
-        var providerId = "prov-" + suffix;
-        var serviceId = "svc-" + suffix;
-        var accountId = "acct-" + suffix;
-        await PostOk("/admin/providers", new { id = providerId, name = "Provider " + suffix });
-        await PostOk("/admin/services", new
-        {
-            id = serviceId, name = "Service " + suffix, providerId, upstreamBaseUrl = upstreamBaseUrl ?? ProviderUrl.TrimEnd('/') + upstreamPath,
-            pricePerCall = price, currency = "EUR", timeoutMs,
-        });
-        await PostOk("/admin/accounts", new { id = accountId, name = "Consumer " + suffix, currency = "EUR" });
-        if (balance > 0)
-        {
-            await PostOk($"/admin/accounts/{accountId}/top-ups", new { amount = balance, reason = "test" });
-        }
+    /// <summary>Admin helpers bound to this marketplace and provider.</summary>
+    public AdminApi Api { get; private set; } = null!;
 
-        var key = await PostOk($"/admin/accounts/{accountId}/keys", new { name = "key", services = new[] { serviceId } });
-        return new Consumer(accountId, serviceId, key.GetProperty("key").GetProperty("keyId").GetString()!, key.GetProperty("apiKey").GetString()!);
-    }
+    /// <inheritdoc cref="AdminApi.CreateConsumerAsync"/>
+    public Task<Consumer> CreateConsumerAsync(long balance, long price = 5, string upstreamPath = "/phone", int timeoutMs = 5000, string? upstreamBaseUrl = null) =>
+        Api.CreateConsumerAsync(balance, price, upstreamPath, timeoutMs, upstreamBaseUrl);
 
-    public async Task<JsonElement> PostOk(string path, object body)
-    {
-        using var response = await Admin.PostAsJsonAsync(path, body);
-        var text = await response.Content.ReadAsStringAsync();
-        Assert.True(response.IsSuccessStatusCode, $"POST {path} answered {(int)response.StatusCode}: {text}");
-        return JsonDocument.Parse(text).RootElement.Clone();
-    }
+    public Task<JsonElement> PostOk(string path, object body) => Api.PostOk(path, body);
 
-    /// <summary>Reads an account through the admin API until <paramref name="done"/> holds (settlement is asynchronous).</summary>
-    public async Task<JsonElement> WaitForAccountAsync(string accountId, Func<JsonElement, bool> done)
-    {
-        JsonElement account = default;
-        for (var attempt = 0; attempt < 500; attempt++)
-        {
-            account = JsonDocument.Parse(await Admin.GetStringAsync($"/admin/accounts/{accountId}")).RootElement.Clone();
-            if (done(account))
-            {
-                return account;
-            }
-
-            await Task.Delay(10);
-        }
-
-        return account;
-    }
+    public Task<JsonElement> WaitForAccountAsync(string accountId, Func<JsonElement, bool> done) => Api.WaitForAccountAsync(accountId, done);
 
     public async ValueTask DisposeAsync()
     {
@@ -102,5 +64,3 @@ public sealed class MarketplaceFixture(PostgresFixture postgres) : IAsyncLifetim
         }
     }
 }
-
-public sealed record Consumer(string AccountId, string ServiceId, string KeyId, string ApiKey);
