@@ -4,6 +4,12 @@ using BenchmarkDotNet.Jobs;
 using BenchmarkDotNet.Running;
 using Marketplace.Benchmarks;
 
+if (args is ["bare-proxy", ..])
+{
+    await BareProxy.RunAsync(args);
+    return;
+}
+
 if (args is ["probe", ..])
 {
     await Probe.RunAsync(args);

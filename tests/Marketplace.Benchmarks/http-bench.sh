@@ -6,6 +6,7 @@
 #
 # Settings (environment): WARMUP (s per target, 20), ROUNDS (3), DURATION (s per measured run, 10),
 # CONNECTIONS (8), THREADS (wrk threads, 2), DIRECT (1: also measure the provider without a proxy),
+# BARE (1: also measure a bare Kestrel + HttpClient proxy without any check, the .NET floor),
 # MARKETPLACE_ARGS (extra --Key=value arguments for the marketplace), KEEP_TMP (1: keep logs and configs).
 # Needs root (or sudo) only to install nginx and wrk with apt-get when they are missing.
 set -euo pipefail
@@ -16,6 +17,7 @@ DURATION="${DURATION:-10}"
 CONNECTIONS="${CONNECTIONS:-8}"
 THREADS="${THREADS:-2}"
 DIRECT="${DIRECT:-1}"
+BARE="${BARE:-1}"
 MARKETPLACE_ARGS="${MARKETPLACE_ARGS:-}"
 KEEP_TMP="${KEEP_TMP:-0}"
 
@@ -33,8 +35,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
 
 echo "== Repeat this run with:"
-printf '   cd %q && WARMUP=%s ROUNDS=%s DURATION=%s CONNECTIONS=%s THREADS=%s DIRECT=%s MARKETPLACE_ARGS=%q bash tests/Marketplace.Benchmarks/http-bench.sh\n' \
-  "$ROOT" "$WARMUP" "$ROUNDS" "$DURATION" "$CONNECTIONS" "$THREADS" "$DIRECT" "$MARKETPLACE_ARGS"
+printf '   cd %q && WARMUP=%s ROUNDS=%s DURATION=%s CONNECTIONS=%s THREADS=%s DIRECT=%s BARE=%s MARKETPLACE_ARGS=%q bash tests/Marketplace.Benchmarks/http-bench.sh\n' \
+  "$ROOT" "$WARMUP" "$ROUNDS" "$DURATION" "$CONNECTIONS" "$THREADS" "$DIRECT" "$BARE" "$MARKETPLACE_ARGS"
 echo "== $(date -u '+%Y-%m-%dT%H:%M:%SZ')  $(nproc) cores  $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)  $(uname -sr)"
 echo "   cpu: $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)  load: $(cut -d' ' -f1-3 /proc/loadavg)"
 
@@ -42,6 +44,7 @@ ADMIN_KEY="bench-admin-key-0123456789abcdef"
 API_KEY="mk_demo.demo-secret-0123456789abcdef"
 PROVIDER_DLL="samples/Marketplace.SampleProvider/bin/Release/net10.0/Marketplace.SampleProvider.dll"
 SILO_DLL="src/Marketplace.Silo/bin/Release/net10.0/Marketplace.Silo.dll"
+BENCH_DLL="tests/Marketplace.Benchmarks/bin/Release/net10.0/Marketplace.Benchmarks.dll"
 PRICE=2
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -138,6 +141,7 @@ cleanup() {
   socket_dir="/tmp/mkpg-$(printf '%s' "$TMP/pg" | sha256sum | cut -c1-12)"
   [ -d "$socket_dir" ] && [ ! -e "$socket_dir/.s.PGSQL.$PG_PORT" ] && rm -rf "$socket_dir"
   stop_pid "$NGINX_PID" nginx 10
+  stop_pid "${BARE_PID:-}" dotnet-proxy 10
   stop_pid "$PROVIDER_PID" provider 15
   if [ "$status" -ne 0 ] || [ "$FAILED" -ne 0 ]; then
     for log in "$TMP"/*.log; do
@@ -176,10 +180,12 @@ SILO_HTTP_PORT="$(free_port)"; TAKEN_PORTS+="$SILO_HTTP_PORT "
 PG_PORT="$(free_port)"; TAKEN_PORTS+="$PG_PORT "
 SILO_PORT="$(free_port)"; TAKEN_PORTS+="$SILO_PORT "
 GATEWAY_PORT="$(free_port)"; TAKEN_PORTS+="$GATEWAY_PORT "
+BARE_PORT="$(free_port)"; TAKEN_PORTS+="$BARE_PORT "
 
 PROVIDER="http://127.0.0.1:$PROVIDER_PORT"
 NGINX_URL="http://127.0.0.1:$NGINX_PORT"
 MARKET="http://127.0.0.1:$SILO_HTTP_PORT"
+BARE_URL="http://127.0.0.1:$BARE_PORT"
 
 wait_http() { # url, pid, name, seconds, [curl args...]
   local url="$1" pid="$2" name="$3" wait_s="$4" i
@@ -238,6 +244,13 @@ NGINX
 NGINX_PID=$!
 wait_http "$NGINX_URL/health" "$NGINX_PID" nginx 20
 
+if [ "$BARE" = "1" ]; then
+  echo "== Starting the bare .NET proxy (Kestrel + HttpClient, no checks) on $BARE_URL"
+  DOTNET_gcServer=1 dotnet "$BENCH_DLL" bare-proxy "$BARE_URL" "$PROVIDER" >"$TMP/dotnet-proxy.log" 2>&1 &
+  BARE_PID=$!
+  wait_http "$BARE_URL/health" "$BARE_PID" dotnet-proxy 60
+fi
+
 echo "== Starting the marketplace on $MARKET (embedded PostgreSQL on :$PG_PORT, data in $TMP/pg)"
 # shellcheck disable=SC2086 # MARKETPLACE_ARGS is a list of --Key=value words
 dotnet "$SILO_DLL" --urls "$MARKET" \
@@ -275,6 +288,7 @@ check_target() { # name, url, [curl args]
 }
 check_target direct "$PROVIDER/ip/geo?ip=8.8.8.8"
 check_target nginx "$NGINX_URL/ip/geo?ip=8.8.8.8"
+[ "$BARE" = "1" ] && check_target dotnet-proxy "$BARE_URL/ip/geo?ip=8.8.8.8"
 check_target marketplace "$MARKET/v1/call/ip-geo/geo?ip=8.8.8.8" -H "X-Api-Key: $API_KEY"
 cmp -s "$TMP/check-direct.body" "$TMP/check-marketplace.body" ||
   echo "   note: the marketplace's body differs from the provider's (it should be passed through unchanged)"
@@ -316,6 +330,7 @@ url_of() {
   case "$1" in
     direct) echo "$PROVIDER/ip/geo?ip=8.8.8.8" ;;
     nginx) echo "$NGINX_URL/ip/geo?ip=8.8.8.8" ;;
+    dotnet-proxy) echo "$BARE_URL/ip/geo?ip=8.8.8.8" ;;
     marketplace) echo "$MARKET/v1/call/ip-geo/geo?ip=8.8.8.8" ;;
   esac
 }
@@ -331,7 +346,7 @@ run_wrk() {
   local -a headers=()
   [ "$target" = marketplace ] && headers=(-H "X-Api-Key: $API_KEY")
   local proxy_pid=""
-  case "$target" in nginx) proxy_pid="$NGINX_PID" ;; marketplace) proxy_pid="$SILO_PID" ;; esac
+  case "$target" in nginx) proxy_pid="$NGINX_PID" ;; dotnet-proxy) proxy_pid="$BARE_PID" ;; marketplace) proxy_pid="$SILO_PID" ;; esac
   local charged_before=0
   [ "$target" = marketplace ] && charged_before="$(account_field totalCharged)"
 
@@ -375,7 +390,8 @@ run_wrk() {
 }
 
 TARGETS=(nginx marketplace)
-[ "$DIRECT" = "1" ] && TARGETS=(direct nginx marketplace)
+[ "$BARE" = "1" ] && TARGETS=(nginx dotnet-proxy marketplace)
+[ "$DIRECT" = "1" ] && TARGETS=(direct "${TARGETS[@]}")
 
 echo "== Warm-up: ${WARMUP}s per target (${TARGETS[*]}), $CONNECTIONS connections, $THREADS wrk threads"
 for target in "${TARGETS[@]}"; do
@@ -429,6 +445,16 @@ echo "   marketplace / nginx:  throughput $(ratio "$(median marketplace 3)" "$(m
   " p50 $(ratio "$(median marketplace 4)" "$(median nginx 4)")x" \
   " p99 $(ratio "$(median marketplace 5)" "$(median nginx 5)")x" \
   " proxy CPU/request $(ratio "$(median marketplace 7)" "$(median nginx 7)")x"
+if [ "$BARE" = "1" ]; then
+  echo "   dotnet-proxy / nginx: throughput $(ratio "$(median dotnet-proxy 3)" "$(median nginx 3)")x" \
+    " p50 $(ratio "$(median dotnet-proxy 4)" "$(median nginx 4)")x" \
+    " p99 $(ratio "$(median dotnet-proxy 5)" "$(median nginx 5)")x" \
+    " proxy CPU/request $(ratio "$(median dotnet-proxy 7)" "$(median nginx 7)")x"
+  echo "   marketplace / dotnet-proxy: throughput $(ratio "$(median marketplace 3)" "$(median dotnet-proxy 3)")x" \
+    " p50 $(ratio "$(median marketplace 4)" "$(median dotnet-proxy 4)")x" \
+    " p99 $(ratio "$(median marketplace 5)" "$(median dotnet-proxy 5)")x" \
+    " proxy CPU/request $(ratio "$(median marketplace 7)" "$(median dotnet-proxy 7)")x"
+fi
 if [ -f "$TMP/charges.txt" ]; then
   echo "   charges (the account's totalCharged / price, vs. wrk's completed requests; in-flight calls at the cut-off may differ by ~$CONNECTIONS):"
   sed 's/^/     /' "$TMP/charges.txt"
