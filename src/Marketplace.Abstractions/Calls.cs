@@ -42,6 +42,15 @@ public enum CallOutcome
 
     /// <summary>The service's own rate limit towards its upstream is exhausted on this silo.</summary>
     UpstreamRateLimited = 7,
+
+    /// <summary>The version's circuit breaker is open or its concurrency limit is reached (load shed); not charged.</summary>
+    UpstreamUnavailable = 8,
+
+    /// <summary>The data service is suspended by its provider or an admin; not charged.</summary>
+    ServiceSuspended = 9,
+
+    /// <summary>The caller's path or parameters do not fit the version's adapter; not charged.</summary>
+    BadRequest = 10,
 }
 
 /// <summary>The result of a call: the upstream's answer or the reason it was refused.</summary>
@@ -58,7 +67,9 @@ public sealed record CallResult(
     [property: Id(8)] long Available,
     [property: Id(9)] string? Currency,
     [property: Id(10)] string? Detail,
-    [property: Id(11)] LimitStatus? Limit = null);
+    [property: Id(11)] LimitStatus? Limit = null,
+    [property: Id(12)] string? Version = null,
+    [property: Id(13)] int? RetryAfterSeconds = null);
 
 /// <summary>
 /// The call pipeline as a grain, so internal .NET services connected as Orleans clients get the same

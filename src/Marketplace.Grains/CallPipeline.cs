@@ -1,6 +1,8 @@
 using System.Diagnostics;
-using System.Net.Http.Headers;
+using System.Threading.RateLimiting;
 using Microsoft.Extensions.Logging;
+using Polly.CircuitBreaker;
+using Polly.Timeout;
 
 namespace Marketplace.Grains;
 
@@ -14,6 +16,7 @@ public sealed partial class CallPipeline(
     IHttpClientFactory httpClients,
     ServiceRouteCache routes,
     UpstreamLimiter upstreamLimiter,
+    UpstreamProtection protection,
     SettlementBatcher settlements,
     ILogger<CallPipeline> logger)
 {
@@ -38,10 +41,16 @@ public sealed partial class CallPipeline(
             return Refused(trackId, CallOutcome.UnknownService, null, null);
         }
 
-        var route = await routes.GetAsync(request.ServiceId);
-        if (route is null)
+        var compiled = await routes.GetAsync(request.ServiceId);
+        if (compiled is null || compiled.Route.Status is ServiceStatus.Draft or ServiceStatus.Retired)
         {
             return Refused(trackId, CallOutcome.UnknownService, null, null);
+        }
+
+        var route = compiled.Route;
+        if (route.Status == ServiceStatus.Suspended)
+        {
+            return Refused(trackId, CallOutcome.ServiceSuspended, null, route) with { RetryAfterSeconds = 60 };
         }
 
         if (!ApiKeySecrets.TryParseCredential(request.Credential, out var keyId, out var kind, out var proof))
@@ -54,74 +63,181 @@ public sealed partial class CallPipeline(
             return Refused(trackId, CallOutcome.UpstreamRateLimited, null, route) with { Limit = upstreamLimit };
         }
 
-        var key = grains.GetGrain<IApiKeyGrain>(keyId);
-        var admission = await key.AdmitAsync(new AdmitRequest(proof, route.ServiceId, route.PricePerCall, route.Currency, trackId, kind));
-        if (admission.Outcome != AdmitOutcome.Admitted)
+        // The version is chosen, and its breaker and concurrency limit checked, before admission: a call shed here
+        // uses no quota and reserves nothing. Only a pin on an account must wait for admission to know the account.
+        UpstreamAdapter? adapter = null;
+        VersionGuard? guard = null;
+        RateLimitLease? permit = null;
+        if (!GrayRelease.NeedsAccount(route, keyId))
         {
-            LogRejected(logger, route.ServiceId, keyId, admission.Outcome);
-            return Refused(trackId, CallOutcome.Rejected, admission.Outcome, route) with { Available = admission.Available, Limit = admission.Limit };
-        }
-
-        var started = Stopwatch.GetTimestamp();
-        var (outcome, status, contentType, body, detail) = await ForwardAsync(route, request, trackId, cancellationToken);
-        var succeeded = outcome == CallOutcome.Succeeded;
-        var charge = succeeded ? admission.Reserved : 0;
-
-        // Settlement is one-way and batched: the caller gets its answer without waiting for metering.
-        settlements.Record(admission.AccountId!, keyId, route.ServiceId, admission.Reserved, charge, succeeded);
-
-        LogCompleted(logger, route.ServiceId, outcome, status, Stopwatch.GetElapsedTime(started).TotalMilliseconds, charge);
-        return new CallResult(trackId, outcome, null, status, contentType, body, charge, route.PricePerCall,
-            admission.Available + admission.Reserved - charge, route.Currency, detail, admission.Limit);
-    }
-
-    private async Task<(CallOutcome Outcome, int Status, string? ContentType, byte[]? Body, string? Detail)> ForwardAsync(
-        ServiceRoute route, CallRequest request, string trackId, CancellationToken cancellationToken)
-    {
-        if (!UpstreamPath.TryBuild(route.UpstreamBaseUrl, request.Path, request.Query, out var uri))
-        {
-            return (CallOutcome.UpstreamRejected, 400, null, null, "The path after the service id is not allowed.");
-        }
-
-        using var message = new HttpRequestMessage(new HttpMethod(request.Method), uri);
-        message.Headers.TryAddWithoutValidation(TrackIds.Header, trackId);
-        if (request.Body is { Length: > 0 } requestBody)
-        {
-            message.Content = new ByteArrayContent(requestBody);
-            if (request.ContentType is not null && MediaTypeHeaderValue.TryParse(request.ContentType, out var mediaType))
+            if (Enter(compiled, keyId, null, trackId, out adapter, out guard, out permit) is { } shed)
             {
-                message.Content.Headers.ContentType = mediaType;
+                return shed;
             }
         }
 
-        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        timeout.CancelAfter(route.TimeoutMs);
         try
         {
-            using var response = await _client.SendAsync(message, HttpCompletionOption.ResponseHeadersRead, timeout.Token);
-            var body = await ReadBoundedAsync(response.Content, timeout.Token);
-            var status = (int)response.StatusCode;
-            var contentType = response.Content.Headers.ContentType?.ToString();
-            var outcome = status switch
+            var key = grains.GetGrain<IApiKeyGrain>(keyId);
+            var admission = await key.AdmitAsync(new AdmitRequest(proof, route.ServiceId, route.PricePerCall, route.Currency, trackId, kind));
+            if (admission.Outcome != AdmitOutcome.Admitted)
+            {
+                LogRejected(logger, route.ServiceId, keyId, admission.Outcome);
+                return Refused(trackId, CallOutcome.Rejected, admission.Outcome, route) with { Available = admission.Available, Limit = admission.Limit };
+            }
+
+            if (adapter is null && Enter(compiled, keyId, admission.AccountId, trackId, out adapter, out guard, out permit) is { } lateShed)
+            {
+                settlements.Record(admission.AccountId!, keyId, route.ServiceId, admission.Reserved, 0, false);
+                return lateShed with { Available = admission.Available + admission.Reserved };
+            }
+
+            var started = Stopwatch.GetTimestamp();
+            ForwardResult forwarded;
+            try
+            {
+                forwarded = await ForwardAsync(adapter!, guard!, request, trackId, cancellationToken);
+            }
+            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+            {
+                // The caller went away: release the reservation, charge nothing.
+                settlements.Record(admission.AccountId!, keyId, route.ServiceId, admission.Reserved, 0, false);
+                throw;
+            }
+
+            var succeeded = forwarded.Outcome == CallOutcome.Succeeded;
+            var charged = route.ChargeRule switch
+            {
+                ChargeRule.PerCall => forwarded.Sent,
+                ChargeRule.PerHit => succeeded && forwarded.Hit,
+                _ => succeeded,
+            };
+            var charge = charged ? admission.Reserved : 0;
+
+            // Settlement is one-way and batched: the caller gets its answer without waiting for metering.
+            settlements.Record(admission.AccountId!, keyId, route.ServiceId, admission.Reserved, charge, succeeded);
+
+            LogCompleted(logger, route.ServiceId, adapter!.Id, forwarded.Outcome, forwarded.Status, Stopwatch.GetElapsedTime(started).TotalMilliseconds, charge);
+            return new CallResult(trackId, forwarded.Outcome, null, forwarded.Status, forwarded.ContentType, forwarded.Body, charge, route.PricePerCall,
+                admission.Available + admission.Reserved - charge, route.Currency, forwarded.Detail, admission.Limit, adapter.Id, forwarded.RetryAfterSeconds);
+        }
+        finally
+        {
+            permit?.Dispose();
+        }
+    }
+
+    // Picks the version and enters its protection; a result when the call must be shed.
+    private CallResult? Enter(CompiledRoute compiled, string keyId, string? accountId, string trackId,
+        out UpstreamAdapter? adapter, out VersionGuard? guard, out RateLimitLease? permit)
+    {
+        guard = null;
+        permit = null;
+        var route = compiled.Route;
+        var versionId = GrayRelease.Choose(route, keyId, accountId);
+        if (versionId is null || !compiled.Adapters.TryGetValue(versionId, out adapter))
+        {
+            adapter = null;
+            return Refused(trackId, CallOutcome.UpstreamUnavailable, null, route) with
+            {
+                Detail = "The data service has no version to serve this call.", RetryAfterSeconds = 60,
+            };
+        }
+
+        if (adapter.SecretsUnavailable)
+        {
+            LogSecretsUnavailable(logger, route.ServiceId, adapter.Id);
+            return Refused(trackId, CallOutcome.UpstreamUnavailable, null, route) with
+            {
+                Version = adapter.Id, Detail = "The data service's upstream credentials are not available on this node.", RetryAfterSeconds = 60,
+            };
+        }
+
+        guard = protection.For(adapter);
+        if (guard.IsOpen(out var retryAfter))
+        {
+            return Refused(trackId, CallOutcome.UpstreamUnavailable, null, route) with
+            {
+                Version = adapter.Id, Detail = "The data service is failing; its circuit breaker is open.", RetryAfterSeconds = retryAfter,
+            };
+        }
+
+        permit = guard.TryEnter();
+        if (permit is null)
+        {
+            return Refused(trackId, CallOutcome.UpstreamUnavailable, null, route) with
+            {
+                Version = adapter.Id, Detail = "The data service is at its concurrency limit.", RetryAfterSeconds = 1,
+            };
+        }
+
+        return null;
+    }
+
+    private sealed record ForwardResult(
+        CallOutcome Outcome, int Status, string? ContentType, byte[]? Body, string? Detail, bool Sent, bool Hit = false, int? RetryAfterSeconds = null);
+
+    private async Task<ForwardResult> ForwardAsync(
+        UpstreamAdapter adapter, VersionGuard guard, CallRequest request, string trackId, CancellationToken cancellationToken)
+    {
+        if (!adapter.TryBuildRequest(request, trackId, out var first, out var error))
+        {
+            return new ForwardResult(CallOutcome.BadRequest, 400, null, null, error, Sent: false);
+        }
+
+        try
+        {
+            var answer = await guard.Pipeline.ExecuteAsync(
+                async token =>
+                {
+                    // Each attempt needs its own message; the first one is already built (and validated).
+                    var message = Interlocked.Exchange(ref first, null);
+                    if (message is null && !adapter.TryBuildRequest(request, trackId, out message, out _))
+                    {
+                        throw new InvalidOperationException("The upstream request could not be built again.");
+                    }
+
+                    using (message)
+                    {
+                        using var response = await _client.SendAsync(message!, HttpCompletionOption.ResponseHeadersRead, token);
+                        var body = await ReadBoundedAsync(response.Content, token);
+                        return new UpstreamAnswer((int)response.StatusCode, response.Content.Headers.ContentType?.ToString(), body);
+                    }
+                },
+                cancellationToken);
+
+            var mapped = adapter.MapResponse(answer);
+            var outcome = answer.Status switch
             {
                 >= 200 and < 300 => CallOutcome.Succeeded,
                 >= 400 and < 500 => CallOutcome.UpstreamRejected,
                 _ => CallOutcome.UpstreamFailed,
             };
-            return (outcome, status, contentType, body, outcome == CallOutcome.UpstreamFailed ? $"The upstream answered {status}." : null);
+            return new ForwardResult(outcome, answer.Status, mapped.ContentType, mapped.Body,
+                outcome == CallOutcome.UpstreamFailed ? $"The upstream answered {answer.Status}." : null, Sent: true, Hit: adapter.IsHit(answer));
         }
-        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+        catch (TimeoutRejectedException)
         {
-            return (CallOutcome.UpstreamTimeout, 0, null, null, $"The upstream did not answer within {route.TimeoutMs} ms.");
+            return new ForwardResult(CallOutcome.UpstreamTimeout, 0, null, null, $"The upstream did not answer within {adapter.Spec.TimeoutMs} ms.", Sent: true);
+        }
+        catch (BrokenCircuitException broken)
+        {
+            var retryAfter = (int)Math.Ceiling((broken.RetryAfter ?? TimeSpan.FromSeconds(adapter.Protection.BreakSeconds)).TotalSeconds);
+            return new ForwardResult(CallOutcome.UpstreamUnavailable, 0, null, null, "The data service is failing; its circuit breaker is open.",
+                Sent: false, RetryAfterSeconds: Math.Max(1, retryAfter));
         }
         catch (HttpRequestException exception)
         {
-            LogUpstreamUnreachable(logger, route.ServiceId, exception.Message);
-            return (CallOutcome.UpstreamUnreachable, 0, null, null, "The upstream could not be reached.");
+            LogUpstreamUnreachable(logger, adapter.ServiceId, exception.Message);
+            return new ForwardResult(CallOutcome.UpstreamUnreachable, 0, null, null, "The upstream could not be reached.", Sent: false);
         }
         catch (InvalidDataException exception)
         {
-            return (CallOutcome.UpstreamFailed, 0, null, null, exception.Message);
+            return new ForwardResult(CallOutcome.UpstreamFailed, 0, null, null, exception.Message, Sent: true);
+        }
+        finally
+        {
+            first?.Dispose();
         }
     }
 
@@ -155,8 +271,11 @@ public sealed partial class CallPipeline(
     [LoggerMessage(Level = LogLevel.Information, Message = "Call to {ServiceId} refused for key {KeyId}: {Reason}")]
     private static partial void LogRejected(ILogger logger, string serviceId, string keyId, AdmitOutcome reason);
 
-    [LoggerMessage(Level = LogLevel.Debug, Message = "Call to {ServiceId} ended {Outcome} ({Status}) in {ElapsedMs:F1} ms, charged {Charged}")]
-    private static partial void LogCompleted(ILogger logger, string serviceId, CallOutcome outcome, int status, double elapsedMs, long charged);
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Call to {ServiceId} version {Version} ended {Outcome} ({Status}) in {ElapsedMs:F1} ms, charged {Charged}")]
+    private static partial void LogCompleted(ILogger logger, string serviceId, string version, CallOutcome outcome, int status, double elapsedMs, long charged);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "Secret headers of {ServiceId} version {Version} cannot be decrypted here; check Secrets:Key")]
+    private static partial void LogSecretsUnavailable(ILogger logger, string serviceId, string version);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Upstream of {ServiceId} unreachable: {Reason}")]
     private static partial void LogUpstreamUnreachable(ILogger logger, string serviceId, string reason);

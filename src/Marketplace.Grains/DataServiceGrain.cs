@@ -8,8 +8,18 @@ public sealed class DataServiceGrain(
     [PersistentState("service", StorageNames.Marketplace)] IPersistentState<DataServiceState> store,
     IOptions<GrainPersistenceOptions> options,
     ILogger<DataServiceGrain> logger,
+    UpstreamSecrets secrets,
     TimeProvider time) : WriteBehindGrain<DataServiceState>(store, options, logger), IDataServiceGrain
 {
+    /// <summary>The version the <see cref="DataServiceSpec.UpstreamBaseUrl"/> shorthand sets.</summary>
+    public const string DefaultVersion = "v1";
+
+    /// <summary>What admins and providers see instead of a secret header's value.</summary>
+    public const string Hidden = "(hidden)";
+
+    private const int MaxVersions = 50;
+    private const int MaxReleaseHistory = 20;
+
     public async Task<DataServiceInfo> UpsertAsync(DataServiceSpec spec)
     {
         var id = this.GetPrimaryKeyString();
@@ -19,33 +29,157 @@ public sealed class DataServiceGrain(
             throw new InvalidOperationException($"Data service '{id}' belongs to provider '{State.ProviderId}'.");
         }
 
+        ThrowIfRetired();
         var now = time.GetUtcNow();
         if (!Exists)
         {
             State.CreatedAt = now;
+            State.Status = ServiceStatus.Draft;
+        }
+
+        if (spec.Status is { } status)
+        {
+            ThrowIfBadTransition(status);
+            State.Status = status;
         }
 
         State.Name = spec.Name;
         State.ProviderId = spec.ProviderId;
-        State.UpstreamBaseUrl = spec.UpstreamBaseUrl.TrimEnd('/');
         State.PricePerCall = spec.PricePerCall;
         State.Currency = spec.Currency;
         State.Description = spec.Description;
-        State.TimeoutMs = spec.TimeoutMs;
+        State.Category = spec.Category;
+        State.ChargeRule = spec.ChargeRule;
+        State.Parameters = spec.Parameters?.ToList();
+        State.ResponseFields = spec.ResponseFields?.ToList();
         State.UpstreamRatePerSecond = spec.UpstreamRateLimit?.PerSecond;
         State.UpstreamRateBurst = spec.UpstreamRateLimit?.Burst;
-        State.UpdatedAt = now;
-        State.Revision++;
-        await SaveNowAsync();
-        await GrainFactory.GetGrain<IRegistryGrain>(IRegistryGrain.Default).AddAsync(EntityKind.Service, id);
-        return ToInfo();
+        if (spec.UpstreamBaseUrl.Length > 0)
+        {
+            var existing = State.Versions.GetValueOrDefault(DefaultVersion)?.Spec;
+            var v1 = (existing ?? new ServiceVersionSpec(string.Empty)) with { BaseUrl = spec.UpstreamBaseUrl.TrimEnd('/'), TimeoutMs = spec.TimeoutMs };
+            PutVersion(DefaultVersion, v1, now);
+            if (State.Release.Weights.Count == 0)
+            {
+                State.Release.Weights[DefaultVersion] = 100;
+            }
+        }
+
+        await CommitAsync(now);
+        return ToInfo(adminView: true);
     }
 
-    public Task<DataServiceInfo?> GetAsync() => Task.FromResult(Exists ? ToInfo() : null);
+    public Task<DataServiceInfo?> GetAsync() => Task.FromResult(Exists ? ToInfo(adminView: true) : null);
 
-    public ValueTask<ServiceRoute?> GetRouteAsync() => ValueTask.FromResult(Exists
-        ? new ServiceRoute(this.GetPrimaryKeyString(), State.UpstreamBaseUrl, State.PricePerCall, State.Currency, State.TimeoutMs, State.Revision, UpstreamRate)
-        : null);
+    public Task<DataServiceInfo?> GetAsAsync(string? actingProviderId) =>
+        Task.FromResult(Exists && (actingProviderId is null || actingProviderId == State.ProviderId) ? ToInfo(adminView: true) : null);
+
+    public async Task<DataServiceInfo> UpsertVersionAsync(string versionId, ServiceVersionSpec spec, string? actingProviderId)
+    {
+        ThrowIfNotOwner(actingProviderId);
+        ThrowIfRetired();
+        Validation.ThrowIfInvalid(Validation.Check(versionId, spec));
+        if (!State.Versions.ContainsKey(versionId) && State.Versions.Count >= MaxVersions)
+        {
+            throw new ArgumentException($"A data service has at most {MaxVersions} versions; delete one first.");
+        }
+
+        var now = time.GetUtcNow();
+        PutVersion(versionId, spec with { BaseUrl = spec.BaseUrl.TrimEnd('/') }, now);
+        await CommitAsync(now);
+        return ToInfo(adminView: true);
+    }
+
+    public async Task<DataServiceInfo> DeleteVersionAsync(string versionId, string? actingProviderId)
+    {
+        ThrowIfNotOwner(actingProviderId);
+        ThrowIfRetired();
+        if (!State.Versions.ContainsKey(versionId))
+        {
+            throw new KeyNotFoundException($"Data service '{this.GetPrimaryKeyString()}' has no version '{versionId}'.");
+        }
+
+        if (State.Release.Weights.GetValueOrDefault(versionId) > 0 || State.Release.Pins.ContainsValue(versionId))
+        {
+            throw new InvalidOperationException($"Version '{versionId}' still takes traffic or pins; release it first.");
+        }
+
+        State.Versions.Remove(versionId);
+        State.Release.Weights.Remove(versionId);
+        await CommitAsync(time.GetUtcNow());
+        return ToInfo(adminView: true);
+    }
+
+    public async Task<DataServiceInfo> SetReleaseAsync(ReleaseSpec release, string? actingProviderId)
+    {
+        ThrowIfNotOwner(actingProviderId);
+        ThrowIfRetired();
+        Validation.ThrowIfInvalid(Validation.Check(release, State.Versions.Keys));
+        var now = time.GetUtcNow();
+        PushRelease(new ReleaseState
+        {
+            Weights = new Dictionary<string, int>(release.Weights, StringComparer.Ordinal),
+            Pins = new Dictionary<string, string>(release.Pins ?? new Dictionary<string, string>(), StringComparer.Ordinal),
+        }, now);
+        await CommitAsync(now);
+        return ToInfo(adminView: true);
+    }
+
+    public async Task<DataServiceInfo> RollbackAsync(string? actingProviderId)
+    {
+        ThrowIfNotOwner(actingProviderId);
+        ThrowIfRetired();
+        if (State.ReleaseHistory.Count == 0)
+        {
+            throw new InvalidOperationException("There is no earlier release to roll back to.");
+        }
+
+        var previous = State.ReleaseHistory[^1];
+        if (previous.Weights.Keys.Concat(previous.Pins.Values).Any(v => !State.Versions.ContainsKey(v)))
+        {
+            throw new InvalidOperationException("The earlier release names a version that was deleted; set the release instead.");
+        }
+
+        State.ReleaseHistory.RemoveAt(State.ReleaseHistory.Count - 1);
+        var now = time.GetUtcNow();
+        State.Release = new ReleaseState
+        {
+            Weights = new Dictionary<string, int>(previous.Weights, StringComparer.Ordinal),
+            Pins = new Dictionary<string, string>(previous.Pins, StringComparer.Ordinal),
+            Number = State.Release.Number + 1,
+            SetAt = now,
+        };
+        await CommitAsync(now);
+        return ToInfo(adminView: true);
+    }
+
+    public async Task<DataServiceInfo> SetStatusAsync(ServiceStatus status, string? actingProviderId)
+    {
+        ThrowIfNotOwner(actingProviderId);
+        if (!Enum.IsDefined(status))
+        {
+            throw new ArgumentException("status must be draft, published, suspended or retired.");
+        }
+
+        ThrowIfRetired();
+        ThrowIfBadTransition(status);
+        State.Status = status;
+        await CommitAsync(time.GetUtcNow());
+        return ToInfo(adminView: true);
+    }
+
+    public ValueTask<ServiceRoute?> GetRouteAsync()
+    {
+        if (!Exists)
+        {
+            return ValueTask.FromResult<ServiceRoute?>(null);
+        }
+
+        var versions = State.Versions.Select(v => new VersionRoute(v.Key, v.Value.Revision, v.Value.Spec)).ToList();
+        return ValueTask.FromResult<ServiceRoute?>(new ServiceRoute(
+            this.GetPrimaryKeyString(), State.PricePerCall, State.Currency, State.Revision, UpstreamRate, State.Status, State.ChargeRule,
+            versions, new Dictionary<string, int>(State.Release.Weights), new Dictionary<string, string>(State.Release.Pins)));
+    }
 
     private RateLimit? UpstreamRate =>
         State.UpstreamRatePerSecond is { } rate && State.UpstreamRateBurst is { } burst ? new RateLimit(rate, burst) : null;
@@ -87,8 +221,107 @@ public sealed class DataServiceGrain(
         return Task.CompletedTask;
     }
 
-    private DataServiceInfo ToInfo() => new(
-        this.GetPrimaryKeyString(), State.Name, State.ProviderId, State.UpstreamBaseUrl, State.PricePerCall, State.Currency,
-        State.Description, State.TimeoutMs, State.Revision, State.CreatedAt, State.UpdatedAt,
-        new ServiceCounters(State.Calls, State.Succeeded, State.Failed, State.Revenue), UpstreamRate);
+    private void PutVersion(string versionId, ServiceVersionSpec spec, DateTimeOffset now)
+    {
+        var previous = State.Versions.GetValueOrDefault(versionId);
+
+        // Secret values are encrypted before they are stored; "(hidden)" (what reads show) keeps the stored value.
+        Dictionary<string, string>? secretHeaders = null;
+        if (spec.SecretHeaders is { Count: > 0 })
+        {
+            secretHeaders = new Dictionary<string, string>(StringComparer.OrdinalIgnoreCase);
+            foreach (var (name, value) in spec.SecretHeaders)
+            {
+                if (value == Hidden)
+                {
+                    secretHeaders[name] = previous?.Spec.SecretHeaders?.FirstOrDefault(h => string.Equals(h.Key, name, StringComparison.OrdinalIgnoreCase)).Value
+                        ?? throw new ArgumentException($"secretHeaders: {name} has no stored value to keep; send the value itself.");
+                }
+                else
+                {
+                    secretHeaders[name] = secrets.Encrypt(name, value);
+                }
+            }
+        }
+
+        var stored = spec with { SecretHeaders = secretHeaders };
+        if (previous is not null && SameSpec(previous.Spec, stored))
+        {
+            return;
+        }
+
+        State.Versions[versionId] = new ServiceVersionState { Spec = stored, Revision = (previous?.Revision ?? 0) + 1, UpdatedAt = now };
+    }
+
+    private static bool SameSpec(ServiceVersionSpec a, ServiceVersionSpec b) =>
+        a.BaseUrl == b.BaseUrl && a.TimeoutMs == b.TimeoutMs && a.Method == b.Method && a.PathTemplate == b.PathTemplate
+        && SameMap(a.ParameterMap, b.ParameterMap) && SameMap(a.Headers, b.Headers) && SameMap(a.SecretHeaders, b.SecretHeaders)
+        && SameMap(a.ResponseFields, b.ResponseFields) && a.Hit == b.Hit && a.Protection == b.Protection;
+
+    private static bool SameMap(IReadOnlyDictionary<string, string>? a, IReadOnlyDictionary<string, string>? b) =>
+        (a is null || a.Count == 0) ? (b is null || b.Count == 0) : b is not null && a.Count == b.Count && a.All(p => b.TryGetValue(p.Key, out var v) && v == p.Value);
+
+    private void PushRelease(ReleaseState next, DateTimeOffset now)
+    {
+        State.ReleaseHistory.Add(State.Release);
+        if (State.ReleaseHistory.Count > MaxReleaseHistory)
+        {
+            State.ReleaseHistory.RemoveAt(0);
+        }
+
+        next.Number = State.Release.Number + 1;
+        next.SetAt = now;
+        State.Release = next;
+    }
+
+    private async Task CommitAsync(DateTimeOffset now)
+    {
+        State.UpdatedAt = now;
+        State.Revision++;
+        await SaveNowAsync();
+        var id = this.GetPrimaryKeyString();
+        await GrainFactory.GetGrain<IRegistryGrain>(IRegistryGrain.Default).AddAsync(EntityKind.Service, id);
+        await GrainFactory.GetGrain<ICatalogGrain>(ICatalogGrain.Default).PutAsync(new CatalogEntry(
+            id, State.Name, State.ProviderId, State.Category, State.Description, State.PricePerCall, State.Currency, State.ChargeRule, State.Status,
+            State.Parameters, State.ResponseFields));
+    }
+
+    private void ThrowIfNotOwner(string? actingProviderId)
+    {
+        if (!Exists || (actingProviderId is not null && actingProviderId != State.ProviderId))
+        {
+            throw new KeyNotFoundException($"No data service '{this.GetPrimaryKeyString()}'.");
+        }
+    }
+
+    private void ThrowIfRetired()
+    {
+        if (Exists && State.Status == ServiceStatus.Retired)
+        {
+            throw new InvalidOperationException($"Data service '{this.GetPrimaryKeyString()}' is retired and takes no changes.");
+        }
+    }
+
+    private void ThrowIfBadTransition(ServiceStatus next)
+    {
+        if (Exists && State.Status != ServiceStatus.Draft && next == ServiceStatus.Draft)
+        {
+            throw new InvalidOperationException("A service that was published cannot go back to draft; suspend it instead.");
+        }
+    }
+
+    private DataServiceInfo ToInfo(bool adminView)
+    {
+        var v1 = State.Versions.GetValueOrDefault(DefaultVersion)?.Spec;
+        var versions = adminView
+            ? State.Versions.OrderBy(v => v.Key, StringComparer.Ordinal).Select(v => new ServiceVersionInfo(v.Key, v.Value.Revision,
+                v.Value.Spec with { SecretHeaders = v.Value.Spec.SecretHeaders?.ToDictionary(h => h.Key, _ => Hidden) }, v.Value.UpdatedAt)).ToList()
+            : null;
+        return new DataServiceInfo(
+            this.GetPrimaryKeyString(), State.Name, State.ProviderId, v1?.BaseUrl ?? string.Empty, State.PricePerCall, State.Currency,
+            State.Description, v1?.TimeoutMs ?? 0, State.Revision, State.CreatedAt, State.UpdatedAt,
+            new ServiceCounters(State.Calls, State.Succeeded, State.Failed, State.Revenue), UpstreamRate,
+            State.Category, State.ChargeRule, State.Status, State.Parameters, State.ResponseFields, versions,
+            new ReleaseInfo(new Dictionary<string, int>(State.Release.Weights), new Dictionary<string, string>(State.Release.Pins), State.Release.Number, State.Release.SetAt));
+    }
 }

@@ -18,7 +18,10 @@ public static class ServiceCollectionExtensions
             .BindConfiguration(TokenOptions.Section)
             .ValidateDataAnnotations()
             .ValidateOnStart();
+        services.AddOptions<SecretsOptions>().BindConfiguration(SecretsOptions.Section);
+        services.AddSingleton<UpstreamSecrets>();
         services.AddSingleton<ServiceRouteCache>();
+        services.AddSingleton<UpstreamProtection>();
         services.AddSingleton<UpstreamLimiter>();
         services.AddOptions<MeteringOptions>()
             .BindConfiguration(MeteringOptions.Section)

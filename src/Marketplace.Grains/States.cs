@@ -32,6 +32,42 @@ public sealed class DataServiceState
     [Id(13)] public long Revenue { get; set; }
     [Id(14)] public double? UpstreamRatePerSecond { get; set; }
     [Id(15)] public int? UpstreamRateBurst { get; set; }
+    [Id(16)] public string? Category { get; set; }
+    [Id(17)] public ChargeRule ChargeRule { get; set; }
+    [Id(18)] public ServiceStatus Status { get; set; }
+    [Id(19)] public List<ServiceField>? Parameters { get; set; }
+    [Id(20)] public List<ServiceField>? ResponseFields { get; set; }
+
+    // Ids 2 and 6 (the single upstream's base URL and timeout) are no longer written: that upstream is version "v1" now.
+    [Id(21)] public Dictionary<string, ServiceVersionState> Versions { get; set; } = new(StringComparer.Ordinal);
+    [Id(22)] public ReleaseState Release { get; set; } = new();
+    [Id(23)] public List<ReleaseState> ReleaseHistory { get; set; } = [];
+}
+
+/// <summary>Stored state of one version of a data service; secret header values are stored encrypted.</summary>
+[GenerateSerializer, Alias("mk.state.ServiceVersion")]
+public sealed class ServiceVersionState
+{
+    [Id(0)] public int Revision { get; set; }
+    [Id(1)] public ServiceVersionSpec Spec { get; set; } = new(string.Empty);
+    [Id(2)] public DateTimeOffset UpdatedAt { get; set; }
+}
+
+/// <summary>Stored gray release of a data service.</summary>
+[GenerateSerializer, Alias("mk.state.Release")]
+public sealed class ReleaseState
+{
+    [Id(0)] public Dictionary<string, int> Weights { get; set; } = new(StringComparer.Ordinal);
+    [Id(1)] public Dictionary<string, string> Pins { get; set; } = new(StringComparer.Ordinal);
+    [Id(2)] public int Number { get; set; }
+    [Id(3)] public DateTimeOffset? SetAt { get; set; }
+}
+
+/// <summary>Stored state of the catalog grain.</summary>
+[GenerateSerializer, Alias("mk.state.Catalog")]
+public sealed class CatalogState
+{
+    [Id(0)] public Dictionary<string, CatalogEntry> Entries { get; set; } = new(StringComparer.Ordinal);
 }
 
 /// <summary>Call counters shared by account and key state.</summary>
