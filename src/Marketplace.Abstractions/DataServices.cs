@@ -69,7 +69,7 @@ public sealed record HitRule(
 /// <summary>How a version protects its upstream and the marketplace (per silo).</summary>
 [GenerateSerializer, Immutable, Alias("mk.ProtectionSpec")]
 public sealed record ProtectionSpec(
-    [property: Id(0)] int MaxConcurrency = 64,
+    [property: Id(0)] int MaxConcurrency = 2000,
     [property: Id(1)] double FailureRatio = 0.5,
     [property: Id(2)] int MinimumThroughput = 20,
     [property: Id(3)] int SamplingSeconds = 10,

@@ -25,4 +25,19 @@ public interface IProviderGrain : IGrainWithStringKey
     /// <summary>The provider, or null when it was never created.</summary>
     [Alias("GetAsync")]
     Task<ProviderInfo?> GetAsync();
+
+    /// <summary>
+    /// Issues a provider key (<c>mp_&lt;providerId&gt;.&lt;secret&gt;</c>), shown only in this answer. The provider keeps at
+    /// most two: issuing a third retires the oldest, so a key can be replaced without downtime.
+    /// </summary>
+    [Alias("IssueKeyAsync")]
+    Task<string> IssueKeyAsync();
+
+    /// <summary>Retires every provider key.</summary>
+    [Alias("RevokeKeysAsync")]
+    Task RevokeKeysAsync();
+
+    /// <summary>True when <paramref name="secret"/> is one of the provider's keys.</summary>
+    [Alias("AuthenticateAsync")]
+    Task<bool> AuthenticateAsync(string secret);
 }

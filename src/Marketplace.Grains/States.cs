@@ -10,6 +10,7 @@ public sealed class ProviderState
     [Id(0)] public string Name { get; set; } = string.Empty;
     [Id(1)] public string? ContactEmail { get; set; }
     [Id(2)] public DateTimeOffset CreatedAt { get; set; }
+    [Id(3)] public List<SecretState> Keys { get; set; } = [];
 }
 
 /// <summary>Stored state of a data service grain.</summary>

@@ -95,7 +95,7 @@ public static partial class Validation
         }
 
         CheckNameMap(errors, "responseFields", spec.ResponseFields, FieldPathRegex(), "output names and dotted field paths");
-        if (spec.Hit is { } hit && (!FieldPathRegex().IsMatch(hit.Field) || hit.EqualsValue is { Length: > 256 }))
+        if (spec.Hit is { } hit && (hit.Field is null || !FieldPathRegex().IsMatch(hit.Field) || hit.EqualsValue is { Length: > 256 }))
         {
             errors["hit"] = ["hit.field must be a dotted field path such as data.found; hit.equalsValue at most 256 characters."];
         }
@@ -268,7 +268,7 @@ public static partial class Validation
             return;
         }
 
-        if (fields.Count > 100 || fields.Any(f => f is null || !ParameterRegex().IsMatch(f.Name) || string.IsNullOrWhiteSpace(f.Type) || f.Type.Length > 32
+        if (fields.Count > 100 || fields.Any(f => f is null || f.Name is null || !ParameterRegex().IsMatch(f.Name) || string.IsNullOrWhiteSpace(f.Type) || f.Type.Length > 32
             || f.Description is { Length: > 500 }))
         {
             errors[field] = [$"{field} documents at most 100 fields, each with a name, a type (at most 32 characters) and a description of at most 500."];

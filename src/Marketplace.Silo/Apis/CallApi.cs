@@ -21,6 +21,7 @@ public static class CallApi
         group.MapMethods("/call/{serviceId}/{**path}", CallMethods, CallService);
         group.MapGet("/usage", GetUsage);
         group.MapGet("/services", ListServices);
+        group.MapGet("/services/{id}", GetService);
         return group;
     }
 
@@ -55,13 +56,27 @@ public static class CallApi
         return account is null ? Problems.NotFound("account", key.AccountId) : TypedResults.Ok(new UsageResponse(account, key));
     }
 
-    /// <summary>The catalog: every data service with its price.</summary>
-    public static async Task<Ok<List<DataServiceInfo>>> ListServices(IGrainFactory grains)
+    /// <summary>The catalog: published data services, searchable by name and category, paged.</summary>
+    public static async Task<Results<Ok<CatalogPage>, ValidationProblem>> ListServices(string? search, string? category, int? page, int? pageSize, IGrainFactory grains)
     {
-        var ids = await grains.GetGrain<IRegistryGrain>(IRegistryGrain.Default).ListAsync(EntityKind.Service);
-        var services = await Task.WhenAll(ids.Select(id => grains.GetGrain<IDataServiceGrain>(id).GetAsync()));
-        return TypedResults.Ok(services.OfType<DataServiceInfo>().Select(s => s with { Counters = new ServiceCounters(0, 0, 0, 0) }).ToList());
+        if (page is < 1 or > 100_000 || pageSize is < 1 or > CatalogGrain.MaxPageSize || search is { Length: > 200 } || category is { Length: > 64 })
+        {
+            return Problems.Validation(new Dictionary<string, string[]>
+            {
+                ["query"] = [$"page starts at 1; pageSize is 1 to {CatalogGrain.MaxPageSize}; search at most 200 and category at most 64 characters."],
+            });
+        }
+
+        var query = new CatalogQuery(search, category, null, [ServiceStatus.Published], page ?? 1, pageSize ?? 20);
+        return TypedResults.Ok(await grains.GetGrain<ICatalogGrain>(ICatalogGrain.Default).SearchAsync(query));
     }
+
+    /// <summary>One published data service of the catalog.</summary>
+    public static async Task<Results<Ok<CatalogEntry>, ProblemHttpResult>> GetService(string id, IGrainFactory grains) =>
+        Ids.IsValid(id) && await grains.GetGrain<IDataServiceGrain>(id).GetAsync() is { Status: ServiceStatus.Published } info
+            ? TypedResults.Ok(new CatalogEntry(info.Id, info.Name, info.ProviderId, info.Category, info.Description, info.PricePerCall, info.Currency,
+                info.ChargeRule, info.Status, info.Parameters, info.ResponseFields))
+            : Problems.NotFound("data service", id);
 
     /// <summary>The API key or access token from X-Api-Key or a bearer Authorization header.</summary>
     public static string? ReadCredential(HttpRequest request)
@@ -102,6 +117,17 @@ public static class CallApi
             headers["X-Currency"] = result.Currency;
         }
 
+        if (result.Version is not null)
+        {
+            headers["X-Service-Version"] = result.Version;
+            headers["X-Charged"] = result.Charged.ToString(CultureInfo.InvariantCulture);
+        }
+
+        if (result.RetryAfterSeconds is { } retryAfter)
+        {
+            headers.RetryAfter = retryAfter.ToString(CultureInfo.InvariantCulture);
+        }
+
         switch (result.Outcome)
         {
             case CallOutcome.Succeeded:
@@ -111,12 +137,20 @@ public static class CallApi
                 context.Response.StatusCode = result.UpstreamStatus;
                 return TypedResults.Bytes(result.Body ?? [], result.ContentType);
             case CallOutcome.UpstreamRejected:
-                return Problems.Create(StatusCodes.Status400BadRequest, "bad-path", "The call path is not allowed.", result.Detail);
+            case CallOutcome.BadRequest:
+                return Problems.Create(StatusCodes.Status400BadRequest, "bad-call", "The call's path or parameters do not fit this data service.",
+                    result.Detail + " You were not charged.");
+            case CallOutcome.UpstreamUnavailable:
+                return Problems.Create(StatusCodes.Status503ServiceUnavailable, "upstream-unavailable", "The data service cannot take this call now.",
+                    result.Detail + " You were not charged; retry after the Retry-After seconds.");
+            case CallOutcome.ServiceSuspended:
+                return Problems.Create(StatusCodes.Status503ServiceUnavailable, "service-suspended", "The data service is suspended.",
+                    "Its provider or an admin suspended it; you were not charged.");
             case CallOutcome.UpstreamFailed:
             case CallOutcome.UpstreamUnreachable:
-                return Problems.Create(StatusCodes.Status502BadGateway, "upstream-error", "The data service failed.", result.Detail + " You were not charged.");
+                return Problems.Create(StatusCodes.Status502BadGateway, "upstream-error", "The data service failed.", result.Detail + Charged(result));
             case CallOutcome.UpstreamTimeout:
-                return Problems.Create(StatusCodes.Status504GatewayTimeout, "upstream-timeout", "The data service did not answer in time.", result.Detail + " You were not charged.");
+                return Problems.Create(StatusCodes.Status504GatewayTimeout, "upstream-timeout", "The data service did not answer in time.", result.Detail + Charged(result));
             case CallOutcome.UpstreamRateLimited:
                 return Problems.Create(StatusCodes.Status429TooManyRequests, "service-rate-limited", "The data service is taking no more calls right now.",
                     "The service's limit towards its provider is reached; retry after the Retry-After seconds.");
@@ -126,6 +160,11 @@ public static class CallApi
                 return Rejection(context, result);
         }
     }
+
+    // A service charged per call charges failures too (its rule says so); the answer says which.
+    private static string Charged(CallResult result) => result.Charged > 0
+        ? $" This data service charges every call: you were charged {result.Charged.ToString(CultureInfo.InvariantCulture)}."
+        : " You were not charged.";
 
     private static ProblemHttpResult Rejection(HttpContext context, CallResult result) => result.Rejection switch
     {

@@ -8,7 +8,8 @@ public sealed record CreateProviderRequest(string? Id, string? Name, string? Con
 /// <summary>Publishes or changes a data service.</summary>
 public sealed record UpsertServiceRequest(
     string? Id, string? Name, string? ProviderId, string? UpstreamBaseUrl, long? PricePerCall, string? Currency, string? Description, int? TimeoutMs,
-    RateLimit? UpstreamRateLimit = null);
+    RateLimit? UpstreamRateLimit = null, string? Category = null, ChargeRule? ChargeRule = null, ServiceStatus? Status = null,
+    IReadOnlyList<ServiceField>? Parameters = null, IReadOnlyList<ServiceField>? ResponseFields = null);
 
 /// <summary>Opens a consumer account.</summary>
 public sealed record CreateAccountRequest(string? Id, string? Name, string? Currency, long? CreditLimit, long? MonthlyCallCap = null);
@@ -38,3 +39,18 @@ public sealed record TokenResponse(
 
 /// <summary>What a consumer sees of its own usage.</summary>
 public sealed record UsageResponse(AccountInfo Account, ApiKeyInfo Key);
+
+/// <summary>Creates or changes a version of a data service (its adapter and protection).</summary>
+public sealed record UpsertVersionRequest(
+    string? BaseUrl, int? TimeoutMs, string? Method, string? PathTemplate, Dictionary<string, string>? ParameterMap,
+    Dictionary<string, string>? Headers, Dictionary<string, string>? SecretHeaders, Dictionary<string, string>? ResponseFields,
+    HitRule? Hit, ProtectionSpec? Protection);
+
+/// <summary>Sets the gray release: weights per version (adding up to 100) and pins (key or account id → version).</summary>
+public sealed record SetReleaseRequest(Dictionary<string, int>? Weights, Dictionary<string, string>? Pins);
+
+/// <summary>Moves a data service to another status.</summary>
+public sealed record SetStatusRequest(ServiceStatus? Status);
+
+/// <summary>A provider key, shown once.</summary>
+public sealed record ProviderKeyResponse(string ProviderId, string Key);

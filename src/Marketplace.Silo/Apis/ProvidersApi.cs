@@ -14,6 +14,8 @@ public static class ProvidersApi
         group.MapPost("/", CreateProvider);
         group.MapGet("/", ListProviders);
         group.MapGet("/{id}", GetProvider);
+        group.MapPost("/{id}/keys", IssueKey);
+        group.MapDelete("/{id}/keys", RevokeKeys);
         return group;
     }
 
@@ -37,6 +39,32 @@ public static class ProvidersApi
     /// <summary>Lists providers.</summary>
     public static async Task<Ok<IReadOnlyList<string>>> ListProviders(IGrainFactory grains) =>
         TypedResults.Ok(await grains.GetGrain<IRegistryGrain>(IRegistryGrain.Default).ListAsync(EntityKind.Provider));
+
+    /// <summary>Issues a provider key for the provider API; the key is shown only in this answer.</summary>
+    public static async Task<Results<Created<ProviderKeyResponse>, ProblemHttpResult>> IssueKey(string id, IGrainFactory grains, AuditLog audit, HttpContext context)
+    {
+        if (!Ids.IsValid(id) || await grains.GetGrain<IProviderGrain>(id).GetAsync() is null)
+        {
+            return Problems.NotFound("provider", id);
+        }
+
+        var key = await grains.GetGrain<IProviderGrain>(id).IssueKeyAsync();
+        await audit.RecordAsync(context, "provider.key.issue", "provider", id);
+        return TypedResults.Created($"/admin/providers/{id}", new ProviderKeyResponse(id, key));
+    }
+
+    /// <summary>Retires every key of a provider.</summary>
+    public static async Task<Results<NoContent, ProblemHttpResult>> RevokeKeys(string id, IGrainFactory grains, AuditLog audit, HttpContext context)
+    {
+        if (!Ids.IsValid(id) || await grains.GetGrain<IProviderGrain>(id).GetAsync() is null)
+        {
+            return Problems.NotFound("provider", id);
+        }
+
+        await grains.GetGrain<IProviderGrain>(id).RevokeKeysAsync();
+        await audit.RecordAsync(context, "provider.key.revoke", "provider", id);
+        return TypedResults.NoContent();
+    }
 
     /// <summary>Reads a provider.</summary>
     public static async Task<Results<Ok<ProviderInfo>, ProblemHttpResult>> GetProvider(string id, IGrainFactory grains) =>

@@ -26,9 +26,9 @@ public sealed partial class DemoCatalog(IGrainFactory grains, IOptions<DemoOptio
 
         var baseUrl = demo.ProviderBaseUrl.TrimEnd('/');
         await grains.GetGrain<IProviderGrain>(ProviderId).UpsertAsync(new ProviderSpec("Demo Data Co.", "data@demo.invalid"));
-        await UpsertService("phone-verify", "Phone number verification", $"{baseUrl}/phone", 5, "Is a phone number valid, which carrier, which line type.");
-        await UpsertService("ip-geo", "IP geolocation", $"{baseUrl}/ip", 2, "Country, city, coordinates and network of an IP address.");
-        await UpsertService("device-risk", "Device risk score", $"{baseUrl}/device", 8, "A 0-100 risk score with the signals behind it.");
+        await UpsertService("phone-verify", "Phone number verification", "telecom", $"{baseUrl}/phone", 5, "Is a phone number valid, which carrier, which line type.");
+        await UpsertService("ip-geo", "IP geolocation", "network", $"{baseUrl}/ip", 2, "Country, city, coordinates and network of an IP address.");
+        await UpsertService("device-risk", "Device risk score", "risk", $"{baseUrl}/device", 8, "A 0-100 risk score with the signals behind it.");
 
         var account = grains.GetGrain<IAccountGrain>(AccountId);
         if (await account.GetAsync() is null)
@@ -56,8 +56,9 @@ public sealed partial class DemoCatalog(IGrainFactory grains, IOptions<DemoOptio
     /// <inheritdoc />
     public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 
-    private Task<DataServiceInfo> UpsertService(string id, string name, string upstream, long price, string description) =>
-        grains.GetGrain<IDataServiceGrain>(id).UpsertAsync(new DataServiceSpec(name, ProviderId, upstream, price, "EUR", description, 5_000));
+    private Task<DataServiceInfo> UpsertService(string id, string name, string category, string upstream, long price, string description) =>
+        grains.GetGrain<IDataServiceGrain>(id).UpsertAsync(new DataServiceSpec(name, ProviderId, upstream, price, "EUR", description, 5_000,
+            Category: category, Status: ServiceStatus.Published));
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Demo catalog loaded: provider demo-provider at {BaseUrl}, services phone-verify, ip-geo, device-risk, account demo")]
     private static partial void LogLoaded(ILogger logger, string baseUrl);

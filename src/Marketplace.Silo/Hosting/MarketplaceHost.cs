@@ -212,6 +212,7 @@ public sealed partial class MarketplaceHost : IAsyncDisposable
         app.MapCallApi();
         app.MapTokensApi();
         app.MapConsumerKeysApi();
+        app.MapProviderServicesApi();
         var admin = app.MapGroup("/admin").AddEndpointFilter<AdminAuthentication>();
         admin.MapProvidersApi();
         admin.MapServicesApi();

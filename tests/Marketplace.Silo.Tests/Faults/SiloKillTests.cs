@@ -106,7 +106,7 @@ public sealed class SiloKillTests(PostgresFixture postgres)
             await PostOk(admin, "/admin/services", new
             {
                 id = serviceId, name = "Service " + suffix, providerId = "prov-" + suffix,
-                upstreamBaseUrl = provider.Urls.First().TrimEnd('/') + "/phone", pricePerCall = 1, currency = "EUR", timeoutMs = 5000,
+                upstreamBaseUrl = provider.Urls.First().TrimEnd('/') + "/phone", pricePerCall = 1, currency = "EUR", timeoutMs = 5000, status = "published",
             });
             await PostOk(admin, "/admin/accounts", new { id = accountId, name = "Load " + suffix, currency = "EUR" });
             await PostOk(admin, $"/admin/accounts/{accountId}/top-ups", new { amount = InitialBalance, reason = "kill test" });

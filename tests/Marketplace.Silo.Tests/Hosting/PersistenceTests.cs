@@ -18,7 +18,7 @@ public sealed class PersistenceTests(PostgresFixture postgres)
             var grains = first.Grains;
             await grains.GetGrain<IProviderGrain>("restart-prov").UpsertAsync(new ProviderSpec("P", null));
             await grains.GetGrain<IDataServiceGrain>("restart-svc").UpsertAsync(
-                new DataServiceSpec("S", "restart-prov", provider.Urls.First() + "/phone", 3, "EUR", null, 5000));
+                new DataServiceSpec("S", "restart-prov", provider.Urls.First() + "/phone", 3, "EUR", null, 5000, Status: ServiceStatus.Published));
             await grains.GetGrain<IAccountGrain>("restart-acct").CreateAsync(new AccountSpec("A", "EUR", 0));
             await grains.GetGrain<IAccountGrain>("restart-acct").TopUpAsync(100, "test");
             var created = await grains.GetGrain<IApiKeyGrain>("restartkey").CreateAsync(new ApiKeySpec("restart-acct", "k", ["restart-svc"], null));

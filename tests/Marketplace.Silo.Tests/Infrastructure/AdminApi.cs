@@ -18,7 +18,7 @@ public sealed class AdminApi(HttpClient admin, string providerUrl)
         await PostOk("/admin/services", new
         {
             id = serviceId, name = "Service " + suffix, providerId, upstreamBaseUrl = upstreamBaseUrl ?? providerUrl.TrimEnd('/') + upstreamPath,
-            pricePerCall = price, currency = "EUR", timeoutMs,
+            pricePerCall = price, currency = "EUR", timeoutMs, status = "published",
         });
         await PostOk("/admin/accounts", new { id = accountId, name = "Consumer " + suffix, currency = "EUR" });
         if (balance > 0)
