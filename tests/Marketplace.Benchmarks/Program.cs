@@ -10,6 +10,12 @@ if (args is ["bare-proxy", ..])
     return;
 }
 
+if (args is ["churn", ..])
+{
+    await Churn.RunAsync(args);
+    return;
+}
+
 if (args is ["probe", ..])
 {
     await Probe.RunAsync(args);

@@ -7,6 +7,8 @@
 # Settings (environment): WARMUP (s per target, 20), ROUNDS (3), DURATION (s per measured run, 10),
 # CONNECTIONS (8), THREADS (wrk threads, 2), DIRECT (1: also measure the provider without a proxy),
 # BARE (1: also measure a bare Kestrel + HttpClient proxy without any check, the .NET floor),
+# CHURN (1: also measure the marketplace while 50 services, the measured one included, change release weights 50 times a
+# second, with 500 services of two versions each in the catalog),
 # MARKETPLACE_ARGS (extra --Key=value arguments for the marketplace), KEEP_TMP (1: keep logs and configs).
 # Needs root (or sudo) only to install nginx and wrk with apt-get when they are missing.
 set -euo pipefail
@@ -18,6 +20,7 @@ CONNECTIONS="${CONNECTIONS:-8}"
 THREADS="${THREADS:-2}"
 DIRECT="${DIRECT:-1}"
 BARE="${BARE:-1}"
+CHURN="${CHURN:-0}"
 MARKETPLACE_ARGS="${MARKETPLACE_ARGS:-}"
 KEEP_TMP="${KEEP_TMP:-0}"
 
@@ -35,8 +38,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
 
 echo "== Repeat this run with:"
-printf '   cd %q && WARMUP=%s ROUNDS=%s DURATION=%s CONNECTIONS=%s THREADS=%s DIRECT=%s BARE=%s MARKETPLACE_ARGS=%q bash tests/Marketplace.Benchmarks/http-bench.sh\n' \
-  "$ROOT" "$WARMUP" "$ROUNDS" "$DURATION" "$CONNECTIONS" "$THREADS" "$DIRECT" "$BARE" "$MARKETPLACE_ARGS"
+printf '   cd %q && WARMUP=%s ROUNDS=%s DURATION=%s CONNECTIONS=%s THREADS=%s DIRECT=%s BARE=%s CHURN=%s MARKETPLACE_ARGS=%q bash tests/Marketplace.Benchmarks/http-bench.sh\n' \
+  "$ROOT" "$WARMUP" "$ROUNDS" "$DURATION" "$CONNECTIONS" "$THREADS" "$DIRECT" "$BARE" "$CHURN" "$MARKETPLACE_ARGS"
 echo "== $(date -u '+%Y-%m-%dT%H:%M:%SZ')  $(nproc) cores  $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)  $(uname -sr)"
 echo "   cpu: $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)  load: $(cut -d' ' -f1-3 /proc/loadavg)"
 
@@ -268,6 +271,9 @@ top_up() {
     "$MARKET/admin/accounts/demo/top-ups" -d '{"amount": 1000000000000, "reason": "benchmark"}' >/dev/null
 }
 for _ in 1 2 3; do top_up; done
+if [ "$CHURN" = "1" ]; then
+  dotnet "$BENCH_DLL" churn setup "$MARKET" "$ADMIN_KEY" "$PROVIDER"
+fi
 account_field() { # field name of GET /admin/accounts/demo, integers only
   curl -fsS --max-time 10 -H "X-Admin-Key: $ADMIN_KEY" "$MARKET/admin/accounts/demo" |
     grep -o "\"$1\":[0-9-]*" | head -1 | cut -d: -f2
@@ -331,7 +337,7 @@ url_of() {
     direct) echo "$PROVIDER/ip/geo?ip=8.8.8.8" ;;
     nginx) echo "$NGINX_URL/ip/geo?ip=8.8.8.8" ;;
     dotnet-proxy) echo "$BARE_URL/ip/geo?ip=8.8.8.8" ;;
-    marketplace) echo "$MARKET/v1/call/ip-geo/geo?ip=8.8.8.8" ;;
+    marketplace | mkt-churn) echo "$MARKET/v1/call/ip-geo/geo?ip=8.8.8.8" ;;
   esac
 }
 
@@ -344,11 +350,16 @@ run_wrk() {
   local target="$1" seconds="$2" label="$3" url out line
   url="$(url_of "$target")"
   local -a headers=()
-  [ "$target" = marketplace ] && headers=(-H "X-Api-Key: $API_KEY")
+  case "$target" in marketplace | mkt-churn) headers=(-H "X-Api-Key: $API_KEY") ;; esac
   local proxy_pid=""
-  case "$target" in nginx) proxy_pid="$NGINX_PID" ;; dotnet-proxy) proxy_pid="$BARE_PID" ;; marketplace) proxy_pid="$SILO_PID" ;; esac
+  case "$target" in nginx) proxy_pid="$NGINX_PID" ;; dotnet-proxy) proxy_pid="$BARE_PID" ;; marketplace | mkt-churn) proxy_pid="$SILO_PID" ;; esac
   local charged_before=0
-  [ "$target" = marketplace ] && charged_before="$(account_field totalCharged)"
+  case "$target" in marketplace | mkt-churn) charged_before="$(account_field totalCharged)" ;; esac
+  local churn_pid=""
+  if [ "$target" = mkt-churn ]; then
+    dotnet "$BENCH_DLL" churn run "$MARKET" "$ADMIN_KEY" "$PROVIDER" >>"$TMP/churn.log" 2>&1 &
+    churn_pid=$!
+  fi
 
   local p0 v0 d0 p1 v1 d1
   p0="$(cpu_ticks "$proxy_pid")"; v0="$(cpu_ticks "$PROVIDER_PID")"; d0="$(cpu_ticks "$PG_PID")"
@@ -357,6 +368,11 @@ run_wrk() {
   WRK_PID=$!
   wait "$WRK_PID" || { WRK_PID=""; echo "http-bench: wrk failed on $target:" >&2; cat "$out" >&2; exit 1; }
   WRK_PID=""
+  if [ -n "$churn_pid" ]; then
+    kill -0 "$churn_pid" 2>/dev/null || { echo "http-bench: the churn driver died:" >&2; tail -5 "$TMP/churn.log" >&2; exit 1; }
+    kill "$churn_pid" 2>/dev/null || true
+    wait "$churn_pid" 2>/dev/null || true
+  fi
   p1="$(cpu_ticks "$proxy_pid")"; v1="$(cpu_ticks "$PROVIDER_PID")"; d1="$(cpu_ticks "$PG_PID")"
 
   line="$(grep '^WRK_RESULT' "$out")" || { echo "http-bench: no result line from wrk:" >&2; cat "$out" >&2; exit 1; }
@@ -373,10 +389,10 @@ run_wrk() {
   provider_us="$(per_request $((v1 - v0)) "$requests")"
   db_us="$(per_request $((d1 - d0)) "$requests")"
 
-  if [ "$target" = marketplace ]; then
+  if [ "$target" = marketplace ] || [ "$target" = mkt-churn ]; then
     local charged_after
     charged_after="$(account_field totalCharged)"
-    echo "$label marketplace charged_calls $(((charged_after - charged_before) / PRICE)) wrk_requests $requests" >>"$TMP/charges.txt"
+    echo "$label $target charged_calls $(((charged_after - charged_before) / PRICE)) wrk_requests $requests" >>"$TMP/charges.txt"
   fi
   if [ "$bad" -ne 0 ]; then
     BAD=$((BAD + bad))
@@ -391,6 +407,7 @@ run_wrk() {
 
 TARGETS=(nginx marketplace)
 [ "$BARE" = "1" ] && TARGETS=(nginx dotnet-proxy marketplace)
+[ "$CHURN" = "1" ] && TARGETS+=(mkt-churn)
 [ "$DIRECT" = "1" ] && TARGETS=(direct "${TARGETS[@]}")
 
 echo "== Warm-up: ${WARMUP}s per target (${TARGETS[*]}), $CONNECTIONS connections, $THREADS wrk threads"
@@ -454,6 +471,10 @@ if [ "$BARE" = "1" ]; then
     " p50 $(ratio "$(median marketplace 4)" "$(median dotnet-proxy 4)")x" \
     " p99 $(ratio "$(median marketplace 5)" "$(median dotnet-proxy 5)")x" \
     " proxy CPU/request $(ratio "$(median marketplace 7)" "$(median dotnet-proxy 7)")x"
+fi
+if [ "$CHURN" = "1" ]; then
+  echo "   mkt-churn / marketplace: throughput $(ratio "$(median mkt-churn 3)" "$(median marketplace 3)")x" \
+    " p99 $(ratio "$(median mkt-churn 5)" "$(median marketplace 5)")x  (release changes during the run: $(grep -c . "$TMP/churn.log" 2>/dev/null || echo 0) error lines)"
 fi
 if [ -f "$TMP/charges.txt" ]; then
   echo "   charges (the account's totalCharged / price, vs. wrk's completed requests; in-flight calls at the cut-off may differ by ~$CONNECTIONS):"
