@@ -56,7 +56,10 @@ public sealed class DataServiceGrain(
         State.UpstreamRateBurst = spec.UpstreamRateLimit?.Burst;
         if (spec.UpstreamBaseUrl.Length > 0)
         {
-            var existing = State.Versions.GetValueOrDefault(DefaultVersion)?.Spec;
+            // Stored secret values are ciphertext: send them as "(hidden)" so PutVersion keeps them instead of encrypting them again.
+            var existing = State.Versions.GetValueOrDefault(DefaultVersion)?.Spec is { } stored
+                ? stored with { SecretHeaders = stored.SecretHeaders?.ToDictionary(h => h.Key, _ => Hidden) }
+                : null;
             var v1 = (existing ?? new ServiceVersionSpec(string.Empty)) with { BaseUrl = spec.UpstreamBaseUrl.TrimEnd('/'), TimeoutMs = spec.TimeoutMs };
             PutVersion(DefaultVersion, v1, now);
             if (State.Release.Weights.Count == 0)
@@ -232,10 +235,15 @@ public sealed class DataServiceGrain(
             secretHeaders = new Dictionary<string, string>(StringComparer.OrdinalIgnoreCase);
             foreach (var (name, value) in spec.SecretHeaders)
             {
+                var kept = previous?.Spec.SecretHeaders?.FirstOrDefault(h => string.Equals(h.Key, name, StringComparison.OrdinalIgnoreCase)).Value;
                 if (value == Hidden)
                 {
-                    secretHeaders[name] = previous?.Spec.SecretHeaders?.FirstOrDefault(h => string.Equals(h.Key, name, StringComparison.OrdinalIgnoreCase)).Value
-                        ?? throw new ArgumentException($"secretHeaders: {name} has no stored value to keep; send the value itself.");
+                    secretHeaders[name] = kept ?? throw new ArgumentException($"secretHeaders: {name} has no stored value to keep; send the value itself.");
+                }
+                else if (kept is not null && secrets.Decrypt(name, kept) == value)
+                {
+                    // The same value again: keep its ciphertext, so the version (and its breaker) does not change.
+                    secretHeaders[name] = kept;
                 }
                 else
                 {

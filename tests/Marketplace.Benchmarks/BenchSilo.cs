@@ -64,7 +64,7 @@ internal sealed class BenchSilo : IAsyncDisposable
             var grains = host.Services.GetRequiredService<IGrainFactory>();
             await grains.GetGrain<IProviderGrain>(ProviderId).UpsertAsync(new ProviderSpec("Benchmark provider", "bench@example.invalid"));
             await grains.GetGrain<IDataServiceGrain>(ServiceId).UpsertAsync(
-                new DataServiceSpec("Benchmark service", ProviderId, "http://127.0.0.1:9/bench", Price, Currency, null, 5_000));
+                new DataServiceSpec("Benchmark service", ProviderId, "http://127.0.0.1:9/bench", Price, Currency, null, 5_000, Status: ServiceStatus.Published));
 
             var accountId = "bench-" + Guid.NewGuid().ToString("N")[..12];
             var account = grains.GetGrain<IAccountGrain>(accountId);

@@ -1,3 +1,4 @@
+using System.Security.Cryptography;
 using Microsoft.Extensions.DependencyInjection;
 using Orleans.Core.Internal;
 using Orleans.Hosting;
@@ -43,6 +44,9 @@ public sealed class ClusterFixture : TwoSiloCluster<ClusterFixture.SiloConfigura
 
     public const string Currency = "EUR";
 
+    /// <summary>The Secrets:Key of every silo (secret headers of service versions are encrypted with it).</summary>
+    public static string SecretsKey { get; } = Convert.ToBase64String(RandomNumberGenerator.GetBytes(32));
+
     public ManualTimeProvider Time => SharedTime;
 
     /// <summary>Opens an account with a fresh id and tops it up to <paramref name="balance"/>.</summary>
@@ -81,6 +85,7 @@ public sealed class ClusterFixture : TwoSiloCluster<ClusterFixture.SiloConfigura
             siloBuilder.AddMemoryGrainStorage(StorageNames.Marketplace);
             siloBuilder.Services.AddMarketplaceGrains();
             siloBuilder.Services.AddSingleton<TimeProvider>(SharedTime);
+            siloBuilder.Services.Configure<SecretsOptions>(o => o.Key = SecretsKey);
 
             // These tests pin down per-call reservations exactly; leasing has its own cluster (LeasingTests).
             siloBuilder.Services.Configure<MeteringOptions>(o => o.LeaseCalls = 0);

@@ -26,7 +26,10 @@ public sealed class DataServiceGrainTests(ClusterFixture fixture)
         Assert.Equal(fixture.Time.GetUtcNow(), second.UpdatedAt);
         Assert.True(second.UpdatedAt > first.UpdatedAt);
         Assert.NotNull(route);
-        Assert.Equal(new ServiceRoute(serviceId, "https://upstream.example/v2", 9, "EUR", 2000, 2), route);
+        Assert.Equal((serviceId, 9L, "EUR", 2), (route.ServiceId, route.PricePerCall, route.Currency, route.Revision));
+        var v1 = Assert.Single(route.Versions);
+        Assert.Equal(new VersionRoute(DataServiceGrain.DefaultVersion, 2, new ServiceVersionSpec("https://upstream.example/v2", 2000)), v1);
+        Assert.Equal(100, Assert.Single(route.Weights, w => w.Key == DataServiceGrain.DefaultVersion).Value);
         Assert.Equal(2, (await service.GetAsync())!.Revision);
     }
 
@@ -59,7 +62,9 @@ public sealed class DataServiceGrainTests(ClusterFixture fixture)
         Assert.Equal(1, info!.Revision);
         Assert.Equal(5, info.PricePerCall);
         Assert.Equal("https://upstream.example/api", info.UpstreamBaseUrl);
-        Assert.Equal(new ServiceRoute(serviceId, "https://upstream.example/api", 5, "EUR", 2000, 1), await service.GetRouteAsync());
+        var route = await service.GetRouteAsync();
+        Assert.Equal((5L, 1), (route!.PricePerCall, route.Revision));
+        Assert.Equal(new VersionRoute(DataServiceGrain.DefaultVersion, 1, new ServiceVersionSpec("https://upstream.example/api", 2000)), Assert.Single(route.Versions));
     }
 
     [Fact]

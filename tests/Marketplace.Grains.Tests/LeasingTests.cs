@@ -69,7 +69,7 @@ public sealed class LeasingTests(LeasingClusterFixture fixture) : IClassFixture<
         var providerId = TestIds.Provider();
         var serviceId = TestIds.Service();
         await fixture.Grains.GetGrain<IProviderGrain>(providerId).UpsertAsync(new ProviderSpec("p", null));
-        await fixture.Grains.GetGrain<IDataServiceGrain>(serviceId).UpsertAsync(new DataServiceSpec("s", providerId, "http://127.0.0.1:9/x", 1, "EUR", null, 1000));
+        await fixture.Grains.GetGrain<IDataServiceGrain>(serviceId).UpsertAsync(new DataServiceSpec("s", providerId, "http://127.0.0.1:9/x", 1, "EUR", null, 1000, Status: ServiceStatus.Published));
         await fixture.Grains.GetGrain<IAccountGrain>(accountId).CreateAsync(new AccountSpec("a", "EUR", 0));
         await fixture.Grains.GetGrain<IAccountGrain>(accountId).TopUpAsync(balance, "test");
         var keys = new List<(string, string)>();

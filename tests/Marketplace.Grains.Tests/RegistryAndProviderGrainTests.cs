@@ -14,7 +14,7 @@ public sealed class RegistryAndProviderGrainTests(ClusterFixture fixture)
 
         await fixture.Grains.GetGrain<IProviderGrain>(providerId).UpsertAsync(new ProviderSpec("Seller", "ops@seller.example"));
         await fixture.Grains.GetGrain<IDataServiceGrain>(serviceId).UpsertAsync(
-            new DataServiceSpec("Data", providerId, "https://seller.example", 1, "EUR", null, 1000));
+            new DataServiceSpec("Data", providerId, "https://seller.example", 1, "EUR", null, 1000, Status: ServiceStatus.Published));
         await fixture.Grains.GetGrain<IAccountGrain>(accountId).CreateAsync(new AccountSpec("Buyer", "EUR", 0));
 
         var providers = await Registry.ListAsync(EntityKind.Provider);

@@ -64,7 +64,7 @@ public sealed class SettlementBatcherTests(ClusterFixture fixture)
         var providerId = TestIds.Provider();
         var serviceId = TestIds.Service();
         await fixture.Grains.GetGrain<IProviderGrain>(providerId).UpsertAsync(new ProviderSpec("p", null));
-        await fixture.Grains.GetGrain<IDataServiceGrain>(serviceId).UpsertAsync(new DataServiceSpec("s", providerId, "http://127.0.0.1:9/x", 3, "EUR", null, 1000));
+        await fixture.Grains.GetGrain<IDataServiceGrain>(serviceId).UpsertAsync(new DataServiceSpec("s", providerId, "http://127.0.0.1:9/x", 3, "EUR", null, 1000, Status: ServiceStatus.Published));
         return serviceId;
     }
 }

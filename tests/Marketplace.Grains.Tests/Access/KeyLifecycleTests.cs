@@ -11,7 +11,7 @@ public sealed class KeyLifecycleTests(ClusterFixture fixture)
         var accountId = await fixture.CreateAccountAsync(balance: 1_000);
         var serviceId = TestIds.Service();
         await fixture.Grains.GetGrain<IDataServiceGrain>(serviceId).UpsertAsync(
-            new DataServiceSpec("Weather", TestIds.Provider(), "https://upstream.invalid/api", 1, AccessKit.Eur, null, 2000));
+            new DataServiceSpec("Weather", TestIds.Provider(), "https://upstream.invalid/api", 1, AccessKit.Eur, null, 2000, Status: ServiceStatus.Published));
         var (keyId, secret, created) = await fixture.CreateKeyAsync(accountId, [serviceId]);
 
         var host = await fixture.Grains.GetGrain<IManagementGrain>(0).GetActivationAddress(fixture.Key(keyId));
