@@ -14,7 +14,8 @@ public sealed record CallRequest(
     [property: Id(4)] string Query,
     [property: Id(5)] string? ContentType,
     [property: Id(6)] byte[]? Body,
-    [property: Id(7)] string? TrackId);
+    [property: Id(7)] string? TrackId,
+    [property: Id(8)] string? IdempotencyKey = null);
 
 /// <summary>How a call ended.</summary>
 public enum CallOutcome
@@ -51,6 +52,12 @@ public enum CallOutcome
 
     /// <summary>The caller's path or parameters do not fit the version's adapter; not charged.</summary>
     BadRequest = 10,
+
+    /// <summary>The caller went away before the answer; not charged.</summary>
+    ClientCancelled = 11,
+
+    /// <summary>The Idempotency-Key is in use by a running call, or was used for another request; not charged.</summary>
+    IdempotencyConflict = 12,
 }
 
 /// <summary>The result of a call: the upstream's answer or the reason it was refused.</summary>
@@ -69,7 +76,8 @@ public sealed record CallResult(
     [property: Id(10)] string? Detail,
     [property: Id(11)] LimitStatus? Limit = null,
     [property: Id(12)] string? Version = null,
-    [property: Id(13)] int? RetryAfterSeconds = null);
+    [property: Id(13)] int? RetryAfterSeconds = null,
+    [property: Id(14)] bool Replayed = false);
 
 /// <summary>
 /// The call pipeline as a grain, so internal .NET services connected as Orleans clients get the same

@@ -21,7 +21,8 @@ public sealed class ApiKeyGrain(
     IOptions<TokenOptions> tokenOptions,
     IOptions<MeteringOptions> metering,
     ILogger<ApiKeyGrain> logger,
-    TimeProvider time) : WriteBehindGrain<ApiKeyState>(store, options, logger), IApiKeyGrain
+    TimeProvider time,
+    MarketplaceMetrics metrics) : WriteBehindGrain<ApiKeyState>(store, options, logger), IApiKeyGrain
 {
     private const int MaxActiveSecrets = 2;
 
@@ -402,6 +403,7 @@ public sealed class ApiKeyGrain(
                 _lastAvailable = grant.Available;
                 if (grant.Lease > 0)
                 {
+                    metrics.RecordLeaseRefill();
                     _leaseUsed = true;
                     _leaseTimer ??= this.RegisterGrainTimer(ReturnIdleLeaseAsync, new GrainTimerCreationOptions(LeaseIdleReturn, LeaseIdleReturn)
                     {

@@ -1,6 +1,8 @@
 using System.Diagnostics;
 using System.Threading.RateLimiting;
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
 using Polly.CircuitBreaker;
 using Polly.Timeout;
 
@@ -18,8 +20,15 @@ public sealed partial class CallPipeline(
     UpstreamLimiter upstreamLimiter,
     UpstreamProtection protection,
     SettlementBatcher settlements,
+    MarketplaceMetrics metrics,
+    TimeProvider time,
+    IServiceProvider services,
     ILogger<CallPipeline> logger)
 {
+    // The host registers a database-backed call log; grain tests and benchmarks run without one.
+    private readonly ICallLog _callLog = services.GetService<ICallLog>() ?? NullCallLog.Instance;
+    private readonly TimeSpan _idempotencyWindow = services.GetService<IOptions<IdempotencyOptions>>()?.Value.Window ?? TimeSpan.FromHours(24);
+
     /// <summary>Name of the <see cref="HttpClient"/> used for upstream calls.</summary>
     public const string HttpClientName = "marketplace-upstream";
 
@@ -30,10 +39,62 @@ public sealed partial class CallPipeline(
     /// <summary>Largest upstream response body the pipeline buffers.</summary>
     public const int MaxResponseBytes = 8 * 1024 * 1024;
 
-    /// <summary>Runs one call. Never throws for upstream failures; they become outcomes.</summary>
+    /// <summary>Runs one call and records it in the call log. Never throws for upstream failures; they become outcomes.</summary>
     public async Task<CallResult> CallAsync(CallRequest request, CancellationToken cancellationToken = default)
     {
-        var trackId = TrackIds.AcceptOrNew(request.TrackId);
+        var started = Stopwatch.GetTimestamp();
+        var at = time.GetUtcNow();
+        var trace = new CallTrace { TrackId = TrackIds.AcceptOrNew(request.TrackId) };
+        CallResult result;
+        try
+        {
+            result = await RunAsync(request, trace, cancellationToken);
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            await LogAsync(request, trace, at, started, Refused(trace.TrackId, CallOutcome.ClientCancelled, null, null) with { Version = trace.Version }, CancellationToken.None);
+            throw;
+        }
+
+        await LogAsync(request, trace, at, started, result, cancellationToken);
+        return result;
+    }
+
+    private ValueTask LogAsync(CallRequest request, CallTrace trace, DateTimeOffset at, long started, CallResult result, CancellationToken cancellationToken)
+    {
+        var total = Stopwatch.GetElapsedTime(started);
+        metrics.RecordCall(request.ServiceId, result.Version, result.Outcome, result.Rejection, total,
+            trace.UpstreamMs is { } upstreamMs ? TimeSpan.FromMilliseconds(upstreamMs) : null);
+
+        // Ids that cannot name a service are answered 404 and not logged: the log holds calls, not noise.
+        if (!Ids.IsValid(request.ServiceId))
+        {
+            return ValueTask.CompletedTask;
+        }
+
+        return _callLog.WriteAsync(new CallRecord(
+            result.TrackId, at, trace.AccountId, trace.KeyId, request.ServiceId, result.Version, result.Outcome, result.Rejection, result.UpstreamStatus,
+            trace.UpstreamMs, total.TotalMilliseconds, result.Price, result.Charged, result.Currency, request.IdempotencyKey),
+            cancellationToken);
+    }
+
+    // What the call log needs beyond the result, filled in as the call goes.
+    private sealed class CallTrace
+    {
+        public string TrackId { get; init; } = string.Empty;
+
+        public string? KeyId { get; set; }
+
+        public string? AccountId { get; set; }
+
+        public string? Version { get; set; }
+
+        public double? UpstreamMs { get; set; }
+    }
+
+    private async Task<CallResult> RunAsync(CallRequest request, CallTrace trace, CancellationToken cancellationToken)
+    {
+        var trackId = trace.TrackId;
         RequestContext.Set(TrackIds.ContextKey, trackId);
 
         if (!Ids.IsValid(request.ServiceId))
@@ -53,10 +114,20 @@ public sealed partial class CallPipeline(
             return Refused(trackId, CallOutcome.ServiceSuspended, null, route) with { RetryAfterSeconds = 60 };
         }
 
+        if (request.IdempotencyKey is not null && !IdempotencyOptions.IsWellFormed(request.IdempotencyKey))
+        {
+            return Refused(trackId, CallOutcome.BadRequest, null, route) with
+            {
+                Detail = "The Idempotency-Key must be 1 to 128 characters of letters, digits, '-', '_', '.' or ':'.",
+            };
+        }
+
         if (!ApiKeySecrets.TryParseCredential(request.Credential, out var keyId, out var kind, out var proof))
         {
             return Refused(trackId, CallOutcome.Rejected, AdmitOutcome.InvalidCredentials, route);
         }
+
+        trace.KeyId = keyId;
 
         if (!upstreamLimiter.TryAcquire(route, out var upstreamLimit))
         {
@@ -86,10 +157,29 @@ public sealed partial class CallPipeline(
                 return Refused(trackId, CallOutcome.Rejected, admission.Outcome, route) with { Available = admission.Available, Limit = admission.Limit };
             }
 
+            trace.AccountId = admission.AccountId;
             if (adapter is null && Enter(compiled, keyId, admission.AccountId, trackId, out adapter, out guard, out permit) is { } lateShed)
             {
                 settlements.Record(admission.AccountId!, keyId, route.ServiceId, admission.Reserved, 0, false);
                 return lateShed with { Available = admission.Available + admission.Reserved };
+            }
+
+            trace.Version = adapter!.Id;
+
+            // With an Idempotency-Key the call runs once per key and request; a retry is answered from the first call's result.
+            // The key is claimed only after admission, so nobody without the API key's secret can claim another's keys.
+            IIdempotencyGrain? idempotency = null;
+            string? fingerprint = null;
+            if (request.IdempotencyKey is { } idempotencyKey)
+            {
+                fingerprint = Fingerprint(request);
+                idempotency = grains.GetGrain<IIdempotencyGrain>(keyId + "/" + idempotencyKey);
+                var start = await idempotency.BeginAsync(fingerprint, _idempotencyWindow);
+                if (start.Status != IdempotencyStatus.Started)
+                {
+                    settlements.Record(admission.AccountId!, keyId, route.ServiceId, admission.Reserved, 0, false);
+                    return Replay(trackId, start, route, adapter.Id) with { Available = admission.Available + admission.Reserved, Limit = admission.Limit };
+                }
             }
 
             var started = Stopwatch.GetTimestamp();
@@ -105,6 +195,7 @@ public sealed partial class CallPipeline(
                 throw;
             }
 
+            trace.UpstreamMs = Stopwatch.GetElapsedTime(started).TotalMilliseconds;
             var succeeded = forwarded.Outcome == CallOutcome.Succeeded;
             var charged = route.ChargeRule switch
             {
@@ -118,13 +209,59 @@ public sealed partial class CallPipeline(
             settlements.Record(admission.AccountId!, keyId, route.ServiceId, admission.Reserved, charge, succeeded);
 
             LogCompleted(logger, route.ServiceId, adapter!.Id, forwarded.Outcome, forwarded.Status, Stopwatch.GetElapsedTime(started).TotalMilliseconds, charge);
-            return new CallResult(trackId, forwarded.Outcome, null, forwarded.Status, forwarded.ContentType, forwarded.Body, charge, route.PricePerCall,
+            var result = new CallResult(trackId, forwarded.Outcome, null, forwarded.Status, forwarded.ContentType, forwarded.Body, charge, route.PricePerCall,
                 admission.Available + admission.Reserved - charge, route.Currency, forwarded.Detail, admission.Limit, adapter.Id, forwarded.RetryAfterSeconds);
+            if (idempotency is not null)
+            {
+                await RememberAsync(idempotency, fingerprint!, result);
+            }
+
+            return result;
         }
         finally
         {
             permit?.Dispose();
         }
+    }
+
+    // A charged or successful result is kept for retries; a failure that charged nothing releases the key so a retry runs again.
+    private static Task RememberAsync(IIdempotencyGrain idempotency, string fingerprint, CallResult result)
+    {
+        if (result.Charged == 0 && result.Outcome != CallOutcome.Succeeded)
+        {
+            return idempotency.AbandonAsync(fingerprint);
+        }
+
+        var kept = result.Body is { Length: > IdempotencyOptions.MaxStoredBodyBytes }
+            ? result with
+            {
+                Outcome = CallOutcome.IdempotencyConflict, Body = null, ContentType = null,
+                Detail = "The first call with this Idempotency-Key was answered and charged once; its answer was too large to keep for replays.",
+            }
+            : result;
+        return idempotency.CompleteAsync(fingerprint, kept);
+    }
+
+    private static CallResult Replay(string trackId, IdempotencyStart start, ServiceRoute route, string version) => start.Status switch
+    {
+        IdempotencyStatus.Completed => start.Result! with { TrackId = trackId, Charged = 0, Replayed = true },
+        IdempotencyStatus.Mismatch => Refused(trackId, CallOutcome.IdempotencyConflict, null, route) with
+        {
+            Version = version, Detail = "This Idempotency-Key was used for a different request; use a new key for a new request.",
+        },
+        _ => Refused(trackId, CallOutcome.IdempotencyConflict, null, route) with
+        {
+            Version = version, Detail = "A call with this Idempotency-Key is still running; retry after the Retry-After seconds.", RetryAfterSeconds = 1,
+        },
+    };
+
+    // What makes two requests "the same" for an Idempotency-Key: service, method, path, query and body.
+    private static string Fingerprint(CallRequest request)
+    {
+        using var hash = System.Security.Cryptography.IncrementalHash.CreateHash(System.Security.Cryptography.HashAlgorithmName.SHA256);
+        hash.AppendData(System.Text.Encoding.UTF8.GetBytes($"{request.ServiceId}\n{request.Method}\n{request.Path}\n{request.Query}\n"));
+        hash.AppendData(request.Body ?? []);
+        return Convert.ToHexString(hash.GetHashAndReset());
     }
 
     // Picks the version and enters its protection; a result when the call must be shed.
@@ -156,6 +293,7 @@ public sealed partial class CallPipeline(
         guard = protection.For(adapter);
         if (guard.IsOpen(out var retryAfter))
         {
+            metrics.RecordShed(route.ServiceId, MarketplaceMetrics.Reasons.BreakerOpen);
             return Refused(trackId, CallOutcome.UpstreamUnavailable, null, route) with
             {
                 Version = adapter.Id, Detail = "The data service is failing; its circuit breaker is open.", RetryAfterSeconds = retryAfter,
@@ -165,6 +303,7 @@ public sealed partial class CallPipeline(
         permit = guard.TryEnter();
         if (permit is null)
         {
+            metrics.RecordShed(route.ServiceId, MarketplaceMetrics.Reasons.ConcurrencyFull);
             return Refused(trackId, CallOutcome.UpstreamUnavailable, null, route) with
             {
                 Version = adapter.Id, Detail = "The data service is at its concurrency limit.", RetryAfterSeconds = 1,
@@ -206,6 +345,11 @@ public sealed partial class CallPipeline(
                 },
                 cancellationToken);
 
+            if (answer.Status >= 500)
+            {
+                metrics.RecordUpstreamError(adapter.ServiceId, adapter.Id, MarketplaceMetrics.UpstreamErrorKinds.Status5xx);
+            }
+
             var mapped = adapter.MapResponse(answer);
             var outcome = answer.Status switch
             {
@@ -218,21 +362,25 @@ public sealed partial class CallPipeline(
         }
         catch (TimeoutRejectedException)
         {
+            metrics.RecordUpstreamError(adapter.ServiceId, adapter.Id, MarketplaceMetrics.UpstreamErrorKinds.Timeout);
             return new ForwardResult(CallOutcome.UpstreamTimeout, 0, null, null, $"The upstream did not answer within {adapter.Spec.TimeoutMs} ms.", Sent: true);
         }
         catch (BrokenCircuitException broken)
         {
+            metrics.RecordShed(adapter.ServiceId, MarketplaceMetrics.Reasons.BreakerOpen);
             var retryAfter = (int)Math.Ceiling((broken.RetryAfter ?? TimeSpan.FromSeconds(adapter.Protection.BreakSeconds)).TotalSeconds);
             return new ForwardResult(CallOutcome.UpstreamUnavailable, 0, null, null, "The data service is failing; its circuit breaker is open.",
                 Sent: false, RetryAfterSeconds: Math.Max(1, retryAfter));
         }
         catch (HttpRequestException exception)
         {
+            metrics.RecordUpstreamError(adapter.ServiceId, adapter.Id, MarketplaceMetrics.UpstreamErrorKinds.Unreachable);
             LogUpstreamUnreachable(logger, adapter.ServiceId, exception.Message);
             return new ForwardResult(CallOutcome.UpstreamUnreachable, 0, null, null, "The upstream could not be reached.", Sent: false);
         }
         catch (InvalidDataException exception)
         {
+            metrics.RecordUpstreamError(adapter.ServiceId, adapter.Id, MarketplaceMetrics.UpstreamErrorKinds.Invalid);
             return new ForwardResult(CallOutcome.UpstreamFailed, 0, null, null, exception.Message, Sent: true);
         }
         finally

@@ -6,7 +6,10 @@ namespace Marketplace.Grains;
 /// <summary>Registration of what the grains and the call pipeline need.</summary>
 public static class ServiceCollectionExtensions
 {
-    /// <summary>Adds the call pipeline, the route cache, the upstream HTTP client and grain persistence options.</summary>
+    /// <summary>
+    /// Adds the call pipeline, the route cache, the upstream HTTP client, grain persistence options, the marketplace's
+    /// metrics and the registry of background loops.
+    /// </summary>
     public static IServiceCollection AddMarketplaceGrains(this IServiceCollection services)
     {
         services.TryAddSingleton(TimeProvider.System);
@@ -27,7 +30,10 @@ public static class ServiceCollectionExtensions
             .BindConfiguration(MeteringOptions.Section)
             .ValidateDataAnnotations()
             .ValidateOnStart();
+        services.AddSingleton<BackgroundLoops>();
         services.AddSingleton<SettlementBatcher>();
+        services.AddMetrics();
+        services.AddSingleton<MarketplaceMetrics>();
         services.AddHostedService(provider => provider.GetRequiredService<SettlementBatcher>());
         services.AddSingleton<CallPipeline>();
         services.AddHttpClient(CallPipeline.HttpClientName, client =>

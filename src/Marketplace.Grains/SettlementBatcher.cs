@@ -33,15 +33,39 @@ public sealed class MeteringOptions
 /// account, key or data service receives a few messages per interval instead of one per call. Reservations stay
 /// held until their batch arrives, so batching delays a charge by at most the interval and never lets a balance
 /// pass its credit limit. On shutdown the last batch is sent before the silo stops.
+/// While batching, the loop beats in <see cref="BackgroundLoops"/> as <see cref="LoopName"/> on every cycle.
 /// </summary>
 public sealed partial class SettlementBatcher(
     IGrainFactory grains,
     IOptions<MeteringOptions> options,
     TimeProvider time,
-    ILogger<SettlementBatcher> logger) : BackgroundService
+    ILogger<SettlementBatcher> logger,
+    BackgroundLoops? loops = null) : BackgroundService
 {
+    /// <summary>The batcher's name in <see cref="BackgroundLoops"/>.</summary>
+    public const string LoopName = "settlement-batcher";
+
+    // A cycle takes microseconds (sends are not awaited): this long without one means the loop is stuck or gone.
+    private static readonly TimeSpan MaxSilence = TimeSpan.FromSeconds(30);
+
     private readonly object _gate = new();
     private Pending _pending = new();
+    private long _flushes;
+
+    /// <summary>Settled calls recorded and not yet sent.</summary>
+    public int PendingCount
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _pending.Calls;
+            }
+        }
+    }
+
+    /// <summary>Batches sent so far (a cycle with nothing to send is not counted).</summary>
+    public long Flushes => Interlocked.Read(ref _flushes);
 
     /// <summary>Records one settled call; sent with the next batch (or at once when batching is off).</summary>
     public void Record(string accountId, string keyId, string serviceId, long reserved, long charge, bool succeeded)
@@ -63,6 +87,7 @@ public sealed partial class SettlementBatcher(
             var key = _pending.Keys.TryGetValue(keyId, out var k) ? k : _pending.Keys[keyId] = new ServiceSums();
             key.Add(serviceId, charge, succeeded);
             _pending.Services.Add(serviceId, charge, succeeded);
+            _pending.Calls++;
         }
     }
 
@@ -80,6 +105,8 @@ public sealed partial class SettlementBatcher(
             batch = _pending;
             _pending = new Pending();
         }
+
+        Interlocked.Increment(ref _flushes);
 
         foreach (var (accountId, sums) in batch.Accounts)
         {
@@ -106,6 +133,7 @@ public sealed partial class SettlementBatcher(
             return;
         }
 
+        loops?.Register(LoopName, MaxSilence);
         using var timer = new PeriodicTimer(interval, time);
         try
         {
@@ -114,10 +142,12 @@ public sealed partial class SettlementBatcher(
                 try
                 {
                     Flush();
+                    loops?.Beat(LoopName);
                 }
                 catch (Exception exception)
                 {
                     LogFlushFailed(logger, exception);
+                    loops?.Failed(LoopName, exception);
                 }
             }
         }
@@ -143,6 +173,8 @@ public sealed partial class SettlementBatcher(
         public Dictionary<string, ServiceSums> Keys { get; } = new(StringComparer.Ordinal);
 
         public ServiceSums Services { get; } = new();
+
+        public int Calls { get; set; }
 
         public bool IsEmpty => Accounts.Count == 0 && Keys.Count == 0;
     }

@@ -246,3 +246,13 @@ public sealed class RegistryState
     [Id(1)] public SortedSet<string> Services { get; set; } = new(StringComparer.Ordinal);
     [Id(2)] public SortedSet<string> Accounts { get; set; } = new(StringComparer.Ordinal);
 }
+
+/// <summary>Stored state of an Idempotency-Key.</summary>
+[GenerateSerializer, Alias("mk.state.Idempotency")]
+public sealed class IdempotencyState
+{
+    [Id(0)] public string Fingerprint { get; set; } = string.Empty;
+    [Id(1)] public DateTimeOffset StartedAt { get; set; }
+    [Id(2)] public DateTimeOffset ExpiresAt { get; set; }
+    [Id(3)] public CallResult? Result { get; set; }
+}

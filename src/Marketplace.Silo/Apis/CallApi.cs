@@ -12,6 +12,9 @@ public static class CallApi
     /// <summary>Header that carries the API key (alternatively <c>Authorization: Bearer</c>).</summary>
     public const string ApiKeyHeader = "X-Api-Key";
 
+    /// <summary>Header that makes a call idempotent: a retry with the same value gets the first answer and no second charge.</summary>
+    public const string IdempotencyKeyHeader = "Idempotency-Key";
+
     private static readonly string[] CallMethods = ["GET", "POST", "PUT", "PATCH", "DELETE"];
 
     /// <summary>Maps <c>/v1/call/{serviceId}/...</c> and <c>/v1/usage</c>.</summary>
@@ -38,8 +41,15 @@ public static class CallApi
         var prefix = $"/v1/call/{serviceId}";
         var path = context.Request.Path.Value is { } full && full.Length > prefix.Length ? full[prefix.Length..] : string.Empty;
         var body = await ReadBodyAsync(context.Request, context.RequestAborted);
+        var idempotencyKey = context.Request.Headers[IdempotencyKeyHeader] is { Count: > 0 } values ? values.ToString() : null;
+        if (idempotencyKey is not null && !IdempotencyOptions.IsWellFormed(idempotencyKey))
+        {
+            return Problems.Create(StatusCodes.Status400BadRequest, "bad-idempotency-key", "The Idempotency-Key header is not valid.",
+                "Send 1 to 128 characters of letters, digits, '-', '_', '.' or ':' (a UUID works).");
+        }
+
         var request = new CallRequest(serviceId, credential, context.Request.Method, path, context.Request.QueryString.Value ?? string.Empty,
-            context.Request.ContentType, body, context.GetTrackId());
+            context.Request.ContentType, body, context.GetTrackId(), idempotencyKey);
         var result = await pipeline.CallAsync(request, context.RequestAborted);
         return ToHttp(context, result);
     }
@@ -123,6 +133,11 @@ public static class CallApi
             headers["X-Charged"] = result.Charged.ToString(CultureInfo.InvariantCulture);
         }
 
+        if (result.Replayed)
+        {
+            headers["Idempotent-Replayed"] = "true";
+        }
+
         if (result.RetryAfterSeconds is { } retryAfter)
         {
             headers.RetryAfter = retryAfter.ToString(CultureInfo.InvariantCulture);
@@ -143,6 +158,9 @@ public static class CallApi
             case CallOutcome.UpstreamUnavailable:
                 return Problems.Create(StatusCodes.Status503ServiceUnavailable, "upstream-unavailable", "The data service cannot take this call now.",
                     result.Detail + " You were not charged; retry after the Retry-After seconds.");
+            case CallOutcome.IdempotencyConflict:
+                return Problems.Create(StatusCodes.Status409Conflict, "idempotency-conflict", "The Idempotency-Key cannot be used for this request now.",
+                    result.Detail + " You were not charged for this request.");
             case CallOutcome.ServiceSuspended:
                 return Problems.Create(StatusCodes.Status503ServiceUnavailable, "service-suspended", "The data service is suspended.",
                     "Its provider or an admin suspended it; you were not charged.");

@@ -1,3 +1,4 @@
+using Marketplace.Grains;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Npgsql;
 using Orleans.Runtime;
@@ -33,4 +34,28 @@ public sealed class SiloHealthCheck(ISiloStatusOracle silo) : IHealthCheck
         Task.FromResult(silo.CurrentStatus == SiloStatus.Active
             ? HealthCheckResult.Healthy("Silo is active.")
             : HealthCheckResult.Unhealthy($"Silo is {silo.CurrentStatus}."));
+}
+
+/// <summary>Ready only while every background loop (settlement batcher, ...) beats within its bound and its last cycle succeeded.</summary>
+public sealed class BackgroundLoopsHealthCheck(BackgroundLoops loops) : IHealthCheck
+{
+    /// <inheritdoc />
+    public Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default)
+    {
+        var statuses = loops.Snapshot();
+        var problems = new List<string>();
+        var data = new Dictionary<string, object>(StringComparer.Ordinal);
+        foreach (var status in statuses)
+        {
+            data[status.Name] = status.Problem ?? "healthy";
+            if (status.Problem is not null)
+            {
+                problems.Add($"{status.Name}: {status.Problem}");
+            }
+        }
+
+        return Task.FromResult(problems.Count == 0
+            ? HealthCheckResult.Healthy($"{statuses.Count} background loop(s) running.", data)
+            : HealthCheckResult.Unhealthy(string.Join("; ", problems), data: data));
+    }
 }

@@ -9,6 +9,7 @@ using Microsoft.AspNetCore.Diagnostics.HealthChecks;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.Options;
 using Npgsql;
+using OpenTelemetry.Metrics;
 using Orleans.Dashboard;
 using Orleans.Configuration;
 using Serilog;
@@ -27,6 +28,9 @@ public sealed partial class MarketplaceHost : IAsyncDisposable
 {
     /// <summary>Name of the connection string (<c>ConnectionStrings:Marketplace</c>).</summary>
     public const string ConnectionStringName = "Marketplace";
+
+    // The meter Orleans publishes its runtime metrics on (OrleansInstruments).
+    private const string OrleansMeterName = "Microsoft.Orleans";
 
     private readonly EmbeddedPostgres? _postgres;
     private readonly Serilog.Core.Logger _logger;
@@ -67,6 +71,7 @@ public sealed partial class MarketplaceHost : IAsyncDisposable
         try
         {
             var siloOptions = builder.Configuration.GetSection(SiloHostOptions.Section).Get<SiloHostOptions>() ?? new SiloHostOptions();
+            var metricsOptions = builder.Configuration.GetSection(MetricsOptions.Section).Get<MetricsOptions>() ?? new MetricsOptions();
             var problems = siloOptions.Validate().ToList();
             if (problems.Count > 0)
             {
@@ -91,9 +96,10 @@ public sealed partial class MarketplaceHost : IAsyncDisposable
             builder.Services.AddSerilog(logger, dispose: false);
             AddMarketplaceSilo(builder, siloOptions, connectionString);
             AddMarketplaceFrontDoor(builder, connectionString);
+            AddMarketplaceMetrics(builder, metricsOptions);
 
             var app = builder.Build();
-            MapMarketplace(app, siloOptions);
+            MapMarketplace(app, siloOptions, metricsOptions);
             await app.StartAsync(cancellationToken);
             LogStarted(boot, string.Join(", ", app.Urls), siloOptions.SiloPort, siloOptions.GatewayPort);
             return new MarketplaceHost(app, postgres, logger, connectionString);
@@ -183,13 +189,15 @@ public sealed partial class MarketplaceHost : IAsyncDisposable
         services.ConfigureHttpJsonOptions(json => json.SerializerOptions.Converters.Add(new JsonStringEnumConverter(JsonNamingPolicy.CamelCase)));
         services.AddSingleton<AdminAuthentication>();
         services.AddSingleton<AuditLog>();
+        services.AddCallLog();
         services.AddHostedService<DemoCatalog>();
         services.AddProblemDetails(problems => problems.CustomizeProblemDetails = context =>
             context.ProblemDetails.Extensions["trackId"] = context.HttpContext.GetTrackId());
         services.AddExceptionHandler<ExceptionProblems>();
         services.AddHealthChecks()
             .AddCheck<DatabaseHealthCheck>("database", tags: ["ready"])
-            .AddCheck<SiloHealthCheck>("silo", tags: ["ready"]);
+            .AddCheck<SiloHealthCheck>("silo", tags: ["ready"])
+            .AddCheck<BackgroundLoopsHealthCheck>("background-loops", tags: ["ready"]);
         services.AddOptions<KestrelServerOptions>().Configure<IOptions<MarketplaceOptions>>((kestrel, marketplace) =>
         {
             kestrel.Limits.MaxRequestBodySize = marketplace.Value.MaxRequestBodyBytes;
@@ -200,7 +208,19 @@ public sealed partial class MarketplaceHost : IAsyncDisposable
         });
     }
 
-    private static void MapMarketplace(WebApplication app, SiloHostOptions options)
+    private static void AddMarketplaceMetrics(WebApplicationBuilder builder, MetricsOptions options)
+    {
+        if (!options.Enabled)
+        {
+            return;
+        }
+
+        builder.Services.AddOpenTelemetry().WithMetrics(metrics => metrics
+            .AddMeter(MarketplaceMetrics.MeterName, OrleansMeterName)
+            .AddPrometheusExporter());
+    }
+
+    private static void MapMarketplace(WebApplication app, SiloHostOptions options, MetricsOptions metrics)
     {
         app.UseTrackIds();
         app.UseExceptionHandler();
@@ -213,7 +233,9 @@ public sealed partial class MarketplaceHost : IAsyncDisposable
         app.MapTokensApi();
         app.MapConsumerKeysApi();
         app.MapProviderServicesApi();
+        app.MapConsumerCallsApi();
         var admin = app.MapGroup("/admin").AddEndpointFilter<AdminAuthentication>();
+        admin.MapAdminCallsApi();
         admin.MapProvidersApi();
         admin.MapServicesApi();
         admin.MapAccountsApi();
@@ -222,6 +244,13 @@ public sealed partial class MarketplaceHost : IAsyncDisposable
         if (options.Dashboard)
         {
             app.MapOrleansDashboard("/dashboard").AddEndpointFilter<AdminAuthentication>();
+        }
+
+        if (metrics.Enabled)
+        {
+            // Created now rather than on the first call, so its gauges are scraped from the start.
+            _ = app.Services.GetRequiredService<MarketplaceMetrics>();
+            app.MapPrometheusScrapingEndpoint("/metrics").AddEndpointFilter<IEndpointConventionBuilder, AdminAuthentication>();
         }
     }
 

@@ -23,6 +23,19 @@ public sealed class MarketplaceOptions
     public string LogFormat { get; set; } = "text";
 }
 
+/// <summary>Settings of metrics (section <c>Metrics</c>).</summary>
+public sealed class MetricsOptions
+{
+    /// <summary>Configuration section.</summary>
+    public const string Section = "Metrics";
+
+    /// <summary>
+    /// Collect the marketplace's and Orleans' metrics and serve them to Prometheus at <c>/metrics</c>
+    /// (admin credentials required, e.g. the admin key as a bearer token).
+    /// </summary>
+    public bool Enabled { get; set; } = true;
+}
+
 /// <summary>Settings of the Orleans silo (section <c>Silo</c>).</summary>
 public sealed class SiloHostOptions
 {

@@ -1,0 +1,57 @@
+namespace Marketplace.Grains;
+
+/// <summary>One call as the call log stores it: one row per call, keyed by its TrackId and start time.</summary>
+public sealed record CallRecord(
+    string TrackId,
+    DateTimeOffset At,
+    string? AccountId,
+    string? KeyId,
+    string ServiceId,
+    string? Version,
+    CallOutcome Outcome,
+    AdmitOutcome? Rejection,
+    int Status,
+    double? UpstreamMs,
+    double TotalMs,
+    long Price,
+    long Charged,
+    string? Currency,
+    string? IdempotencyKey);
+
+/// <summary>Where the pipeline records each call. The host provides a database-backed log; without one, nothing is kept.</summary>
+public interface ICallLog
+{
+    /// <summary>
+    /// Queues a record. Completes once the record is queued (periodic durability; waits only while the queue is full, which is
+    /// the back-pressure a slow database puts on callers), or once it is stored (strict durability).
+    /// </summary>
+    ValueTask WriteAsync(CallRecord record, CancellationToken cancellationToken);
+}
+
+/// <summary>The call log used when the host registers none (grain tests, benchmarks): records are dropped.</summary>
+public sealed class NullCallLog : ICallLog
+{
+    /// <summary>The one instance.</summary>
+    public static NullCallLog Instance { get; } = new();
+
+    /// <inheritdoc />
+    public ValueTask WriteAsync(CallRecord record, CancellationToken cancellationToken) => ValueTask.CompletedTask;
+}
+
+/// <summary>How long an Idempotency-Key answers with its first call's result.</summary>
+public sealed class IdempotencyOptions
+{
+    /// <summary>Configuration section these options bind to.</summary>
+    public const string Section = "Idempotency";
+
+    /// <summary>The window during which a retry with the same key gets the first outcome (default 24 hours).</summary>
+    [System.ComponentModel.DataAnnotations.Range(typeof(TimeSpan), "00:01:00", "30.00:00:00", ErrorMessage = "Idempotency:Window must be between 1 minute and 30 days.")]
+    public TimeSpan Window { get; set; } = TimeSpan.FromHours(24);
+
+    /// <summary>Largest answer body kept for replays; a larger one is charged once but cannot be replayed.</summary>
+    public const int MaxStoredBodyBytes = 256 * 1024;
+
+    /// <summary>True when <paramref name="key"/> is 1 to 128 characters of letters, digits, '-', '_', '.' or ':'.</summary>
+    public static bool IsWellFormed(string? key) =>
+        key is { Length: > 0 and <= 128 } && key.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.' or ':');
+}

@@ -1,0 +1,97 @@
+using Marketplace.Grains;
+using Marketplace.Silo.Database;
+using Marketplace.Silo.FrontDoor;
+using Microsoft.AspNetCore.Http.HttpResults;
+using Npgsql;
+
+namespace Marketplace.Silo.Apis;
+
+/// <summary>One row of the call log as admins and consumers read it.</summary>
+public sealed record CallLogEntry(
+    string TrackId, DateTimeOffset At, string? AccountId, string? KeyId, string ServiceId, string? Version, string Outcome, string? Rejection,
+    int Status, double? UpstreamMs, double TotalMs, long Price, long Charged, string? Currency, string? IdempotencyKey);
+
+/// <summary>What the call log and the account grain say about one account's calls and charges, and whether they agree.</summary>
+public sealed record Reconciliation(
+    string AccountId, long LogCalls, long LogCharged, long GrainCalls, long GrainCharged, long CallsDifference, long ChargedDifference,
+    int PendingOnThisNode, bool Consistent);
+
+/// <summary>Looking calls up in the call log by TrackId, and reconciling it with the grains.</summary>
+public static class CallsApi
+{
+    private const int MaxRows = 100;
+
+    /// <summary>Maps <c>/admin/calls/{trackId}</c> and <c>/admin/reconciliation/accounts/{id}</c>.</summary>
+    public static RouteGroupBuilder MapAdminCallsApi(this RouteGroupBuilder admin)
+    {
+        admin.MapGet("/calls/{trackId}", (string trackId, NpgsqlDataSource database, CancellationToken cancellationToken) =>
+            LookUpAsync(database, trackId, null, cancellationToken)).WithTags("Calls");
+        admin.MapGet("/reconciliation/accounts/{id}", ReconcileAsync).WithTags("Calls");
+        return admin;
+    }
+
+    /// <summary>Maps <c>/v1/calls/{trackId}</c>: a consumer's own calls only.</summary>
+    public static IEndpointRouteBuilder MapConsumerCallsApi(this IEndpointRouteBuilder app)
+    {
+        app.MapGet("/v1/calls/{trackId}", async (string trackId, HttpContext context, IGrainFactory grains, NpgsqlDataSource database, CancellationToken cancellationToken) =>
+            await CallApi.AuthenticateKeyAsync(context, grains) is { } key
+                ? await LookUpAsync(database, trackId, key.AccountId, cancellationToken)
+                : (Results<Ok<IReadOnlyList<CallLogEntry>>, ProblemHttpResult>)Problems.Unauthorized(context, "Send a valid API key in the X-Api-Key header or as a bearer token."))
+            .WithTags("Consumer");
+        return app;
+    }
+
+    /// <summary>Every row with the TrackId (one per call; a caller that reuses a TrackId sees each call), limited to an account when given.</summary>
+    public static async Task<Results<Ok<IReadOnlyList<CallLogEntry>>, ProblemHttpResult>> LookUpAsync(
+        NpgsqlDataSource database, string trackId, string? accountId, CancellationToken cancellationToken)
+    {
+        if (!TrackIds.IsWellFormed(trackId))
+        {
+            return Problems.NotFound("call", trackId);
+        }
+
+        await using var command = database.CreateCommand(
+            "SELECT track_id, at, account_id, key_id, service_id, version, outcome, rejection, status, upstream_ms, total_ms, price, charged, " +
+            "currency, idempotency_key FROM marketplace_call_log WHERE track_id = $1 AND ($2::varchar IS NULL OR account_id = $2) ORDER BY at LIMIT " + MaxRows);
+        command.Parameters.AddWithValue(trackId);
+        command.Parameters.Add(new NpgsqlParameter { Value = (object?)accountId ?? DBNull.Value, NpgsqlDbType = NpgsqlTypes.NpgsqlDbType.Varchar });
+        var rows = new List<CallLogEntry>();
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
+        while (await reader.ReadAsync(cancellationToken))
+        {
+            rows.Add(new CallLogEntry(
+                reader.GetString(0), reader.GetFieldValue<DateTimeOffset>(1), Nullable(reader, 2), Nullable(reader, 3), reader.GetString(4), Nullable(reader, 5),
+                reader.GetString(6), Nullable(reader, 7), reader.GetInt16(8), reader.IsDBNull(9) ? null : reader.GetFloat(9), reader.GetFloat(10),
+                reader.GetInt64(11), reader.GetInt64(12), Nullable(reader, 13), Nullable(reader, 14)));
+        }
+
+        return rows.Count == 0 ? Problems.NotFound("call", trackId) : TypedResults.Ok<IReadOnlyList<CallLogEntry>>(rows);
+    }
+
+    /// <summary>
+    /// Compares the account's counters (calls settled, amount charged) with the call log's rows for it. Both are eventually
+    /// written (the grain within the write-behind interval, the log within the flush interval), so compare after load stops.
+    /// </summary>
+    public static async Task<Results<Ok<Reconciliation>, ProblemHttpResult>> ReconcileAsync(
+        string id, IGrainFactory grains, NpgsqlDataSource database, CallLogWriter writer, CancellationToken cancellationToken)
+    {
+        if (!Ids.IsValid(id) || await grains.GetGrain<IAccountGrain>(id).GetAsync() is not { } account)
+        {
+            return Problems.NotFound("account", id);
+        }
+
+        await using var command = database.CreateCommand(
+            "SELECT count(*), coalesce(sum(charged), 0) FROM marketplace_call_log WHERE account_id = $1");
+        command.Parameters.AddWithValue(id);
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
+        await reader.ReadAsync(cancellationToken);
+        var logCalls = reader.GetInt64(0);
+        var logCharged = reader.GetInt64(1);
+        var callsDifference = logCalls - account.Usage.Calls;
+        var chargedDifference = logCharged - account.TotalCharged;
+        return TypedResults.Ok(new Reconciliation(id, logCalls, logCharged, account.Usage.Calls, account.TotalCharged, callsDifference, chargedDifference,
+            writer.QueueLength, callsDifference == 0 && chargedDifference == 0));
+    }
+
+    private static string? Nullable(NpgsqlDataReader reader, int ordinal) => reader.IsDBNull(ordinal) ? null : reader.GetString(ordinal).TrimEnd();
+}

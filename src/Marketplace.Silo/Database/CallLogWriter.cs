@@ -1,0 +1,346 @@
+using System.ComponentModel.DataAnnotations;
+using System.Globalization;
+using System.Threading.Channels;
+using Marketplace.Grains;
+using Microsoft.Extensions.Options;
+using Npgsql;
+using NpgsqlTypes;
+
+namespace Marketplace.Silo.Database;
+
+/// <summary>How calls are written to the call log.</summary>
+public sealed class CallLogOptions
+{
+    /// <summary>Configuration section these options bind to.</summary>
+    public const string Section = "CallLog";
+
+    /// <summary><c>periodic</c> (answer first, write within <see cref="FlushInterval"/>) or <c>strict</c> (answer once the row is stored).</summary>
+    [RegularExpression("^(periodic|strict)$", ErrorMessage = "CallLog:Durability must be periodic or strict.")]
+    public string Durability { get; set; } = "periodic";
+
+    /// <summary>Longest time a record waits in memory before its batch is written.</summary>
+    [Range(typeof(TimeSpan), "00:00:00.001", "00:01:00", ErrorMessage = "CallLog:FlushInterval must be between 1 ms and 1 minute.")]
+    public TimeSpan FlushInterval { get; set; } = TimeSpan.FromMilliseconds(200);
+
+    /// <summary>Most rows one insert writes.</summary>
+    [Range(1, 100_000, ErrorMessage = "CallLog:BatchSize must be between 1 and 100000.")]
+    public int BatchSize { get; set; } = 5_000;
+
+    /// <summary>Most records held in memory; when the database is slower than the calls, callers wait for room (back-pressure).</summary>
+    [Range(100, 10_000_000, ErrorMessage = "CallLog:QueueCapacity must be between 100 and 10000000.")]
+    public int QueueCapacity { get; set; } = 200_000;
+
+    /// <summary>Days of call log kept; older day partitions are dropped.</summary>
+    [Range(1, 3650, ErrorMessage = "CallLog:RetentionDays must be between 1 and 3650.")]
+    public int RetentionDays { get; set; } = 90;
+
+    /// <summary>True for strict durability.</summary>
+    public bool Strict => Durability == "strict";
+}
+
+/// <summary>
+/// The database-backed call log: records queue in a bounded channel and a background loop writes them in batches with one
+/// multi-row insert (<c>unnest</c> of arrays) per batch. A failed batch is retried as it was until it is stored; the insert
+/// ignores rows already there, so retries never duplicate. In strict mode each caller waits for its batch to commit.
+/// The loop also keeps day partitions: three days ahead are created, those past the retention are dropped.
+/// </summary>
+public sealed partial class CallLogWriter : BackgroundService, ICallLog
+{
+    private const string LoopName = "call-log";
+
+    private readonly Channel<Pending> _queue;
+    private readonly NpgsqlDataSource _database;
+    private readonly CallLogOptions _options;
+    private readonly TimeProvider _time;
+    private readonly BackgroundLoops _loops;
+    private readonly ILogger<CallLogWriter> _logger;
+    private DateOnly _partitionsCheckedFor;
+    private long _written;
+
+    /// <summary>Creates the writer.</summary>
+    public CallLogWriter(NpgsqlDataSource database, IOptions<CallLogOptions> options, TimeProvider time, BackgroundLoops loops, ILogger<CallLogWriter> logger)
+    {
+        _database = database;
+        _options = options.Value;
+        _time = time;
+        _loops = loops;
+        _logger = logger;
+        _queue = Channel.CreateBounded<Pending>(new BoundedChannelOptions(_options.QueueCapacity)
+        {
+            FullMode = BoundedChannelFullMode.Wait,
+            SingleReader = true,
+        });
+        _loops.Register(LoopName, _options.FlushInterval + TimeSpan.FromSeconds(10));
+    }
+
+    /// <summary>Records waiting to be written.</summary>
+    public int QueueLength => _queue.Reader.Count;
+
+    /// <summary>Rows written since start.</summary>
+    public long Written => Interlocked.Read(ref _written);
+
+    /// <inheritdoc />
+    public ValueTask WriteAsync(CallRecord record, CancellationToken cancellationToken)
+    {
+        if (!_options.Strict)
+        {
+            var pending = new Pending(record, null);
+            return _queue.Writer.TryWrite(pending) ? ValueTask.CompletedTask : _queue.Writer.WriteAsync(pending, cancellationToken);
+        }
+
+        return WriteStrictAsync(record, cancellationToken);
+    }
+
+    private async ValueTask WriteStrictAsync(CallRecord record, CancellationToken cancellationToken)
+    {
+        var stored = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await _queue.Writer.WriteAsync(new Pending(record, stored), cancellationToken);
+        await stored.Task.WaitAsync(cancellationToken);
+    }
+
+    /// <inheritdoc />
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        var batch = new List<Pending>(_options.BatchSize);
+        while (true)
+        {
+            try
+            {
+                await KeepPartitionsAsync(stoppingToken);
+                if (!await WaitForRecordsAsync(stoppingToken))
+                {
+                    // Idle: the loop is alive, there is just nothing to write.
+                    _loops.Beat(LoopName);
+                    continue;
+                }
+
+                // Let a batch fill for up to the flush interval (strict callers are waiting: flush at once).
+                if (!_options.Strict && _queue.Reader.Count < _options.BatchSize)
+                {
+                    await Task.Delay(_options.FlushInterval, _time, stoppingToken);
+                }
+
+                await FlushAvailableAsync(batch, stoppingToken);
+                _loops.Beat(LoopName);
+            }
+            catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+            {
+                break;
+            }
+        }
+
+        // Shutting down: write everything still queued (bounded by the host's shutdown timeout).
+        _queue.Writer.TryComplete();
+        using var drain = new CancellationTokenSource(TimeSpan.FromSeconds(20));
+        try
+        {
+            await FlushAvailableAsync(batch, drain.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            LogDrainIncomplete(_logger, _queue.Reader.Count);
+        }
+    }
+
+    // True when records are waiting; false after a second without any.
+    private async Task<bool> WaitForRecordsAsync(CancellationToken stoppingToken)
+    {
+        using var idle = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken);
+        idle.CancelAfter(TimeSpan.FromSeconds(1));
+        try
+        {
+            return await _queue.Reader.WaitToReadAsync(idle.Token);
+        }
+        catch (OperationCanceledException) when (!stoppingToken.IsCancellationRequested)
+        {
+            return false;
+        }
+    }
+
+    private async Task FlushAvailableAsync(List<Pending> batch, CancellationToken cancellationToken)
+    {
+        while (true)
+        {
+            batch.Clear();
+            while (batch.Count < _options.BatchSize && _queue.Reader.TryRead(out var pending))
+            {
+                batch.Add(pending);
+            }
+
+            if (batch.Count == 0)
+            {
+                return;
+            }
+
+            await InsertWithRetryAsync(batch, cancellationToken);
+            foreach (var pending in batch)
+            {
+                pending.Stored?.TrySetResult();
+            }
+        }
+    }
+
+    private async Task InsertWithRetryAsync(List<Pending> batch, CancellationToken cancellationToken)
+    {
+        var delay = TimeSpan.FromMilliseconds(100);
+        while (true)
+        {
+            try
+            {
+                await InsertAsync(batch, cancellationToken);
+                Interlocked.Add(ref _written, batch.Count);
+                return;
+            }
+            catch (Exception exception) when (exception is NpgsqlException or TimeoutException or InvalidOperationException && !cancellationToken.IsCancellationRequested)
+            {
+                // The same batch is tried again until the database takes it; meanwhile the queue fills and, once full, callers wait.
+                _loops.Failed(LoopName, exception);
+                LogFlushFailed(_logger, exception, batch.Count, delay.TotalMilliseconds);
+                await Task.Delay(delay, _time, cancellationToken);
+                delay = TimeSpan.FromTicks(Math.Min(delay.Ticks * 2, TimeSpan.FromSeconds(5).Ticks));
+            }
+        }
+    }
+
+    private async Task InsertAsync(List<Pending> batch, CancellationToken cancellationToken)
+    {
+        var n = batch.Count;
+        var trackIds = new string[n];
+        var at = new DateTime[n];
+        var accounts = new string?[n];
+        var keys = new string?[n];
+        var services = new string[n];
+        var versions = new string?[n];
+        var outcomes = new string[n];
+        var rejections = new string?[n];
+        var statuses = new short[n];
+        var upstreamMs = new float?[n];
+        var totalMs = new float[n];
+        var prices = new long[n];
+        var charged = new long[n];
+        var currencies = new string?[n];
+        var idempotencyKeys = new string?[n];
+        for (var i = 0; i < n; i++)
+        {
+            var r = batch[i].Record;
+            trackIds[i] = r.TrackId;
+            at[i] = r.At.UtcDateTime;
+            accounts[i] = r.AccountId;
+            keys[i] = r.KeyId;
+            services[i] = r.ServiceId;
+            versions[i] = r.Version;
+            outcomes[i] = OutcomeName(r.Outcome);
+            rejections[i] = r.Rejection is { } rejection ? rejection.ToString() : null;
+            statuses[i] = (short)Math.Clamp(r.Status, short.MinValue, short.MaxValue);
+            upstreamMs[i] = r.UpstreamMs is { } u ? (float)u : null;
+            totalMs[i] = (float)r.TotalMs;
+            prices[i] = r.Price;
+            charged[i] = r.Charged;
+            currencies[i] = r.Currency;
+            idempotencyKeys[i] = r.IdempotencyKey;
+        }
+
+        await using var command = _database.CreateCommand(
+            """
+            INSERT INTO marketplace_call_log (track_id, at, account_id, key_id, service_id, version, outcome, rejection, status,
+                                              upstream_ms, total_ms, price, charged, currency, idempotency_key)
+            SELECT * FROM unnest($1::varchar[], $2::timestamptz[], $3::varchar[], $4::varchar[], $5::varchar[], $6::varchar[],
+                                 $7::varchar[], $8::varchar[], $9::smallint[], $10::real[], $11::real[], $12::bigint[], $13::bigint[],
+                                 $14::char(3)[], $15::varchar[])
+            ON CONFLICT DO NOTHING
+            """);
+        command.Parameters.Add(new NpgsqlParameter { Value = trackIds, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Varchar });
+        command.Parameters.Add(new NpgsqlParameter { Value = at, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.TimestampTz });
+        command.Parameters.Add(new NpgsqlParameter { Value = accounts, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Varchar });
+        command.Parameters.Add(new NpgsqlParameter { Value = keys, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Varchar });
+        command.Parameters.Add(new NpgsqlParameter { Value = services, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Varchar });
+        command.Parameters.Add(new NpgsqlParameter { Value = versions, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Varchar });
+        command.Parameters.Add(new NpgsqlParameter { Value = outcomes, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Varchar });
+        command.Parameters.Add(new NpgsqlParameter { Value = rejections, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Varchar });
+        command.Parameters.Add(new NpgsqlParameter { Value = statuses, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Smallint });
+        command.Parameters.Add(new NpgsqlParameter { Value = upstreamMs, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Real });
+        command.Parameters.Add(new NpgsqlParameter { Value = totalMs, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Real });
+        command.Parameters.Add(new NpgsqlParameter { Value = prices, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Bigint });
+        command.Parameters.Add(new NpgsqlParameter { Value = charged, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Bigint });
+        command.Parameters.Add(new NpgsqlParameter { Value = currencies, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Char });
+        command.Parameters.Add(new NpgsqlParameter { Value = idempotencyKeys, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Varchar });
+        await command.ExecuteNonQueryAsync(cancellationToken);
+    }
+
+    /// <summary>The outcome as stored (and shown): camelCase of the enum name.</summary>
+    public static string OutcomeName(CallOutcome outcome)
+    {
+        var name = outcome.ToString();
+        return char.ToLowerInvariant(name[0]) + name[1..];
+    }
+
+    // Creates today's and the next days' partitions and drops those past the retention, once per UTC day.
+    private async Task KeepPartitionsAsync(CancellationToken cancellationToken)
+    {
+        var today = DateOnly.FromDateTime(_time.GetUtcNow().UtcDateTime);
+        if (_partitionsCheckedFor == today)
+        {
+            return;
+        }
+
+        try
+        {
+            for (var day = today.AddDays(-1); day <= today.AddDays(3); day = day.AddDays(1))
+            {
+                await using var create = _database.CreateCommand(
+                    $"CREATE TABLE IF NOT EXISTS {PartitionName(day)} PARTITION OF marketplace_call_log " +
+                    $"FOR VALUES FROM ('{day:yyyy-MM-dd}') TO ('{day.AddDays(1):yyyy-MM-dd}')");
+                await create.ExecuteNonQueryAsync(cancellationToken);
+            }
+
+            await using var list = _database.CreateCommand(
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent " +
+                "WHERE p.relname = 'marketplace_call_log' AND c.relname LIKE 'marketplace_call_log_p%'");
+            var old = new List<string>();
+            await using (var reader = await list.ExecuteReaderAsync(cancellationToken))
+            {
+                var cutoff = today.AddDays(-_options.RetentionDays);
+                while (await reader.ReadAsync(cancellationToken))
+                {
+                    var name = reader.GetString(0);
+                    if (DateOnly.TryParseExact(name["marketplace_call_log_p".Length..], "yyyyMMdd", CultureInfo.InvariantCulture, DateTimeStyles.None, out var day)
+                        && day < cutoff)
+                    {
+                        old.Add(name);
+                    }
+                }
+            }
+
+            foreach (var name in old)
+            {
+                await using var drop = _database.CreateCommand($"DROP TABLE IF EXISTS {name}");
+                await drop.ExecuteNonQueryAsync(cancellationToken);
+                LogPartitionDropped(_logger, name);
+            }
+
+            _partitionsCheckedFor = today;
+        }
+        catch (Exception exception) when (exception is NpgsqlException or TimeoutException && !cancellationToken.IsCancellationRequested)
+        {
+            // Rows still land in the default partition; the next cycle tries again.
+            LogPartitionsFailed(_logger, exception);
+        }
+    }
+
+    /// <summary>The partition that holds one UTC day.</summary>
+    public static string PartitionName(DateOnly day) => $"marketplace_call_log_p{day:yyyyMMdd}";
+
+    private sealed record Pending(CallRecord Record, TaskCompletionSource? Stored);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Call log: a batch of {Count} rows could not be written; retrying in {DelayMs} ms")]
+    private static partial void LogFlushFailed(ILogger logger, Exception exception, int count, double delayMs);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "Call log: {Count} records were still queued when shutdown ended")]
+    private static partial void LogDrainIncomplete(ILogger logger, int count);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Call log: dropped partition {Partition} (past the retention)")]
+    private static partial void LogPartitionDropped(ILogger logger, string partition);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Call log: partitions could not be kept up to date")]
+    private static partial void LogPartitionsFailed(ILogger logger, Exception exception);
+}
