@@ -264,7 +264,8 @@ public sealed partial class MarketplaceHost : IAsyncDisposable
             .MinimumLevel.Override("Polly", LogEventLevel.Warning)
             .MinimumLevel.Override("System.Net.Http.HttpClient", LogEventLevel.Warning)
             .ReadFrom.Configuration(configuration)
-            .Enrich.FromLogContext();
+            .Enrich.FromLogContext()
+            .Enrich.With<TrackIdEnricher>();
         return (format == "json"
                 ? config.WriteTo.Console(new RenderedCompactJsonFormatter())
                 : config.WriteTo.Console(outputTemplate: "[{Timestamp:HH:mm:ss} {Level:u3}] {SourceContext}: {Message:lj} {TrackId}{NewLine}{Exception}"))
