@@ -271,7 +271,7 @@ public sealed partial class CallPipeline(
         guard = null;
         permit = null;
         var route = compiled.Route;
-        var versionId = GrayRelease.Choose(route, keyId, accountId);
+        var versionId = GrayRelease.Choose(route, compiled.OrderedWeights, keyId, accountId);
         if (versionId is null || !compiled.Adapters.TryGetValue(versionId, out adapter))
         {
             adapter = null;
@@ -378,6 +378,13 @@ public sealed partial class CallPipeline(
             LogUpstreamUnreachable(logger, adapter.ServiceId, exception.Message);
             return new ForwardResult(CallOutcome.UpstreamUnreachable, 0, null, null, "The upstream could not be reached.", Sent: false);
         }
+        catch (IOException exception) when (exception is not EndOfStreamException)
+        {
+            // The connection broke while the upstream was answering.
+            metrics.RecordUpstreamError(adapter.ServiceId, adapter.Id, MarketplaceMetrics.UpstreamErrorKinds.Invalid);
+            LogUpstreamUnreachable(logger, adapter.ServiceId, exception.Message);
+            return new ForwardResult(CallOutcome.UpstreamFailed, 0, null, null, "The upstream's connection broke while it answered.", Sent: true);
+        }
         catch (InvalidDataException exception)
         {
             metrics.RecordUpstreamError(adapter.ServiceId, adapter.Id, MarketplaceMetrics.UpstreamErrorKinds.Invalid);
@@ -397,17 +404,41 @@ public sealed partial class CallPipeline(
         }
 
         await using var stream = await content.ReadAsStreamAsync(cancellationToken);
-        using var buffer = new MemoryStream();
-        var chunk = new byte[16 * 1024];
-        int read;
-        while ((read = await stream.ReadAsync(chunk, cancellationToken)) > 0)
+
+        // The common case: the length is announced, so the body is read straight into an array of that size.
+        if (content.Headers.ContentLength is { } length)
         {
-            if (buffer.Length + read > MaxResponseBytes)
+            var exact = new byte[length];
+            try
             {
-                throw new InvalidDataException("The upstream response is larger than the marketplace forwards.");
+                await stream.ReadExactlyAsync(exact, cancellationToken);
+            }
+            catch (EndOfStreamException)
+            {
+                throw new InvalidDataException("The upstream's answer ended before its announced length.");
             }
 
-            buffer.Write(chunk, 0, read);
+            return exact;
+        }
+
+        using var buffer = new MemoryStream();
+        var chunk = System.Buffers.ArrayPool<byte>.Shared.Rent(16 * 1024);
+        try
+        {
+            int read;
+            while ((read = await stream.ReadAsync(chunk, cancellationToken)) > 0)
+            {
+                if (buffer.Length + read > MaxResponseBytes)
+                {
+                    throw new InvalidDataException("The upstream response is larger than the marketplace forwards.");
+                }
+
+                buffer.Write(chunk, 0, read);
+            }
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<byte>.Shared.Return(chunk);
         }
 
         return buffer.ToArray();

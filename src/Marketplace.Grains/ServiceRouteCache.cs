@@ -10,6 +10,9 @@ public sealed class CompiledRoute(ServiceRoute route, IReadOnlyDictionary<string
 
     /// <summary>Adapters by version id.</summary>
     public IReadOnlyDictionary<string, UpstreamAdapter> Adapters { get; } = adapters;
+
+    /// <summary>The release weights in the order the gray release walks them.</summary>
+    public KeyValuePair<string, int>[] OrderedWeights { get; } = GrayRelease.Order(route.Weights);
 }
 
 /// <summary>

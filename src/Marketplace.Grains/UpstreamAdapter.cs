@@ -174,6 +174,9 @@ public sealed class UpstreamAdapter
     /// <summary>True when a secret header could not be decrypted here (missing or different Secrets:Key).</summary>
     public bool SecretsUnavailable { get; }
 
+    /// <summary>This version's protection on this silo, once <see cref="UpstreamProtection"/> looked it up.</summary>
+    internal VersionGuard? Guard { get; set; }
+
     /// <summary>Builds the upstream request; false with a message for the caller when the request cannot be mapped.</summary>
     public bool TryBuildRequest(CallRequest request, string trackId, out HttpRequestMessage message, out string error)
     {

@@ -19,9 +19,16 @@ public sealed class UpstreamProtection(TimeProvider time)
     /// <summary>The guard of a version, created or renewed when the version changed.</summary>
     public VersionGuard For(UpstreamAdapter adapter)
     {
+        // An adapter lives exactly as long as its version revision, so it can hold on to its guard.
+        if (adapter.Guard is { Retired: false } cached)
+        {
+            return cached;
+        }
+
         var key = adapter.ServiceId + "/" + adapter.Id;
         if (_guards.TryGetValue(key, out var guard) && guard.Revision == adapter.Revision)
         {
+            adapter.Guard = guard;
             return guard;
         }
 
@@ -33,9 +40,10 @@ public sealed class UpstreamProtection(TimeProvider time)
         }
         else if (guard is not null)
         {
-            guard.Dispose();
+            guard.Retire();
         }
 
+        adapter.Guard = stored;
         return stored;
     }
 
@@ -63,6 +71,7 @@ public sealed class VersionGuard : IDisposable
             .Handle<HttpRequestException>()
             .Handle<TimeoutRejectedException>()
             .Handle<InvalidDataException>()
+            .Handle<IOException>()
             .HandleResult(answer => answer.Status >= 500);
         var builder = new ResiliencePipelineBuilder<UpstreamAnswer> { TimeProvider = time };
         if (protection.Idempotent && protection.Retries > 0)
@@ -137,6 +146,12 @@ public sealed class VersionGuard : IDisposable
         lease.Dispose();
         return null;
     }
+
+    /// <summary>True once a newer revision of the version has its own guard.</summary>
+    public bool Retired { get; private set; }
+
+    // Calls still holding permits of this guard finish normally; new calls use the newer guard.
+    internal void Retire() => Retired = true;
 
     /// <inheritdoc />
     public void Dispose() => _limiter.Dispose();
