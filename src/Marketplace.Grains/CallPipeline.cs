@@ -324,6 +324,7 @@ public sealed partial class CallPipeline(
             return new ForwardResult(CallOutcome.BadRequest, 400, null, null, error, Sent: false);
         }
 
+        UpstreamAnswer? mapped = null;
         try
         {
             var answer = await guard.Pipeline.ExecuteAsync(
@@ -340,7 +341,11 @@ public sealed partial class CallPipeline(
                     {
                         using var response = await _client.SendAsync(message!, HttpCompletionOption.ResponseHeadersRead, token);
                         var body = await ReadBoundedAsync(response.Content, token);
-                        return new UpstreamAnswer((int)response.StatusCode, response.Content.Headers.ContentType?.ToString(), body);
+                        var raw = new UpstreamAnswer((int)response.StatusCode, response.Content.Headers.ContentType?.ToString(), body);
+
+                        // Mapped inside the pipeline, so an answer the version cannot map counts as a failure for the breaker.
+                        mapped = adapter.MapResponse(raw);
+                        return raw;
                     }
                 },
                 cancellationToken);
@@ -350,14 +355,13 @@ public sealed partial class CallPipeline(
                 metrics.RecordUpstreamError(adapter.ServiceId, adapter.Id, MarketplaceMetrics.UpstreamErrorKinds.Status5xx);
             }
 
-            var mapped = adapter.MapResponse(answer);
             var outcome = answer.Status switch
             {
                 >= 200 and < 300 => CallOutcome.Succeeded,
                 >= 400 and < 500 => CallOutcome.UpstreamRejected,
                 _ => CallOutcome.UpstreamFailed,
             };
-            return new ForwardResult(outcome, answer.Status, mapped.ContentType, mapped.Body,
+            return new ForwardResult(outcome, answer.Status, mapped!.ContentType, mapped.Body,
                 outcome == CallOutcome.UpstreamFailed ? $"The upstream answered {answer.Status}." : null, Sent: true, Hit: adapter.IsHit(answer));
         }
         catch (TimeoutRejectedException)

@@ -118,6 +118,13 @@ public sealed class VersionGuard : IDisposable
     public bool IsOpen(out int retryAfterSeconds)
     {
         retryAfterSeconds = 0;
+        if (_breaker.CircuitState == CircuitState.HalfOpen)
+        {
+            // One probe is in flight; every other call is shed until it tells whether the upstream is back.
+            retryAfterSeconds = 1;
+            return true;
+        }
+
         if (_breaker.CircuitState is not (CircuitState.Open or CircuitState.Isolated))
         {
             return false;

@@ -257,7 +257,7 @@ public sealed partial class EmbeddedPostgres : IAsyncDisposable
             var logOffset = FileLength(logFile);
             var serverOptions = string.Create(
                 CultureInfo.InvariantCulture,
-                $"-p {port} -k {socketDirectory} -c listen_addresses={IPAddress.Loopback} -c fsync=on");
+                $"-p {port} -k {socketDirectory} -c listen_addresses={IPAddress.Loopback} -c fsync=on -c max_connections=300");
             var result = await RunAsync(
                 BinPath("pg_ctl"),
                 ["start", "-D", _dataDirectory, "-w", "-t", "60", "-l", logFile, "-o", serverOptions],

@@ -130,6 +130,14 @@ public sealed partial class MarketplaceHost : IAsyncDisposable
         finally
         {
             await App.DisposeAsync();
+
+            // Idle pooled connections (the Orleans providers' and ours share this connection string) would otherwise stay
+            // open on the server for minutes after the host is gone.
+            await using (var connection = new NpgsqlConnection(ConnectionString))
+            {
+                NpgsqlConnection.ClearPool(connection);
+            }
+
             if (_postgres is not null)
             {
                 await _postgres.DisposeAsync();
