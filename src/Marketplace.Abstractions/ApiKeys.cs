@@ -183,6 +183,10 @@ public interface IApiKeyGrain : IGrainWithStringKey
     [Alias("AuthenticateAsync")]
     ValueTask<ApiKeyInfo?> AuthenticateAsync(string secret);
 
+    /// <summary>True when the secret or access token is valid for this key now (active, not expired); consumes nothing.</summary>
+    [Alias("VerifyAsync")]
+    ValueTask<bool> VerifyAsync(string proof, CredentialKind kind);
+
     /// <summary>Counts a settled call; fire and forget.</summary>
     [OneWay, Alias("RecordAsync")]
     Task RecordAsync(string serviceId, bool succeeded, bool charged);

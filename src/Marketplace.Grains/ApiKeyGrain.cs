@@ -448,6 +448,12 @@ public sealed class ApiKeyGrain(
         return GrainFactory.GetGrain<IAccountGrain>(State.AccountId).ReturnLeaseAsync(this.GetPrimaryKeyString(), amount, _leaseSeen);
     }
 
+    public ValueTask<bool> VerifyAsync(string proof, CredentialKind kind)
+    {
+        var now = time.GetUtcNow();
+        return ValueTask.FromResult(Exists && (kind == CredentialKind.AccessToken ? CheckToken(proof, now) : CheckSecret(proof, now)) is null);
+    }
+
     public ValueTask<ApiKeyInfo?> AuthenticateAsync(string secret) =>
         ValueTask.FromResult(CheckSecret(secret, time.GetUtcNow()) is null ? ToInfo() : null);
 

@@ -150,9 +150,31 @@ public sealed partial class CallPipeline(
         try
         {
             var key = grains.GetGrain<IApiKeyGrain>(keyId);
+
+            // With an Idempotency-Key the call runs once per API key and request; a retry is answered from the first call's
+            // result before admission, so it uses no quota and needs no balance. The credential is verified first, so nobody
+            // without the API key's secret (or token) can claim or read its keys.
+            IIdempotencyGrain? idempotency = null;
+            string? fingerprint = null;
+            if (request.IdempotencyKey is { } idempotencyKey && await key.VerifyAsync(proof, kind))
+            {
+                fingerprint = Fingerprint(request);
+                idempotency = grains.GetGrain<IIdempotencyGrain>(keyId + "/" + idempotencyKey);
+                var start = await idempotency.BeginAsync(fingerprint, _idempotencyWindow);
+                if (start.Status != IdempotencyStatus.Started)
+                {
+                    return Replay(trackId, start, route, adapter?.Id);
+                }
+            }
+
             var admission = await key.AdmitAsync(new AdmitRequest(proof, route.ServiceId, route.PricePerCall, route.Currency, trackId, kind));
             if (admission.Outcome != AdmitOutcome.Admitted)
             {
+                if (idempotency is not null)
+                {
+                    await idempotency.AbandonAsync(fingerprint!);
+                }
+
                 LogRejected(logger, route.ServiceId, keyId, admission.Outcome);
                 return Refused(trackId, CallOutcome.Rejected, admission.Outcome, route) with { Available = admission.Available, Limit = admission.Limit };
             }
@@ -161,26 +183,15 @@ public sealed partial class CallPipeline(
             if (adapter is null && Enter(compiled, keyId, admission.AccountId, trackId, out adapter, out guard, out permit) is { } lateShed)
             {
                 settlements.Record(admission.AccountId!, keyId, route.ServiceId, admission.Reserved, 0, false);
+                if (idempotency is not null)
+                {
+                    await idempotency.AbandonAsync(fingerprint!);
+                }
+
                 return lateShed with { Available = admission.Available + admission.Reserved };
             }
 
             trace.Version = adapter!.Id;
-
-            // With an Idempotency-Key the call runs once per key and request; a retry is answered from the first call's result.
-            // The key is claimed only after admission, so nobody without the API key's secret can claim another's keys.
-            IIdempotencyGrain? idempotency = null;
-            string? fingerprint = null;
-            if (request.IdempotencyKey is { } idempotencyKey)
-            {
-                fingerprint = Fingerprint(request);
-                idempotency = grains.GetGrain<IIdempotencyGrain>(keyId + "/" + idempotencyKey);
-                var start = await idempotency.BeginAsync(fingerprint, _idempotencyWindow);
-                if (start.Status != IdempotencyStatus.Started)
-                {
-                    settlements.Record(admission.AccountId!, keyId, route.ServiceId, admission.Reserved, 0, false);
-                    return Replay(trackId, start, route, adapter.Id) with { Available = admission.Available + admission.Reserved, Limit = admission.Limit };
-                }
-            }
 
             var started = Stopwatch.GetTimestamp();
             ForwardResult forwarded;
@@ -190,8 +201,13 @@ public sealed partial class CallPipeline(
             }
             catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
             {
-                // The caller went away: release the reservation, charge nothing.
+                // The caller went away: release the reservation (and the Idempotency-Key), charge nothing.
                 settlements.Record(admission.AccountId!, keyId, route.ServiceId, admission.Reserved, 0, false);
+                if (idempotency is not null)
+                {
+                    await idempotency.AbandonAsync(fingerprint!);
+                }
+
                 throw;
             }
 
@@ -242,7 +258,7 @@ public sealed partial class CallPipeline(
         return idempotency.CompleteAsync(fingerprint, kept);
     }
 
-    private static CallResult Replay(string trackId, IdempotencyStart start, ServiceRoute route, string version) => start.Status switch
+    private static CallResult Replay(string trackId, IdempotencyStart start, ServiceRoute route, string? version) => start.Status switch
     {
         IdempotencyStatus.Completed => start.Result! with { TrackId = trackId, Charged = 0, Replayed = true },
         IdempotencyStatus.Mismatch => Refused(trackId, CallOutcome.IdempotencyConflict, null, route) with

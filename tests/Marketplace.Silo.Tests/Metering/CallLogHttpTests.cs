@@ -1,0 +1,224 @@
+using System.Diagnostics;
+using System.Net;
+using System.Text.Json;
+using Marketplace.Silo.Tests.Infrastructure;
+
+namespace Marketplace.Silo.Tests.Metering;
+
+/// <summary>TrackIds end to end, the call log (periodic and strict), looking calls up, and reconciling the log with the grains.</summary>
+[Collection(PostgresCollection.Name)]
+public sealed class CallLogHttpTests(MeteringFixture fixture) : IClassFixture<MeteringFixture>
+{
+    private const string Verify = "/verify?number=%2B4930123456";
+
+    private MarketplaceNode M => fixture.Periodic;
+
+    [Fact]
+    public async Task TrackId_WellFormedFromCaller_ReturnedSentUpstreamAndStored()
+    {
+        var consumer = await M.Api.CreateConsumerAsync(balance: 100, price: 7);
+        var trackId = "meter-" + Guid.NewGuid().ToString("N");
+
+        using var response = await M.CallAsync(consumer, Verify, trackId);
+        var answered = Stopwatch.StartNew();
+        var rows = await M.WaitForCallAsync(trackId);
+        var stored = answered.Elapsed;
+        var stats = await fixture.StatsAsync();
+        TestContext.Current.TestOutputHelper?.WriteLine($"periodic call-log row visible {stored.TotalMilliseconds:F0} ms after the answer");
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal(trackId, response.Headers.GetValues("X-Track-Id").Single());
+        Assert.Equal(trackId, stats.GetProperty("lastTrackId").GetString());
+        var row = Assert.Single(rows.EnumerateArray());
+        Assert.Equal(trackId, row.GetProperty("trackId").GetString());
+        Assert.Equal(consumer.AccountId, row.GetProperty("accountId").GetString());
+        Assert.Equal(consumer.KeyId, row.GetProperty("keyId").GetString());
+        Assert.Equal(consumer.ServiceId, row.GetProperty("serviceId").GetString());
+        Assert.Equal("v1", row.GetProperty("version").GetString());
+        Assert.Equal("succeeded", row.GetProperty("outcome").GetString());
+        Assert.Equal(JsonValueKind.Null, row.GetProperty("rejection").ValueKind);
+        Assert.Equal(200, row.GetProperty("status").GetInt32());
+        Assert.Equal(7, row.GetProperty("price").GetInt64());
+        Assert.Equal(7, row.GetProperty("charged").GetInt64());
+        Assert.Equal("EUR", row.GetProperty("currency").GetString());
+        Assert.True(row.GetProperty("upstreamMs").GetDouble() >= 0);
+        Assert.True(row.GetProperty("totalMs").GetDouble() >= row.GetProperty("upstreamMs").GetDouble());
+    }
+
+    [Theory]
+    [InlineData("abc")]
+    [InlineData("has spaces in it")]
+    public async Task TrackId_Malformed_ReplacedByGeneratedOneThatIsReturnedSentAndStored(string malformed)
+    {
+        var consumer = await M.Api.CreateConsumerAsync(balance: 100, price: 7);
+
+        using var response = await M.CallAsync(consumer, Verify, malformed);
+        var returned = response.Headers.GetValues("X-Track-Id").Single();
+        var stats = await fixture.StatsAsync();
+        var rows = await M.WaitForCallAsync(returned);
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.NotEqual(malformed, returned);
+        Assert.Matches("^[A-Za-z0-9._-]{8,64}$", returned);
+        Assert.Equal(returned, stats.GetProperty("lastTrackId").GetString());
+        Assert.Equal(consumer.ServiceId, Assert.Single(rows.EnumerateArray()).GetProperty("serviceId").GetString());
+    }
+
+    [Theory]
+    [InlineData("unknown-key", HttpStatusCode.Unauthorized, "invalid-api-key")]
+    [InlineData("no-key", HttpStatusCode.Unauthorized, "invalid-api-key")]
+    [InlineData("unknown-service", HttpStatusCode.NotFound, "unknown-service")]
+    public async Task TrackId_OnErrorAnswers_IsReturned(string error, HttpStatusCode status, string slug)
+    {
+        var consumer = await M.Api.CreateConsumerAsync(balance: 100);
+        var caller = error switch
+        {
+            "unknown-key" => consumer with { ApiKey = "mk_nosuchkey000." + new string('A', 43) },
+            "no-key" => consumer with { ApiKey = string.Empty },
+            _ => consumer with { ServiceId = "no-such-service" },
+        };
+        var trackId = "meter-" + Guid.NewGuid().ToString("N");
+
+        using var withOwn = await M.CallAsync(caller, Verify, trackId);
+        using var withoutOwn = await M.CallAsync(caller, Verify);
+
+        await Problem.AssertAsync(withOwn, status, slug);
+        await Problem.AssertAsync(withoutOwn, status, slug);
+        Assert.Equal(trackId, withOwn.Headers.GetValues("X-Track-Id").Single());
+        Assert.Matches("^[A-Za-z0-9._-]{8,64}$", withoutOwn.Headers.GetValues("X-Track-Id").Single());
+    }
+
+    [Fact]
+    public async Task CallLog_UnknownKey_StoredAsRejectedWithoutCharge()
+    {
+        var consumer = await M.Api.CreateConsumerAsync(balance: 100);
+        var forged = consumer with { ApiKey = $"mk_{consumer.KeyId}.{new string('A', 43)}" };
+        var trackId = "meter-" + Guid.NewGuid().ToString("N");
+
+        using var response = await M.CallAsync(forged, Verify, trackId);
+        var row = Assert.Single((await M.WaitForCallAsync(trackId)).EnumerateArray());
+
+        Assert.Equal(HttpStatusCode.Unauthorized, response.StatusCode);
+        Assert.Equal("rejected", row.GetProperty("outcome").GetString());
+        Assert.Equal("InvalidCredentials", row.GetProperty("rejection").GetString());
+        Assert.Equal(consumer.KeyId, row.GetProperty("keyId").GetString());
+        Assert.Equal(0, row.GetProperty("charged").GetInt64());
+    }
+
+    [Fact]
+    public async Task ConsumerCallLookup_OwnOtherAccountsOrNoKey_OnlyOwnCallsAreShown()
+    {
+        var owner = await M.Api.CreateConsumerAsync(balance: 100, price: 5);
+        var other = await M.Api.CreateConsumerAsync(balance: 100, price: 5);
+        var trackId = "meter-" + Guid.NewGuid().ToString("N");
+        using (var call = await M.CallAsync(owner, Verify, trackId))
+        {
+            Assert.Equal(HttpStatusCode.OK, call.StatusCode);
+        }
+
+        await M.WaitForCallAsync(trackId);
+
+        using var own = await LookUpAsync(owner.ApiKey, trackId);
+        using var foreign = await LookUpAsync(other.ApiKey, trackId);
+        using var anonymous = await LookUpAsync(null, trackId);
+        using var unknown = await LookUpAsync(owner.ApiKey, "meter-" + Guid.NewGuid().ToString("N"));
+
+        Assert.Equal(HttpStatusCode.OK, own.StatusCode);
+        var row = Assert.Single(JsonDocument.Parse(await own.Content.ReadAsStringAsync()).RootElement.EnumerateArray());
+        Assert.Equal(owner.AccountId, row.GetProperty("accountId").GetString());
+        Assert.Equal(5, row.GetProperty("charged").GetInt64());
+        await Problem.AssertAsync(foreign, HttpStatusCode.NotFound, "not-found");
+        await Problem.AssertAsync(anonymous, HttpStatusCode.Unauthorized, "invalid-api-key");
+        await Problem.AssertAsync(unknown, HttpStatusCode.NotFound, "not-found");
+    }
+
+    [Fact]
+    public async Task Reconciliation_AfterConcurrentLoadPastDailyQuota_LogAndGrainsAgree()
+    {
+        const long price = 3;
+        const int quota = 120;
+        const int calls = 300;
+        var consumer = await M.Api.CreateConsumerAsync(balance: 1_000_000, price: price, limits: new { quota = new { perDay = quota } });
+        var trackIds = Enumerable.Range(0, calls).Select(i => $"load-{i:D3}-{Guid.NewGuid():N}").ToArray();
+
+        var statuses = await Task.WhenAll(trackIds.Select(async trackId =>
+        {
+            using var response = await M.CallAsync(consumer, Verify, trackId);
+            return response.StatusCode;
+        }));
+
+        var settled = Stopwatch.StartNew();
+        var (reconciliation, account) = await WaitForReconciliationAsync(consumer.AccountId, TimeSpan.FromSeconds(15));
+        TestContext.Current.TestOutputHelper?.WriteLine($"consistent and reserved 0 after {settled.ElapsedMilliseconds} ms: {reconciliation}");
+        var rejectedTrackId = trackIds[Array.FindIndex(statuses, s => s == HttpStatusCode.Forbidden)];
+        var rejected = Assert.Single((await M.WaitForCallAsync(rejectedTrackId)).EnumerateArray());
+
+        Assert.Equal(quota, statuses.Count(s => s == HttpStatusCode.OK));
+        Assert.Equal(calls - quota, statuses.Count(s => s == HttpStatusCode.Forbidden));
+        Assert.True(reconciliation.GetProperty("consistent").GetBoolean(), reconciliation.ToString());
+        Assert.Equal(0, account.GetProperty("reserved").GetInt64());
+        Assert.Equal(quota, reconciliation.GetProperty("logCalls").GetInt64());
+        Assert.Equal(quota, reconciliation.GetProperty("grainCalls").GetInt64());
+        Assert.Equal(quota * price, reconciliation.GetProperty("logCharged").GetInt64());
+        Assert.Equal(quota * price, reconciliation.GetProperty("grainCharged").GetInt64());
+        Assert.Equal(1_000_000 - (quota * price), account.GetProperty("balance").GetInt64());
+        Assert.Equal("rejected", rejected.GetProperty("outcome").GetString());
+        Assert.Equal("QuotaExhausted", rejected.GetProperty("rejection").GetString());
+        Assert.Equal(consumer.KeyId, rejected.GetProperty("keyId").GetString());
+        Assert.Equal(0, rejected.GetProperty("charged").GetInt64());
+    }
+
+    [Fact]
+    public async Task StrictDurability_CallAnswered_RowFoundOnFirstLookup()
+    {
+        var strict = await fixture.StrictAsync();
+        var consumer = await strict.Api.CreateConsumerAsync(balance: 100, price: 5);
+
+        for (var i = 0; i < 5; i++)
+        {
+            var trackId = $"strict-{i}-{Guid.NewGuid():N}";
+            using var response = await strict.CallAsync(consumer, Verify, trackId);
+
+            // No polling: with strict durability the answer is sent only once the row is committed.
+            var rows = await strict.AdminCallsAsync(trackId);
+
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            Assert.True(rows.HasValue, $"call {i}: the row of {trackId} was not in the call log when the call was answered");
+            var row = Assert.Single(rows.Value.EnumerateArray());
+            Assert.Equal("succeeded", row.GetProperty("outcome").GetString());
+            Assert.Equal(5, row.GetProperty("charged").GetInt64());
+        }
+    }
+
+    private async Task<HttpResponseMessage> LookUpAsync(string? apiKey, string trackId)
+    {
+        using var request = new HttpRequestMessage(HttpMethod.Get, $"/v1/calls/{trackId}");
+        if (apiKey is not null)
+        {
+            request.Headers.TryAddWithoutValidation("X-Api-Key", apiKey);
+        }
+
+        return await M.Anonymous.SendAsync(request);
+    }
+
+    // Both sides are written behind (the log within its flush interval, the account's counters by settlement batches, leases
+    // handed back after a second idle): read until they agree with nothing outstanding, or the deadline passes.
+    private async Task<(JsonElement Reconciliation, JsonElement Account)> WaitForReconciliationAsync(string accountId, TimeSpan deadline)
+    {
+        var until = DateTimeOffset.UtcNow + deadline;
+        while (true)
+        {
+            var account = JsonDocument.Parse(await M.Admin.GetStringAsync($"/admin/accounts/{accountId}")).RootElement.Clone();
+            var reconciliation = JsonDocument.Parse(await M.Admin.GetStringAsync($"/admin/reconciliation/accounts/{accountId}")).RootElement.Clone();
+            var done = account.GetProperty("reserved").GetInt64() == 0
+                && reconciliation.GetProperty("pendingOnThisNode").GetInt32() == 0
+                && reconciliation.GetProperty("consistent").GetBoolean();
+            if (done || DateTimeOffset.UtcNow >= until)
+            {
+                return (reconciliation, account);
+            }
+
+            await Task.Delay(20);
+        }
+    }
+}
