@@ -474,7 +474,10 @@ if [ "$BARE" = "1" ]; then
 fi
 if [ "$CHURN" = "1" ]; then
   echo "   mkt-churn / marketplace: throughput $(ratio "$(median mkt-churn 3)" "$(median marketplace 3)")x" \
-    " p99 $(ratio "$(median mkt-churn 5)" "$(median marketplace 5)")x  (release changes during the run: $(grep -c . "$TMP/churn.log" 2>/dev/null || echo 0) error lines)"
+    " p99 $(ratio "$(median mkt-churn 5)" "$(median marketplace 5)")x"
+  echo "   per round (mkt-churn / marketplace req/s):" \
+    "$(for ((r = 1; r <= ROUNDS; r++)); do ratio "$(awk -v r="r$r" '$1 == r && $2 == "mkt-churn" { print $3 }' "$RESULTS")" \
+      "$(awk -v r="r$r" '$1 == r && $2 == "marketplace" { print $3 }' "$RESULTS")"; done | tr '\n' ' ')"
 fi
 if [ -f "$TMP/charges.txt" ]; then
   echo "   charges (the account's totalCharged / price, vs. wrk's completed requests; in-flight calls at the cut-off may differ by ~$CONNECTIONS):"
