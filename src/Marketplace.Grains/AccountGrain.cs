@@ -12,7 +12,7 @@ public sealed class AccountGrain(
     [PersistentState("account", StorageNames.Marketplace)] IPersistentState<AccountState> store,
     IOptions<GrainPersistenceOptions> options,
     ILogger<AccountGrain> logger,
-    TimeProvider time) : WriteBehindGrain<AccountState>(store, options, logger), IAccountGrain
+    TimeProvider time) : WriteBehindGrain<AccountState>(store, options, logger), IAccountGrain, IAlertWatcher
 {
     private const int LedgerLimit = 1000;
 
@@ -26,6 +26,9 @@ public sealed class AccountGrain(
 
     // A lease is granted only while the available balance is this many times what would then be leased.
     private const int LeaseHeadroom = 16;
+
+    // The account's balance alert levels, so only a change that crosses one sends a (one-way) signal.
+    private BalanceAlertWatch? _alertWatch;
 
     public async Task<AccountInfo> CreateAsync(AccountSpec spec)
     {
@@ -64,6 +67,7 @@ public sealed class AccountGrain(
         Validation.ThrowIfInvalid(Validation.CheckTopUp(amount, reason));
         State.TotalToppedUp = checked(State.TotalToppedUp + amount);
         await ChangeBalanceAsync(amount, reason);
+        AlertWatch().ToppedUp(time.GetUtcNow());
         return ToInfo();
     }
 
@@ -78,6 +82,7 @@ public sealed class AccountGrain(
         }
 
         await ChangeBalanceAsync(amount, reason);
+        AlertWatch().Changed(State.Balance + State.CreditLimit - amount, time.GetUtcNow());
         return ToInfo();
     }
 
@@ -216,6 +221,7 @@ public sealed class AccountGrain(
         State.TotalCharged += charge;
         State.Usage.Count(serviceId, succeeded, charge > 0);
         MarkDirty();
+        AlertWatch().Changed(State.Balance + State.CreditLimit + charge, time.GetUtcNow());
         return Task.CompletedTask;
     }
 
@@ -235,6 +241,7 @@ public sealed class AccountGrain(
         }
 
         MarkDirty();
+        AlertWatch().Changed(State.Balance + State.CreditLimit + batch.Charged, time.GetUtcNow());
         return Task.CompletedTask;
     }
 
@@ -249,6 +256,19 @@ public sealed class AccountGrain(
     }
 
     private long Available => State.Balance - _reserved + State.CreditLimit;
+
+    public Task WatchAlertsAsync(AlertWatch watch)
+    {
+        if (Exists)
+        {
+            AlertWatch().Apply(watch);
+        }
+
+        return Task.CompletedTask;
+    }
+
+    private BalanceAlertWatch AlertWatch() =>
+        _alertWatch ??= new BalanceAlertWatch(GrainFactory, this.GetPrimaryKeyString(), () => State, time, logger);
 
     private void RollMonth()
     {

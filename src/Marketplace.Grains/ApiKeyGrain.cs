@@ -22,7 +22,7 @@ public sealed class ApiKeyGrain(
     IOptions<MeteringOptions> metering,
     ILogger<ApiKeyGrain> logger,
     TimeProvider time,
-    MarketplaceMetrics metrics) : WriteBehindGrain<ApiKeyState>(store, options, logger), IApiKeyGrain
+    MarketplaceMetrics metrics) : WriteBehindGrain<ApiKeyState>(store, options, logger), IApiKeyGrain, IAlertWatcher
 {
     private const int MaxActiveSecrets = 2;
 
@@ -41,6 +41,9 @@ public sealed class ApiKeyGrain(
     private readonly Dictionary<string, int> _undecided = new(StringComparer.Ordinal);
     private TaskCompletionSource? _undecidedChanged;
     private readonly Dictionary<string, (TokenPair Pair, byte[] Hash, DateTimeOffset At)> _recentRefreshes = new(StringComparer.Ordinal);
+
+    // The account's quota alert thresholds, so only a call that reaches one sends a (one-way) signal.
+    private QuotaAlertWatch? _alertWatch;
 
     public async Task<ApiKeyCreated> CreateAsync(ApiKeySpec spec, string? presetSecret = null)
     {
@@ -337,7 +340,7 @@ public sealed class ApiKeyGrain(
     private void Decide(List<(string CounterKey, string Window, long Limit, string Policy)> quotas, bool admitted, DateTimeOffset now,
         TimeSpan offset, TokenBucket? keyBucket, TokenBucket? serviceBucket)
     {
-        foreach (var (counterKey, window, _, _) in quotas)
+        foreach (var (counterKey, window, limit, policy) in quotas)
         {
             var left = _undecided.GetValueOrDefault(counterKey) - 1;
             if (left <= 0)
@@ -351,7 +354,9 @@ public sealed class ApiKeyGrain(
 
             if (admitted)
             {
-                Counter(counterKey, window, now, offset).Count++;
+                var counter = Counter(counterKey, window, now, offset);
+                counter.Count++;
+                AlertWatch().Counted(counterKey, policy, limit, counter, now);
             }
         }
 
@@ -372,6 +377,19 @@ public sealed class ApiKeyGrain(
     }
 
     public Task RecallLeaseAsync() => ReturnLeaseAsync(always: true);
+
+    public Task WatchAlertsAsync(AlertWatch watch)
+    {
+        if (Exists)
+        {
+            AlertWatch().Apply(watch);
+        }
+
+        return Task.CompletedTask;
+    }
+
+    private QuotaAlertWatch AlertWatch() =>
+        _alertWatch ??= new QuotaAlertWatch(GrainFactory, State.AccountId, this.GetPrimaryKeyString(), () => State, time, logger);
 
     public override async Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
     {

@@ -36,6 +36,7 @@ public static class ServiceCollectionExtensions
         services.AddSingleton<MarketplaceMetrics>();
         services.AddHostedService(provider => provider.GetRequiredService<SettlementBatcher>());
         services.AddSingleton<CallPipeline>();
+        services.AddMarketplaceAlerts();
         services.AddHttpClient(CallPipeline.HttpClientName, client =>
             {
                 // Each call has its own timeout from the service's settings.

@@ -256,3 +256,47 @@ public sealed class IdempotencyState
     [Id(2)] public DateTimeOffset ExpiresAt { get; set; }
     [Id(3)] public CallResult? Result { get; set; }
 }
+
+/// <summary>Stored state of an alert grain: an account's webhook alerts, what has fired, and deliveries not yet done.</summary>
+[GenerateSerializer, Alias("mk.state.Alerts")]
+public sealed class AlertsState
+{
+    [Id(0)] public List<AlertState> Alerts { get; set; } = [];
+
+    // What has fired, so each (alert, key, quota, window, threshold) and (alert, cycle, threshold) fires once; the value is
+    // when the entry may be forgotten (its window is over).
+    [Id(1)] public Dictionary<string, DateTimeOffset> Fired { get; set; } = new(StringComparer.Ordinal);
+    [Id(2)] public List<AlertDeliveryState> Pending { get; set; } = [];
+    [Id(3)] public long Version { get; set; }
+    [Id(4)] public long? Cycle { get; set; }
+    [Id(5)] public long CycleBase { get; set; }
+}
+
+/// <summary>One registered webhook alert; the signing secret is stored encrypted (see <see cref="UpstreamSecrets"/>).</summary>
+[GenerateSerializer, Alias("mk.state.Alert")]
+public sealed class AlertState
+{
+    [Id(0)] public string Id { get; set; } = string.Empty;
+    [Id(1)] public string Url { get; set; } = string.Empty;
+    [Id(2)] public List<AlertEvent> Events { get; set; } = [];
+    [Id(3)] public List<int> Thresholds { get; set; } = [];
+    [Id(4)] public string Secret { get; set; } = string.Empty;
+    [Id(5)] public DateTimeOffset CreatedAt { get; set; }
+    [Id(6)] public long Delivered { get; set; }
+    [Id(7)] public DateTimeOffset? LastDeliveredAt { get; set; }
+    [Id(8)] public string? LastError { get; set; }
+    [Id(9)] public DateTimeOffset? LastErrorAt { get; set; }
+}
+
+/// <summary>A webhook delivery waiting for its first attempt or a retry; the body is fixed when it fires.</summary>
+[GenerateSerializer, Alias("mk.state.AlertDelivery")]
+public sealed class AlertDeliveryState
+{
+    [Id(0)] public string Id { get; set; } = string.Empty;
+    [Id(1)] public string AlertId { get; set; } = string.Empty;
+    [Id(2)] public AlertEvent Event { get; set; }
+    [Id(3)] public string Body { get; set; } = string.Empty;
+    [Id(4)] public int Attempts { get; set; }
+    [Id(5)] public DateTimeOffset NextAttemptAt { get; set; }
+    [Id(6)] public string? LastError { get; set; }
+}

@@ -16,6 +16,12 @@ if (args is ["churn", ..])
     return;
 }
 
+if (args is ["reports", ..])
+{
+    await ReportsBenchmark.RunAsync(args);
+    return;
+}
+
 if (args is ["probe", ..])
 {
     await Probe.RunAsync(args);
@@ -28,4 +34,4 @@ var config = DefaultConfig.Instance
     .AddJob(Job.Default.WithGcServer(true).WithGcConcurrent(true).AsMutator())
     .AddColumn(StatisticColumn.OperationsPerSecond);
 
-BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args, config);
+BenchmarkSwitcher.FromAssembly(typeof(AdmissionBenchmarks).Assembly).Run(args, config);

@@ -87,6 +87,13 @@ public sealed class ClusterFixture : TwoSiloCluster<ClusterFixture.SiloConfigura
             siloBuilder.Services.AddSingleton<TimeProvider>(SharedTime);
             siloBuilder.Services.Configure<SecretsOptions>(o => o.Key = SecretsKey);
 
+            // Webhook tests receive on loopback and move the manual clock to make retries due.
+            siloBuilder.Services.Configure<AlertOptions>(o =>
+            {
+                o.AllowPrivateNetworks = true;
+                o.ClockCheckInterval = TimeSpan.FromMilliseconds(20);
+            });
+
             // These tests pin down per-call reservations exactly; leasing has its own cluster (LeasingTests).
             siloBuilder.Services.Configure<MeteringOptions>(o => o.LeaseCalls = 0);
         }

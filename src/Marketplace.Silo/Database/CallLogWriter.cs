@@ -40,8 +40,9 @@ public sealed class CallLogOptions
 
 /// <summary>
 /// The database-backed call log: records queue in a bounded channel and a background loop writes them in batches with one
-/// multi-row insert (<c>unnest</c> of arrays) per batch. A failed batch is retried as it was until it is stored; the insert
-/// ignores rows already there, so retries never duplicate. In strict mode each caller waits for its batch to commit.
+/// multi-row insert (<c>unnest</c> of arrays) per batch, which also adds the rows to the usage rollups. A failed batch is
+/// retried as it was until it is stored; the insert ignores rows already there, so retries never duplicate (nor count
+/// twice). In strict mode each caller waits for its batch to commit.
 /// The loop also keeps day partitions: three days ahead are created, those past the retention are dropped.
 /// </summary>
 public sealed partial class CallLogWriter : BackgroundService, ICallLog
@@ -202,9 +203,17 @@ public sealed partial class CallLogWriter : BackgroundService, ICallLog
         }
     }
 
-    private async Task InsertAsync(List<Pending> batch, CancellationToken cancellationToken)
+    private Task InsertAsync(List<Pending> batch, CancellationToken cancellationToken) =>
+        InsertAsync(_database, batch.ConvertAll(pending => pending.Record), cancellationToken);
+
+    /// <summary>
+    /// Writes one batch in one statement: the rows into the call log, skipping those already there (a retried batch), and
+    /// the rows it did add into the minute, hour and day rows of <c>marketplace_usage_rollup</c>. Both commit or neither
+    /// does, so the rollups always equal a count of the log.
+    /// </summary>
+    public static async Task InsertAsync(NpgsqlDataSource database, IReadOnlyList<CallRecord> records, CancellationToken cancellationToken)
     {
-        var n = batch.Count;
+        var n = records.Count;
         var trackIds = new string[n];
         var at = new DateTime[n];
         var accounts = new string?[n];
@@ -222,7 +231,7 @@ public sealed partial class CallLogWriter : BackgroundService, ICallLog
         var idempotencyKeys = new string?[n];
         for (var i = 0; i < n; i++)
         {
-            var r = batch[i].Record;
+            var r = records[i];
             trackIds[i] = r.TrackId;
             at[i] = r.At.UtcDateTime;
             accounts[i] = r.AccountId;
@@ -240,15 +249,7 @@ public sealed partial class CallLogWriter : BackgroundService, ICallLog
             idempotencyKeys[i] = r.IdempotencyKey;
         }
 
-        await using var command = _database.CreateCommand(
-            """
-            INSERT INTO marketplace_call_log (track_id, at, account_id, key_id, service_id, version, outcome, rejection, status,
-                                              upstream_ms, total_ms, price, charged, currency, idempotency_key)
-            SELECT * FROM unnest($1::varchar[], $2::timestamptz[], $3::varchar[], $4::varchar[], $5::varchar[], $6::varchar[],
-                                 $7::varchar[], $8::varchar[], $9::smallint[], $10::real[], $11::real[], $12::bigint[], $13::bigint[],
-                                 $14::char(3)[], $15::varchar[])
-            ON CONFLICT DO NOTHING
-            """);
+        await using var command = database.CreateCommand(InsertSql);
         command.Parameters.Add(new NpgsqlParameter { Value = trackIds, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Varchar });
         command.Parameters.Add(new NpgsqlParameter { Value = at, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.TimestampTz });
         command.Parameters.Add(new NpgsqlParameter { Value = accounts, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Varchar });
@@ -266,6 +267,44 @@ public sealed partial class CallLogWriter : BackgroundService, ICallLog
         command.Parameters.Add(new NpgsqlParameter { Value = idempotencyKeys, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Varchar });
         await command.ExecuteNonQueryAsync(cancellationToken);
     }
+
+    /// <summary>
+    /// Upper bounds (ms, exclusive) of the rollups' latency histogram of total call time; one more bucket holds the slower
+    /// calls. Fixed: migration 0005 and every stored histogram use these.
+    /// </summary>
+    public static IReadOnlyList<int> LatencyBoundsMs { get; } = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 30000];
+
+    // RETURNING yields only the rows this statement added, so a retried batch adds nothing to the rollups. The rollup rows
+    // are upserted in key order: concurrent writers (several silos) then lock shared rows in the same order and do not
+    // deadlock each other. width_bucket gives 0 below the first bound and the number of bounds at or above the last one.
+    private static readonly string InsertSql = $$"""
+        WITH ins AS (
+            INSERT INTO marketplace_call_log (track_id, at, account_id, key_id, service_id, version, outcome, rejection, status,
+                                              upstream_ms, total_ms, price, charged, currency, idempotency_key)
+            SELECT * FROM unnest($1::varchar[], $2::timestamptz[], $3::varchar[], $4::varchar[], $5::varchar[], $6::varchar[],
+                                 $7::varchar[], $8::varchar[], $9::smallint[], $10::real[], $11::real[], $12::bigint[], $13::bigint[],
+                                 $14::char(3)[], $15::varchar[])
+            ON CONFLICT DO NOTHING
+            RETURNING at, account_id, key_id, service_id, version, outcome, currency, charged, total_ms
+        ), added AS (
+            SELECT g.granularity, date_trunc(g.granularity, i.at, 'UTC') AS bucket_start, coalesce(i.account_id, '') AS account_id,
+                   coalesce(i.key_id, '') AS key_id, i.service_id, coalesce(i.version, '') AS version, i.outcome,
+                   coalesce(rtrim(i.currency), '') AS currency, i.charged,
+                   width_bucket(i.total_ms, '{{{string.Join(',', LatencyBoundsMs)}}}'::real[]) AS latency_bucket
+            FROM ins i CROSS JOIN (VALUES ('minute'), ('hour'), ('day')) AS g (granularity)
+        )
+        INSERT INTO marketplace_usage_rollup AS r (granularity, bucket_start, account_id, key_id, service_id, version, outcome, currency,
+                                                   calls, charged, latency_buckets)
+        SELECT granularity, bucket_start, account_id, key_id, service_id, version, outcome, currency, count(*), sum(charged)::bigint,
+               ARRAY[{{string.Join(", ", Enumerable.Range(0, LatencyBoundsMs.Count + 1).Select(b => $"count(*) FILTER (WHERE latency_bucket = {b})"))}}]
+        FROM added
+        GROUP BY granularity, bucket_start, account_id, key_id, service_id, version, outcome, currency
+        ORDER BY granularity, bucket_start, account_id, key_id, service_id, version, outcome, currency
+        ON CONFLICT (granularity, bucket_start, account_id, key_id, service_id, version, outcome, currency) DO UPDATE
+        SET calls = r.calls + excluded.calls,
+            charged = r.charged + excluded.charged,
+            latency_buckets = ARRAY[{{string.Join(", ", Enumerable.Range(1, LatencyBoundsMs.Count + 1).Select(b => $"r.latency_buckets[{b}] + excluded.latency_buckets[{b}]"))}}]
+        """;
 
     /// <summary>The outcome as stored (and shown): camelCase of the enum name.</summary>
     public static string OutcomeName(CallOutcome outcome)

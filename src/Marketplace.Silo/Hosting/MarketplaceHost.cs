@@ -242,12 +242,16 @@ public sealed partial class MarketplaceHost : IAsyncDisposable
         app.MapConsumerKeysApi();
         app.MapProviderServicesApi();
         app.MapConsumerCallsApi();
+        app.MapConsumerAlertsApi();
+        app.MapConsumerReportsApi();
+        app.MapProviderReportsApi();
         var admin = app.MapGroup("/admin").AddEndpointFilter<AdminAuthentication>();
         admin.MapAdminCallsApi();
         admin.MapProvidersApi();
         admin.MapServicesApi();
         admin.MapAccountsApi();
         admin.MapAdminKeysApi();
+        admin.MapAdminReportsApi();
 
         if (options.Dashboard)
         {
