@@ -6,6 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export Marketplace__AdminKey="${MARKETPLACE_ADMIN_KEY:-demo-admin-key-0123456789}"
+# Encrypts providers' secret upstream headers and alert signing secrets. A fixed key for the demo only (its data in
+# .data/ must stay readable across runs); production sets its own: openssl rand -base64 32.
+export Secrets__Key="${MARKETPLACE_SECRETS_KEY:-ZGVtby1vbmx5LXNlY3JldHMta2V5LTAxMjM0NTY3ODk=}"
 DEMO_KEY="mk_demo.demo-secret-0123456789abcdef"
 API="http://127.0.0.1:5000"
 PROVIDER_URL="http://127.0.0.1:5080"
