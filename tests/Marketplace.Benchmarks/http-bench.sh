@@ -8,7 +8,7 @@
 # CONNECTIONS (8), THREADS (wrk threads, 2), DIRECT (1: also measure the provider without a proxy),
 # BARE (1: also measure a bare Kestrel + HttpClient proxy without any check, the .NET floor),
 # CHURN (1: also measure the marketplace while 50 services, the measured one included, change release weights 50 times a
-# second, with 500 services of two versions each in the catalog),
+# second (CHURN_RATE, default 10), with 500 services of two versions each in the catalog),
 # MARKETPLACE_ARGS (extra --Key=value arguments for the marketplace), KEEP_TMP (1: keep logs and configs).
 # Needs root (or sudo) only to install nginx and wrk with apt-get when they are missing.
 set -euo pipefail
@@ -21,6 +21,7 @@ THREADS="${THREADS:-2}"
 DIRECT="${DIRECT:-1}"
 BARE="${BARE:-1}"
 CHURN="${CHURN:-0}"
+CHURN_RATE="${CHURN_RATE:-10}"
 MARKETPLACE_ARGS="${MARKETPLACE_ARGS:-}"
 KEEP_TMP="${KEEP_TMP:-0}"
 
@@ -38,8 +39,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
 
 echo "== Repeat this run with:"
-printf '   cd %q && WARMUP=%s ROUNDS=%s DURATION=%s CONNECTIONS=%s THREADS=%s DIRECT=%s BARE=%s CHURN=%s MARKETPLACE_ARGS=%q bash tests/Marketplace.Benchmarks/http-bench.sh\n' \
-  "$ROOT" "$WARMUP" "$ROUNDS" "$DURATION" "$CONNECTIONS" "$THREADS" "$DIRECT" "$BARE" "$CHURN" "$MARKETPLACE_ARGS"
+printf '   cd %q && WARMUP=%s ROUNDS=%s DURATION=%s CONNECTIONS=%s THREADS=%s DIRECT=%s BARE=%s CHURN=%s CHURN_RATE=%s MARKETPLACE_ARGS=%q bash tests/Marketplace.Benchmarks/http-bench.sh\n' \
+  "$ROOT" "$WARMUP" "$ROUNDS" "$DURATION" "$CONNECTIONS" "$THREADS" "$DIRECT" "$BARE" "$CHURN" "$CHURN_RATE" "$MARKETPLACE_ARGS"
 echo "== $(date -u '+%Y-%m-%dT%H:%M:%SZ')  $(nproc) cores  $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)  $(uname -sr)"
 echo "   cpu: $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)  load: $(cut -d' ' -f1-3 /proc/loadavg)"
 
@@ -357,7 +358,7 @@ run_wrk() {
   case "$target" in marketplace | mkt-churn) charged_before="$(account_field totalCharged)" ;; esac
   local churn_pid=""
   if [ "$target" = mkt-churn ]; then
-    dotnet "$BENCH_DLL" churn run "$MARKET" "$ADMIN_KEY" "$PROVIDER" >>"$TMP/churn.log" 2>&1 &
+    dotnet "$BENCH_DLL" churn run "$MARKET" "$ADMIN_KEY" "$PROVIDER" 500 50 "$CHURN_RATE" >>"$TMP/churn.log" 2>&1 &
     churn_pid=$!
   fi
 
@@ -476,8 +477,8 @@ if [ "$CHURN" = "1" ]; then
   echo "   mkt-churn / marketplace: throughput $(ratio "$(median mkt-churn 3)" "$(median marketplace 3)")x" \
     " p99 $(ratio "$(median mkt-churn 5)" "$(median marketplace 5)")x"
   echo "   per round (mkt-churn / marketplace req/s):" \
-    "$(for ((r = 1; r <= ROUNDS; r++)); do ratio "$(awk -v r="r$r" '$1 == r && $2 == "mkt-churn" { print $3 }' "$RESULTS")" \
-      "$(awk -v r="r$r" '$1 == r && $2 == "marketplace" { print $3 }' "$RESULTS")"; done | tr '\n' ' ')"
+    "$(for ((r = 1; r <= ROUNDS; r++)); do printf '%s ' "$(ratio "$(awk -v r="r$r" '$1 == r && $2 == "mkt-churn" { print $3 }' "$RESULTS")" \
+      "$(awk -v r="r$r" '$1 == r && $2 == "marketplace" { print $3 }' "$RESULTS")")"; done)"
 fi
 if [ -f "$TMP/charges.txt" ]; then
   echo "   charges (the account's totalCharged / price, vs. wrk's completed requests; in-flight calls at the cut-off may differ by ~$CONNECTIONS):"
