@@ -1,4 +1,5 @@
 using System.ComponentModel.DataAnnotations;
+using System.Diagnostics.Metrics;
 using System.Globalization;
 using System.Threading.Channels;
 using Marketplace.Grains;
@@ -57,9 +58,11 @@ public sealed partial class CallLogWriter : BackgroundService, ICallLog
     private readonly ILogger<CallLogWriter> _logger;
     private DateOnly _partitionsCheckedFor;
     private long _written;
+    private long _lastStoredTicks;
 
     /// <summary>Creates the writer.</summary>
-    public CallLogWriter(NpgsqlDataSource database, IOptions<CallLogOptions> options, TimeProvider time, BackgroundLoops loops, ILogger<CallLogWriter> logger)
+    public CallLogWriter(NpgsqlDataSource database, IOptions<CallLogOptions> options, TimeProvider time, BackgroundLoops loops, ILogger<CallLogWriter> logger,
+        IMeterFactory meters)
     {
         _database = database;
         _options = options.Value;
@@ -72,6 +75,12 @@ public sealed partial class CallLogWriter : BackgroundService, ICallLog
             SingleReader = true,
         });
         _loops.Register(LoopName, _options.FlushInterval + TimeSpan.FromSeconds(10));
+        _lastStoredTicks = time.GetUtcNow().UtcTicks;
+        var meter = meters.Create(MarketplaceMetrics.MeterName);
+        meter.CreateObservableGauge("marketplace.calllog.pending", () => QueueLength, "{record}", "Call-log records waiting to be written on this node.");
+        meter.CreateObservableGauge("marketplace.calllog.lag", () => Lag.TotalSeconds, "s",
+            "Time since the call log last stored a batch while records are waiting (0 when nothing waits).");
+        meter.CreateObservableCounter("marketplace.calllog.written", () => Written, "{record}", "Call-log rows written by this node.");
     }
 
     /// <summary>Records waiting to be written.</summary>
@@ -79,6 +88,11 @@ public sealed partial class CallLogWriter : BackgroundService, ICallLog
 
     /// <summary>Rows written since start.</summary>
     public long Written => Interlocked.Read(ref _written);
+
+    /// <summary>How long records have waited since the last stored batch; zero when none wait.</summary>
+    public TimeSpan Lag => QueueLength == 0
+        ? TimeSpan.Zero
+        : _time.GetUtcNow() - new DateTimeOffset(Interlocked.Read(ref _lastStoredTicks), TimeSpan.Zero);
 
     /// <inheritdoc />
     public ValueTask WriteAsync(CallRecord record, CancellationToken cancellationToken)
@@ -110,8 +124,9 @@ public sealed partial class CallLogWriter : BackgroundService, ICallLog
                 await KeepPartitionsAsync(stoppingToken);
                 if (!await WaitForRecordsAsync(stoppingToken))
                 {
-                    // Idle: the loop is alive, there is just nothing to write.
+                    // Idle: the loop is alive, there is just nothing to write (and nothing lags).
                     _loops.Beat(LoopName);
+                    Interlocked.Exchange(ref _lastStoredTicks, _time.GetUtcNow().UtcTicks);
                     continue;
                 }
 
@@ -190,6 +205,7 @@ public sealed partial class CallLogWriter : BackgroundService, ICallLog
             {
                 await InsertAsync(batch, cancellationToken);
                 Interlocked.Add(ref _written, batch.Count);
+                Interlocked.Exchange(ref _lastStoredTicks, _time.GetUtcNow().UtcTicks);
                 return;
             }
             catch (Exception exception) when (exception is NpgsqlException or TimeoutException or InvalidOperationException && !cancellationToken.IsCancellationRequested)

@@ -56,6 +56,10 @@ public sealed class MetricsAndHealthHttpTests(MetricsAndHealthHttpTests.Fixture 
         Assert.Matches(@"(?m)^marketplace_settlement_flushes_total(\{[^}]*\})? [1-9]", text);
         Assert.Matches(@"(?m)^marketplace_lease_refills_total(\{[^}]*\})? [1-9]", text);
         Assert.Matches(@"(?m)^orleans_", text);
+        Assert.Matches(@"(?m)^marketplace_calls_total\{[^}]*outcome=""succeeded""[^}]*\} [1-9]", text);
+        Assert.Contains("# TYPE marketplace_call_duration_seconds histogram", text, StringComparison.Ordinal);
+        Assert.Contains("# TYPE marketplace_calllog_pending gauge", text, StringComparison.Ordinal);
+        Assert.Contains("# TYPE marketplace_calllog_lag_seconds gauge", text, StringComparison.Ordinal);
     }
 
     [Fact]
