@@ -318,7 +318,7 @@ public static partial class Validation
     public static Dictionary<string, string[]> CheckAdjustment(long amount, string? reason)
     {
         var errors = new Dictionary<string, string[]>();
-        if (amount == 0 || Math.Abs(amount) > 1_000_000_000_000)
+        if (amount is 0 or < -1_000_000_000_000 or > 1_000_000_000_000)
         {
             errors["amount"] = ["amount must be a non-zero number of minor units (negative to debit), at most 1000000000000 either way."];
         }

@@ -31,7 +31,14 @@ public static class TokensApi
             return Problems.Create(StatusCodes.Status400BadRequest, "bad-request", "The body must be a form or a JSON object.");
         }
 
-        var grantType = fields.GetValueOrDefault("grant_type") ?? "client_credentials";
+        // An empty body means client_credentials; a body that says something must say which grant it is.
+        var grantType = fields.GetValueOrDefault("grant_type") ?? (fields.Count == 0 ? "client_credentials" : null);
+        if (grantType is null)
+        {
+            return Problems.Create(StatusCodes.Status400BadRequest, "unsupported-grant-type", "grant_type is required.",
+                "Use client_credentials or refresh_token.");
+        }
+
         TokenResult result;
         switch (grantType)
         {
@@ -98,8 +105,16 @@ public static class TokensApi
     {
         if (request.HasFormContentType)
         {
-            var form = await request.ReadFormAsync(request.HttpContext.RequestAborted);
-            return form.ToDictionary(f => f.Key, f => (string?)f.Value.ToString(), StringComparer.Ordinal);
+            try
+            {
+                var form = await request.ReadFormAsync(request.HttpContext.RequestAborted);
+                return form.ToDictionary(f => f.Key, f => (string?)f.Value.ToString(), StringComparer.Ordinal);
+            }
+            catch (Exception exception) when (exception is InvalidDataException or InvalidOperationException or FormatException)
+            {
+                // A malformed form (bad multipart boundary, a field over the form limits, bad encoding) is the caller's error.
+                return null;
+            }
         }
 
         if (request.ContentLength is 0 || (request.ContentLength is null && request.ContentType is null))

@@ -28,6 +28,9 @@ public sealed partial class ExceptionProblems(IProblemDetailsService problems, I
         }
 
         httpContext.Response.StatusCode = status;
+
+        // The exception handler cleared the response, the TrackId header with it.
+        httpContext.Response.Headers[Grains.TrackIds.Header] = httpContext.GetTrackId();
         return await problems.TryWriteAsync(new ProblemDetailsContext
         {
             HttpContext = httpContext,
