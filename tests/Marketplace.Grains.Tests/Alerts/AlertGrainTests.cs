@@ -1,4 +1,5 @@
 using Marketplace.Grains.Tests.Access;
+using Marketplace.Testing;
 
 namespace Marketplace.Grains.Tests.Alerts;
 

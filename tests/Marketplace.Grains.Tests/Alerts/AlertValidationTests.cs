@@ -1,4 +1,5 @@
 using System.Net;
+using Marketplace.Testing;
 
 namespace Marketplace.Grains.Tests.Alerts;
 

@@ -3,6 +3,7 @@ using System.Text;
 using System.Text.Json;
 using Marketplace.Silo.Tests.Infrastructure;
 using Marketplace.Silo.Tests.Metering;
+using Marketplace.Testing;
 
 namespace Marketplace.Silo.Tests.Alerts;
 

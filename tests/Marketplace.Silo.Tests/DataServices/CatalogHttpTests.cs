@@ -58,12 +58,12 @@ public sealed class CatalogHttpTests(DataServicesFixture fixture) : IClassFixtur
         using var readRetired = await F.Anonymous.GetAsync($"/v1/services/{retired}");
         var account = await F.WaitForSettledAsync(consumer.AccountId, calls: 0);
 
-        await DataServicesFixture.AssertProblemAsync(toDraft, HttpStatusCode.NotFound, "unknown-service");
-        await DataServicesFixture.AssertProblemAsync(toRetired, HttpStatusCode.NotFound, "unknown-service");
-        await DataServicesFixture.AssertProblemAsync(toSuspended, HttpStatusCode.ServiceUnavailable, "service-suspended");
+        await Problem.AssertAsync(toDraft, HttpStatusCode.NotFound, "unknown-service");
+        await Problem.AssertAsync(toRetired, HttpStatusCode.NotFound, "unknown-service");
+        await Problem.AssertAsync(toSuspended, HttpStatusCode.ServiceUnavailable, "service-suspended");
         Assert.True(toSuspended.Headers.Contains("Retry-After"));
-        await DataServicesFixture.AssertProblemAsync(readDraft, HttpStatusCode.NotFound, "not-found");
-        await DataServicesFixture.AssertProblemAsync(readRetired, HttpStatusCode.NotFound, "not-found");
+        await Problem.AssertAsync(readDraft, HttpStatusCode.NotFound, "not-found");
+        await Problem.AssertAsync(readRetired, HttpStatusCode.NotFound, "not-found");
         Assert.Equal(100, account.GetProperty("balance").GetInt64());
     }
 
@@ -92,7 +92,7 @@ public sealed class CatalogHttpTests(DataServicesFixture fixture) : IClassFixtur
     {
         using var response = await F.Anonymous.GetAsync($"/v1/services?{query}");
 
-        var problem = await DataServicesFixture.AssertProblemAsync(response, HttpStatusCode.BadRequest, "validation");
+        var problem = await Problem.AssertAsync(response, HttpStatusCode.BadRequest, "validation");
         Assert.True(problem.TryGetProperty("errors", out _), problem.ToString());
     }
 

@@ -55,8 +55,8 @@ public sealed class ChargeRulesHttpTests(DataServicesFixture fixture) : IClassFi
         var afterOnce = await F.ProviderCallsAsync("ip");
         var account = await F.WaitForSettledAsync(consumer.AccountId, calls: 2);
 
-        await DataServicesFixture.AssertProblemAsync(withRetries, HttpStatusCode.BadGateway, "upstream-error");
-        await DataServicesFixture.AssertProblemAsync(withoutRetries, HttpStatusCode.BadGateway, "upstream-error");
+        await Problem.AssertAsync(withRetries, HttpStatusCode.BadGateway, "upstream-error");
+        await Problem.AssertAsync(withoutRetries, HttpStatusCode.BadGateway, "upstream-error");
         Assert.Equal(3, afterRetried);
         Assert.Equal(1, afterOnce - afterRetried);
         Assert.Equal(100, account.GetProperty("balance").GetInt64());
@@ -73,7 +73,7 @@ public sealed class ChargeRulesHttpTests(DataServicesFixture fixture) : IClassFi
             baseUrl = F.ProviderUrl + "/ip", protection = new { retries = 2, idempotent = false },
         });
 
-        var problem = await DataServicesFixture.AssertProblemAsync(response, HttpStatusCode.BadRequest, "validation");
+        var problem = await Problem.AssertAsync(response, HttpStatusCode.BadRequest, "validation");
         Assert.True(problem.GetProperty("errors").TryGetProperty("protection.retries", out _), problem.ToString());
     }
 

@@ -147,17 +147,6 @@ public sealed class DataServicesFixture(PostgresFixture postgres) : IAsyncLifeti
     }
 
     /// <summary>Asserts a problem+json answer of the given status and type, carrying the TrackId of the response.</summary>
-    public static async Task<JsonElement> AssertProblemAsync(HttpResponseMessage response, HttpStatusCode status, string slug)
-    {
-        var text = await response.Content.ReadAsStringAsync();
-        Assert.True(status == response.StatusCode, $"expected {(int)status} {slug}, got {(int)response.StatusCode}: {text}");
-        Assert.Equal("application/problem+json", response.Content.Headers.ContentType?.MediaType);
-        var problem = JsonDocument.Parse(text).RootElement.Clone();
-        Assert.Equal($"urn:marketplace:problem:{slug}", problem.GetProperty("type").GetString());
-        Assert.Equal(response.Headers.GetValues("X-Track-Id").Single(), problem.GetProperty("trackId").GetString());
-        return problem;
-    }
-
     public async ValueTask DisposeAsync()
     {
         Anonymous?.Dispose();

@@ -64,12 +64,12 @@ public sealed class ProviderServicesApiTests(DataServicesFixture fixture) : ICla
 
         foreach (var response in new[] { get, putVersion, newVersion, deleteVersion, release, rollback, status })
         {
-            await DataServicesFixture.AssertProblemAsync(response, HttpStatusCode.NotFound, "not-found");
+            await Problem.AssertAsync(response, HttpStatusCode.NotFound, "not-found");
         }
 
-        await DataServicesFixture.AssertProblemAsync(create, HttpStatusCode.Conflict, "id-taken");
+        await Problem.AssertAsync(create, HttpStatusCode.Conflict, "id-taken");
         // PUT /{id} is the same upsert as POST: creating under a taken id answers like the create does.
-        await DataServicesFixture.AssertProblemAsync(put, HttpStatusCode.Conflict, "id-taken");
+        await Problem.AssertAsync(put, HttpStatusCode.Conflict, "id-taken");
         Assert.Equal(before, after);
         Assert.Equal(p, ownRead.GetProperty("providerId").GetString());
     }
@@ -119,7 +119,7 @@ public sealed class ProviderServicesApiTests(DataServicesFixture fixture) : ICla
 
         using var response = await F.Anonymous.SendAsync(request);
 
-        await DataServicesFixture.AssertProblemAsync(response, HttpStatusCode.Unauthorized, "provider-unauthorized");
+        await Problem.AssertAsync(response, HttpStatusCode.Unauthorized, "provider-unauthorized");
     }
 
     [Fact]

@@ -19,7 +19,7 @@ public sealed class ServiceVersionApiTests(DataServicesFixture fixture) : IClass
         using var response = await F.Admin.DeleteAsync($"/admin/services/{service}/versions/v7");
         var after = await F.Admin.GetStringAsync($"/admin/services/{service}");
 
-        await DataServicesFixture.AssertProblemAsync(response, HttpStatusCode.NotFound, "not-found");
+        await Problem.AssertAsync(response, HttpStatusCode.NotFound, "not-found");
         Assert.Equal(before, after);
     }
 
@@ -32,7 +32,7 @@ public sealed class ServiceVersionApiTests(DataServicesFixture fixture) : IClass
         using var response = await F.Admin.DeleteAsync($"/admin/services/{service}/versions/v1");
         var after = await F.Admin.GetStringAsync($"/admin/services/{service}");
 
-        await DataServicesFixture.AssertProblemAsync(response, HttpStatusCode.Conflict, "conflict");
+        await Problem.AssertAsync(response, HttpStatusCode.Conflict, "conflict");
         Assert.Equal(before, after);
     }
 
@@ -58,7 +58,7 @@ public sealed class ServiceVersionApiTests(DataServicesFixture fixture) : IClass
         using var response = await F.Admin.PutAsync($"/admin/services/{service}/versions/v1", new StringContent(body, Encoding.UTF8, "application/json"));
         var after = await F.Admin.GetStringAsync($"/admin/services/{service}");
 
-        var problem = await DataServicesFixture.AssertProblemAsync(response, HttpStatusCode.BadRequest, "validation");
+        var problem = await Problem.AssertAsync(response, HttpStatusCode.BadRequest, "validation");
         Assert.True(problem.TryGetProperty("errors", out var errors) && errors.TryGetProperty(field, out _), $"no error for {field}: {problem}");
         Assert.Equal(before, after);
     }

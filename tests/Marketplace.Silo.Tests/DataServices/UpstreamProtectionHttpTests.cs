@@ -28,7 +28,7 @@ public sealed class UpstreamProtectionHttpTests(DataServicesFixture fixture) : I
         var answeredAfter = watch.Elapsed;
         var account = await F.WaitForSettledAsync(consumer.AccountId, calls: 1);
 
-        await DataServicesFixture.AssertProblemAsync(response, HttpStatusCode.GatewayTimeout, "upstream-timeout");
+        await Problem.AssertAsync(response, HttpStatusCode.GatewayTimeout, "upstream-timeout");
         Assert.True(answeredAfter < TimeSpan.FromSeconds(5), $"the 504 came after {answeredAfter.TotalMilliseconds:F0} ms; the version's timeout is 300 ms");
         Assert.Equal("v1", response.Headers.GetValues("X-Service-Version").Single());
         Assert.Equal("0", response.Headers.GetValues("X-Charged").Single());
@@ -48,8 +48,8 @@ public sealed class UpstreamProtectionHttpTests(DataServicesFixture fixture) : I
         using var second = await F.CallAsync(service, consumer.ApiKey);
         var account = await F.WaitForSettledAsync(consumer.AccountId, calls: 2);
 
-        await DataServicesFixture.AssertProblemAsync(first, HttpStatusCode.BadGateway, "upstream-error");
-        await DataServicesFixture.AssertProblemAsync(second, HttpStatusCode.BadGateway, "upstream-error");
+        await Problem.AssertAsync(first, HttpStatusCode.BadGateway, "upstream-error");
+        await Problem.AssertAsync(second, HttpStatusCode.BadGateway, "upstream-error");
         Assert.Equal("0", first.Headers.GetValues("X-Charged").Single());
         Assert.Equal(100, account.GetProperty("balance").GetInt64());
         Assert.Equal(0, account.GetProperty("totalCharged").GetInt64());
@@ -69,7 +69,7 @@ public sealed class UpstreamProtectionHttpTests(DataServicesFixture fixture) : I
         using var response = await F.CallAsync(service, consumer.ApiKey, "/geo?ip=8.8.8.8");
         var account = await F.WaitForSettledAsync(consumer.AccountId, calls: 1);
 
-        await DataServicesFixture.AssertProblemAsync(response, HttpStatusCode.BadGateway, "upstream-error");
+        await Problem.AssertAsync(response, HttpStatusCode.BadGateway, "upstream-error");
         Assert.Equal("0", response.Headers.GetValues("X-Charged").Single());
         Assert.Equal(100, account.GetProperty("balance").GetInt64());
     }
@@ -86,7 +86,7 @@ public sealed class UpstreamProtectionHttpTests(DataServicesFixture fixture) : I
         using var response = await F.CallAsync(service, consumer.ApiKey);
         var account = await F.WaitForSettledAsync(consumer.AccountId, calls: 1);
 
-        await DataServicesFixture.AssertProblemAsync(response, HttpStatusCode.BadGateway, "upstream-error");
+        await Problem.AssertAsync(response, HttpStatusCode.BadGateway, "upstream-error");
         Assert.Equal("7", response.Headers.GetValues("X-Charged").Single());
         Assert.Equal(93, account.GetProperty("balance").GetInt64());
         Assert.Equal(7, account.GetProperty("totalCharged").GetInt64());
@@ -130,7 +130,7 @@ public sealed class UpstreamProtectionHttpTests(DataServicesFixture fixture) : I
         Assert.Equal(4, upstreamCallsWhenOpened);
         foreach (var response in shed)
         {
-            var problem = await DataServicesFixture.AssertProblemAsync(response, HttpStatusCode.ServiceUnavailable, "upstream-unavailable");
+            var problem = await Problem.AssertAsync(response, HttpStatusCode.ServiceUnavailable, "upstream-unavailable");
             Assert.Contains("circuit breaker", problem.GetProperty("detail").GetString());
             Assert.InRange(int.Parse(response.Headers.GetValues("Retry-After").Single(), CultureInfo.InvariantCulture), 1, 1);
             Assert.Equal("0", response.Headers.GetValues("X-Charged").Single());
@@ -170,7 +170,7 @@ public sealed class UpstreamProtectionHttpTests(DataServicesFixture fixture) : I
         Assert.Equal(HttpStatusCode.OK, probed.StatusCode);
         foreach (var response in others)
         {
-            await DataServicesFixture.AssertProblemAsync(response, HttpStatusCode.ServiceUnavailable, "upstream-unavailable");
+            await Problem.AssertAsync(response, HttpStatusCode.ServiceUnavailable, "upstream-unavailable");
             Assert.True(response.Headers.Contains("Retry-After"));
             response.Dispose();
         }
@@ -200,7 +200,7 @@ public sealed class UpstreamProtectionHttpTests(DataServicesFixture fixture) : I
         Assert.Equal(8, shed.Count);
         foreach (var response in shed)
         {
-            var problem = await DataServicesFixture.AssertProblemAsync(response, HttpStatusCode.ServiceUnavailable, "upstream-unavailable");
+            var problem = await Problem.AssertAsync(response, HttpStatusCode.ServiceUnavailable, "upstream-unavailable");
             Assert.Contains("concurrency limit", problem.GetProperty("detail").GetString());
             Assert.True(int.Parse(response.Headers.GetValues("Retry-After").Single(), CultureInfo.InvariantCulture) >= 1);
             Assert.Equal("0", response.Headers.GetValues("X-Charged").Single());

@@ -6,18 +6,9 @@ using Marketplace.Silo.Tests.Infrastructure;
 namespace Marketplace.Silo.Tests.FrontDoor;
 
 [Collection(PostgresCollection.Name)]
-public sealed class CallPathTests(CallPathTests.Fixture fixture) : IClassFixture<CallPathTests.Fixture>
+public sealed class CallPathTests(MarketplaceFixture marketplace) : IClassFixture<MarketplaceFixture>
 {
-    public sealed class Fixture(PostgresFixture postgres) : IAsyncLifetime
-    {
-        public MarketplaceFixture Marketplace { get; } = new(postgres);
-
-        public ValueTask InitializeAsync() => Marketplace.InitializeAsync();
-
-        public ValueTask DisposeAsync() => Marketplace.DisposeAsync();
-    }
-
-    private MarketplaceFixture M => fixture.Marketplace;
+    private MarketplaceFixture M => marketplace;
 
     [Fact]
     public async Task Call_WithValidKey_ForwardsReturnsDataAndChargesPriceOnce()
@@ -88,7 +79,7 @@ public sealed class CallPathTests(CallPathTests.Fixture fixture) : IClassFixture
 
         using var response = await Call(consumer with { ApiKey = apiKey! }, "/verify?number=%2B4930123456");
 
-        await AssertProblem(response, HttpStatusCode.Unauthorized, "invalid-api-key");
+        await Problem.AssertAsync(response, HttpStatusCode.Unauthorized, "invalid-api-key");
     }
 
     [Fact]
@@ -100,7 +91,7 @@ public sealed class CallPathTests(CallPathTests.Fixture fixture) : IClassFixture
         using var response = await Call(consumer with { ApiKey = forged }, "/verify?number=%2B4930123456");
         var account = await M.WaitForAccountAsync(consumer.AccountId, _ => true);
 
-        await AssertProblem(response, HttpStatusCode.Unauthorized, "invalid-api-key");
+        await Problem.AssertAsync(response, HttpStatusCode.Unauthorized, "invalid-api-key");
         Assert.Equal(100, account.GetProperty("balance").GetInt64());
     }
 
@@ -112,7 +103,7 @@ public sealed class CallPathTests(CallPathTests.Fixture fixture) : IClassFixture
 
         using var response = await Call(consumer, "/verify?number=%2B4930123456");
 
-        await AssertProblem(response, HttpStatusCode.Forbidden, "key-revoked");
+        await Problem.AssertAsync(response, HttpStatusCode.Forbidden, "key-revoked");
     }
 
     [Fact]
@@ -123,7 +114,7 @@ public sealed class CallPathTests(CallPathTests.Fixture fixture) : IClassFixture
 
         using var response = await Call(consumer with { ServiceId = other.ServiceId }, "/verify?number=%2B4930123456");
 
-        await AssertProblem(response, HttpStatusCode.Forbidden, "not-entitled");
+        await Problem.AssertAsync(response, HttpStatusCode.Forbidden, "not-entitled");
     }
 
     [Theory]
@@ -136,7 +127,7 @@ public sealed class CallPathTests(CallPathTests.Fixture fixture) : IClassFixture
 
         using var response = await Call(consumer with { ServiceId = serviceId }, "/verify");
 
-        await AssertProblem(response, HttpStatusCode.NotFound, "unknown-service");
+        await Problem.AssertAsync(response, HttpStatusCode.NotFound, "unknown-service");
     }
 
     [Fact]
@@ -145,7 +136,7 @@ public sealed class CallPathTests(CallPathTests.Fixture fixture) : IClassFixture
         var consumer = await M.CreateConsumerAsync(balance: 0, price: 5);
 
         using var response = await Call(consumer, "/verify?number=%2B4930123456");
-        var problem = await AssertProblem(response, HttpStatusCode.PaymentRequired, "insufficient-balance");
+        var problem = await Problem.AssertAsync(response, HttpStatusCode.PaymentRequired, "insufficient-balance");
 
         Assert.Equal(5, problem.GetProperty("price").GetInt64());
         Assert.Equal(0, problem.GetProperty("available").GetInt64());
@@ -176,7 +167,7 @@ public sealed class CallPathTests(CallPathTests.Fixture fixture) : IClassFixture
             using var response = await Call(consumer, "/geo?ip=8.8.8.8");
             var account = await M.WaitForAccountAsync(consumer.AccountId, a => a.GetProperty("usage").GetProperty("calls").GetInt64() == 1);
 
-            await AssertProblem(response, HttpStatusCode.BadGateway, "upstream-error");
+            await Problem.AssertAsync(response, HttpStatusCode.BadGateway, "upstream-error");
             Assert.Equal(100, account.GetProperty("balance").GetInt64());
             Assert.Equal(0, account.GetProperty("reserved").GetInt64());
         }
@@ -193,7 +184,7 @@ public sealed class CallPathTests(CallPathTests.Fixture fixture) : IClassFixture
 
         using var response = await Call(consumer, "/x");
 
-        await AssertProblem(response, HttpStatusCode.BadGateway, "upstream-error");
+        await Problem.AssertAsync(response, HttpStatusCode.BadGateway, "upstream-error");
     }
 
     [Fact]
@@ -207,7 +198,7 @@ public sealed class CallPathTests(CallPathTests.Fixture fixture) : IClassFixture
             using var response = await Call(consumer, "/risk?deviceId=abc");
             var account = await M.WaitForAccountAsync(consumer.AccountId, a => a.GetProperty("usage").GetProperty("calls").GetInt64() == 1);
 
-            await AssertProblem(response, HttpStatusCode.GatewayTimeout, "upstream-timeout");
+            await Problem.AssertAsync(response, HttpStatusCode.GatewayTimeout, "upstream-timeout");
             Assert.Equal(100, account.GetProperty("balance").GetInt64());
         }
         finally
@@ -272,8 +263,8 @@ public sealed class CallPathTests(CallPathTests.Fixture fixture) : IClassFixture
         using var withNothing = await M.Anonymous.GetAsync("/admin/accounts");
         using var dashboard = await M.Anonymous.GetAsync("/dashboard/");
 
-        await AssertProblem(withConsumerKey, HttpStatusCode.Unauthorized, "admin-unauthorized");
-        await AssertProblem(withNothing, HttpStatusCode.Unauthorized, "admin-unauthorized");
+        await Problem.AssertAsync(withConsumerKey, HttpStatusCode.Unauthorized, "admin-unauthorized");
+        await Problem.AssertAsync(withNothing, HttpStatusCode.Unauthorized, "admin-unauthorized");
         Assert.Equal(HttpStatusCode.Unauthorized, dashboard.StatusCode);
     }
 
@@ -373,16 +364,5 @@ public sealed class CallPathTests(CallPathTests.Fixture fixture) : IClassFixture
         }
 
         return M.Anonymous.SendAsync(request);
-    }
-
-    private static async Task<JsonElement> AssertProblem(HttpResponseMessage response, HttpStatusCode status, string slug)
-    {
-        var text = await response.Content.ReadAsStringAsync();
-        Assert.True(status == response.StatusCode, $"expected {(int)status}, got {(int)response.StatusCode}: {text}");
-        Assert.Equal("application/problem+json", response.Content.Headers.ContentType?.MediaType);
-        var problem = JsonDocument.Parse(text).RootElement.Clone();
-        Assert.Equal($"urn:marketplace:problem:{slug}", problem.GetProperty("type").GetString());
-        Assert.Equal(response.Headers.GetValues("X-Track-Id").Single(), problem.GetProperty("trackId").GetString());
-        return problem;
     }
 }

@@ -7,18 +7,9 @@ using Microsoft.Extensions.DependencyInjection;
 namespace Marketplace.Silo.Tests.Observability;
 
 [Collection(PostgresCollection.Name)]
-public sealed class MetricsAndHealthHttpTests(MetricsAndHealthHttpTests.Fixture fixture) : IClassFixture<MetricsAndHealthHttpTests.Fixture>
+public sealed class MetricsAndHealthHttpTests(MarketplaceFixture marketplace) : IClassFixture<MarketplaceFixture>
 {
-    public sealed class Fixture(PostgresFixture postgres) : IAsyncLifetime
-    {
-        public MarketplaceFixture Marketplace { get; } = new(postgres);
-
-        public ValueTask InitializeAsync() => Marketplace.InitializeAsync();
-
-        public ValueTask DisposeAsync() => Marketplace.DisposeAsync();
-    }
-
-    private MarketplaceFixture M => fixture.Marketplace;
+    private MarketplaceFixture M => marketplace;
 
     [Fact]
     public async Task Metrics_WithoutAdminKey_Is401()

@@ -242,7 +242,7 @@ public sealed class ReportsHttpTests(ReportsFixture fixture) : IClassFixture<Rep
             _ => await fixture.M.Admin.GetAsync($"/admin/reports/top?{query}"),
         };
 
-        var problem = await Metering.Problem.AssertAsync(response, HttpStatusCode.BadRequest, "validation");
+        var problem = await Problem.AssertAsync(response, HttpStatusCode.BadRequest, "validation");
         Assert.True(problem.GetProperty("errors").TryGetProperty(field, out _), problem.ToString());
     }
 

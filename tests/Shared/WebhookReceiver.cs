@@ -7,7 +7,7 @@ using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Logging;
 
-namespace Marketplace.Silo.Tests.Alerts;
+namespace Marketplace.Testing;
 
 /// <summary>A webhook receiver on a loopback port: records every POST to <c>/hooks/{name}</c> and answers as scripted.</summary>
 internal sealed class WebhookReceiver : IAsyncDisposable
