@@ -69,13 +69,13 @@ public sealed class DataServiceGrain(
         }
 
         await CommitAsync(now);
-        return ToInfo(adminView: true);
+        return ToInfo();
     }
 
-    public Task<DataServiceInfo?> GetAsync() => Task.FromResult(Exists ? ToInfo(adminView: true) : null);
+    public Task<DataServiceInfo?> GetAsync() => Task.FromResult(Exists ? ToInfo() : null);
 
     public Task<DataServiceInfo?> GetAsAsync(string? actingProviderId) =>
-        Task.FromResult(Exists && (actingProviderId is null || actingProviderId == State.ProviderId) ? ToInfo(adminView: true) : null);
+        Task.FromResult(Exists && (actingProviderId is null || actingProviderId == State.ProviderId) ? ToInfo() : null);
 
     public async Task<DataServiceInfo> UpsertVersionAsync(string versionId, ServiceVersionSpec spec, string? actingProviderId)
     {
@@ -90,7 +90,7 @@ public sealed class DataServiceGrain(
         var now = time.GetUtcNow();
         PutVersion(versionId, spec with { BaseUrl = spec.BaseUrl.TrimEnd('/') }, now);
         await CommitAsync(now);
-        return ToInfo(adminView: true);
+        return ToInfo();
     }
 
     public async Task<DataServiceInfo> DeleteVersionAsync(string versionId, string? actingProviderId)
@@ -110,7 +110,7 @@ public sealed class DataServiceGrain(
         State.Versions.Remove(versionId);
         State.Release.Weights.Remove(versionId);
         await CommitAsync(time.GetUtcNow());
-        return ToInfo(adminView: true);
+        return ToInfo();
     }
 
     public async Task<DataServiceInfo> SetReleaseAsync(ReleaseSpec release, string? actingProviderId)
@@ -125,7 +125,7 @@ public sealed class DataServiceGrain(
             Pins = new Dictionary<string, string>(release.Pins ?? new Dictionary<string, string>(), StringComparer.Ordinal),
         }, now);
         await CommitAsync(now);
-        return ToInfo(adminView: true);
+        return ToInfo();
     }
 
     public async Task<DataServiceInfo> RollbackAsync(string? actingProviderId)
@@ -153,7 +153,7 @@ public sealed class DataServiceGrain(
             SetAt = now,
         };
         await CommitAsync(now);
-        return ToInfo(adminView: true);
+        return ToInfo();
     }
 
     public async Task<DataServiceInfo> SetStatusAsync(ServiceStatus status, string? actingProviderId)
@@ -168,7 +168,7 @@ public sealed class DataServiceGrain(
         ThrowIfBadTransition(status);
         State.Status = status;
         await CommitAsync(time.GetUtcNow());
-        return ToInfo(adminView: true);
+        return ToInfo();
     }
 
     public ValueTask<ServiceRoute?> GetRouteAsync()
@@ -318,13 +318,11 @@ public sealed class DataServiceGrain(
         }
     }
 
-    private DataServiceInfo ToInfo(bool adminView)
+    private DataServiceInfo ToInfo()
     {
         var v1 = State.Versions.GetValueOrDefault(DefaultVersion)?.Spec;
-        var versions = adminView
-            ? State.Versions.OrderBy(v => v.Key, StringComparer.Ordinal).Select(v => new ServiceVersionInfo(v.Key, v.Value.Revision,
-                v.Value.Spec with { SecretHeaders = v.Value.Spec.SecretHeaders?.ToDictionary(h => h.Key, _ => Hidden) }, v.Value.UpdatedAt)).ToList()
-            : null;
+        var versions = State.Versions.OrderBy(v => v.Key, StringComparer.Ordinal).Select(v => new ServiceVersionInfo(v.Key, v.Value.Revision,
+                v.Value.Spec with { SecretHeaders = v.Value.Spec.SecretHeaders?.ToDictionary(h => h.Key, _ => Hidden) }, v.Value.UpdatedAt)).ToList();
         return new DataServiceInfo(
             this.GetPrimaryKeyString(), State.Name, State.ProviderId, v1?.BaseUrl ?? string.Empty, State.PricePerCall, State.Currency,
             State.Description, v1?.TimeoutMs ?? 0, State.Revision, State.CreatedAt, State.UpdatedAt,

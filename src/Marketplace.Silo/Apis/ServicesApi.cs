@@ -135,16 +135,16 @@ public static class ServicesApi
         string id, string? actingProviderId, ServiceRouteCache routes, AuditLog audit, HttpContext context, string action, object? details,
         Func<IDataServiceGrain, Task<DataServiceInfo>> change, IGrainFactory grains)
     {
-        var service = grains.GetGrain<IDataServiceGrain>(id);
-        if (!Ids.IsValid(id) || await service.GetAsAsync(actingProviderId) is null)
+        if (!Ids.IsValid(id))
         {
             return Problems.NotFound("data service", id);
         }
 
+        // The grain checks existence and ownership itself (KeyNotFoundException, below): one grain call per change.
         DataServiceInfo info;
         try
         {
-            info = await change(service);
+            info = await change(grains.GetGrain<IDataServiceGrain>(id));
         }
         catch (ArgumentException exception)
         {

@@ -14,7 +14,7 @@ public sealed partial class AuditLog(NpgsqlDataSource database, ILogger<AuditLog
             await using var command = database.CreateCommand(
                 "INSERT INTO marketplace_audit_log (track_id, actor, action, entity_kind, entity_id, detail) VALUES ($1, $2, $3, $4, $5, $6::jsonb)");
             command.Parameters.AddWithValue(context.GetTrackId());
-            command.Parameters.AddWithValue("admin");
+            command.Parameters.AddWithValue(ProviderAuthentication.TryGetProviderId(context) is { } provider ? "provider:" + provider : "admin");
             command.Parameters.AddWithValue(action);
             command.Parameters.AddWithValue(entityKind);
             command.Parameters.AddWithValue(entityId);

@@ -16,7 +16,10 @@ public sealed class ProviderAuthentication(IGrainFactory grains) : IEndpointFilt
 
     /// <summary>The authenticated provider of the request.</summary>
     public static string ProviderId(HttpContext context) =>
-        context.Items[ItemKey] as string ?? throw new InvalidOperationException("The request was not authenticated as a provider.");
+        TryGetProviderId(context) ?? throw new InvalidOperationException("The request was not authenticated as a provider.");
+
+    /// <summary>The authenticated provider of the request, or null when it was not made with a provider key.</summary>
+    public static string? TryGetProviderId(HttpContext context) => context.Items[ItemKey] as string;
 
     /// <inheritdoc />
     public async ValueTask<object?> InvokeAsync(EndpointFilterInvocationContext context, EndpointFilterDelegate next)

@@ -18,6 +18,9 @@ public sealed class DataServicesFixture(PostgresFixture postgres) : IAsyncLifeti
     private WebApplication? _provider;
     private MarketplaceHost? _host;
 
+    /// <summary>The database of this fixture's marketplace.</summary>
+    public string ConnectionString => _host?.ConnectionString ?? throw new InvalidOperationException("Not started.");
+
     public string ProviderUrl => _provider?.Urls.First().TrimEnd('/') ?? throw new InvalidOperationException("Not started.");
 
     /// <summary>A client with no credentials.</summary>

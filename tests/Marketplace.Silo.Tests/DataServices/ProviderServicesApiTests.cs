@@ -33,6 +33,24 @@ public sealed class ProviderServicesApiTests(DataServicesFixture fixture) : ICla
         Assert.Equal("published", published.GetProperty("status").GetString());
         Assert.Equal(HttpStatusCode.OK, call.StatusCode);
         Assert.Equal("v1", call.Headers.GetValues("X-Service-Version").Single());
+        Assert.Equal(["provider:" + p], await AuditActorsAsync(service));
+    }
+
+    // Who the audit log says changed the service.
+    private async Task<List<string>> AuditActorsAsync(string serviceId)
+    {
+        await using var connection = new Npgsql.NpgsqlConnection(F.ConnectionString);
+        await connection.OpenAsync();
+        await using var command = new Npgsql.NpgsqlCommand("SELECT DISTINCT actor FROM marketplace_audit_log WHERE entity_kind = 'service' AND entity_id = $1", connection);
+        command.Parameters.AddWithValue(serviceId);
+        var actors = new List<string>();
+        await using var reader = await command.ExecuteReaderAsync();
+        while (await reader.ReadAsync())
+        {
+            actors.Add(reader.GetString(0));
+        }
+
+        return actors;
     }
 
     [Fact]
