@@ -1,11 +1,7 @@
-using System.Net;
 using System.Net.Http.Json;
 using System.Security.Cryptography;
 using System.Text.Json;
-using Marketplace.Silo.Hosting;
 using Marketplace.Silo.Tests.Infrastructure;
-using Microsoft.AspNetCore.Builder;
-using Npgsql;
 
 namespace Marketplace.Silo.Tests.DataServices;
 
@@ -13,42 +9,9 @@ namespace Marketplace.Silo.Tests.DataServices;
 /// A marketplace of its own (own database, own cluster, a secrets key) before a sample provider of its own, so the
 /// provider's global switches are flipped by one test class only.
 /// </summary>
-public sealed class DataServicesFixture(PostgresFixture postgres) : IAsyncLifetime
+public sealed class DataServicesFixture(PostgresFixture postgres)
+    : MarketplaceFixture(postgres, "dataservices", new Dictionary<string, string?> { ["Secrets:Key"] = Convert.ToBase64String(RandomNumberGenerator.GetBytes(32)) })
 {
-    private WebApplication? _provider;
-    private MarketplaceHost? _host;
-
-    /// <summary>The database of this fixture's marketplace.</summary>
-    public string ConnectionString => _host?.ConnectionString ?? throw new InvalidOperationException("Not started.");
-
-    public string ProviderUrl => _provider?.Urls.First().TrimEnd('/') ?? throw new InvalidOperationException("Not started.");
-
-    /// <summary>A client with no credentials.</summary>
-    public HttpClient Anonymous { get; private set; } = null!;
-
-    /// <summary>A client that sends the admin key.</summary>
-    public HttpClient Admin { get; private set; } = null!;
-
-    /// <summary>A client for the sample provider's control and stats endpoints.</summary>
-    public HttpClient Provider { get; private set; } = null!;
-
-    public AdminApi Api { get; private set; } = null!;
-
-    public async ValueTask InitializeAsync()
-    {
-        _provider = await TestHosts.StartProviderAsync();
-        var connectionString = await postgres.CreateDatabaseAsync("dataservices");
-        _host = await TestHosts.StartMarketplaceAsync(connectionString, "ds-" + Guid.NewGuid().ToString("N")[..8], new Dictionary<string, string?>
-        {
-            ["Secrets:Key"] = Convert.ToBase64String(RandomNumberGenerator.GetBytes(32)),
-        });
-        Anonymous = new HttpClient { BaseAddress = _host.BaseAddress };
-        Admin = new HttpClient { BaseAddress = _host.BaseAddress };
-        Admin.DefaultRequestHeaders.Add("X-Admin-Key", TestHosts.AdminKey);
-        Provider = new HttpClient { BaseAddress = new Uri(ProviderUrl) };
-        Api = new AdminApi(Admin, ProviderUrl);
-    }
-
     public static string NewId(string prefix) => $"{prefix}-{Guid.NewGuid().ToString("N")[..10]}";
 
     public async Task<string> CreateProviderAsync()
@@ -150,26 +113,4 @@ public sealed class DataServicesFixture(PostgresFixture postgres) : IAsyncLifeti
     }
 
     /// <summary>Asserts a problem+json answer of the given status and type, carrying the TrackId of the response.</summary>
-    public async ValueTask DisposeAsync()
-    {
-        Anonymous?.Dispose();
-        Admin?.Dispose();
-        Provider?.Dispose();
-        if (_host is not null)
-        {
-            var connectionString = _host.ConnectionString;
-            await _host.DisposeAsync();
-
-            // Orleans' ADO.NET storage and clustering use Npgsql's static pool, whose idle connections outlive the host
-            // (for minutes); the hundreds of concurrent calls here would otherwise hold the shared server's connection slots
-            // from the test classes that run after this one.
-            using var pooled = new NpgsqlConnection(connectionString);
-            NpgsqlConnection.ClearPool(pooled);
-        }
-
-        if (_provider is not null)
-        {
-            await _provider.DisposeAsync();
-        }
-    }
 }

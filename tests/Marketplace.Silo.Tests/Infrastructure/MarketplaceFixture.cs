@@ -4,12 +4,34 @@ using Microsoft.AspNetCore.Builder;
 
 namespace Marketplace.Silo.Tests.Infrastructure;
 
-/// <summary>A running marketplace (real Kestrel on loopback, real PostgreSQL) in front of the real sample provider.</summary>
-public sealed class MarketplaceFixture(PostgresFixture postgres) : IAsyncLifetime
+/// <summary>
+/// A running marketplace (real Kestrel on loopback, real PostgreSQL) in front of its own instance of the real sample
+/// provider. Fixtures that need other settings derive from it.
+/// </summary>
+public class MarketplaceFixture : IAsyncLifetime
 {
     public static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);
 
+    private readonly PostgresFixture _postgres;
+    private readonly string _name;
+    private readonly IDictionary<string, string?>? _settings;
     private MarketplaceHost? _host;
+
+    public MarketplaceFixture(PostgresFixture postgres)
+        : this(postgres, "e2e", null)
+    {
+    }
+
+    /// <summary>A marketplace on its own database named after <paramref name="name"/>, with extra configuration.</summary>
+    protected MarketplaceFixture(PostgresFixture postgres, string name, IDictionary<string, string?>? settings)
+    {
+        _postgres = postgres;
+        _name = name;
+        _settings = settings;
+    }
+
+    /// <summary>The database of this fixture's marketplace.</summary>
+    public string ConnectionString => Host.ConnectionString;
     private WebApplication? _provider;
 
     public MarketplaceHost Host => _host ?? throw new InvalidOperationException("Not started.");
@@ -28,8 +50,8 @@ public sealed class MarketplaceFixture(PostgresFixture postgres) : IAsyncLifetim
     public async ValueTask InitializeAsync()
     {
         _provider = await TestHosts.StartProviderAsync();
-        var connectionString = await postgres.CreateDatabaseAsync("e2e");
-        _host = await TestHosts.StartMarketplaceAsync(connectionString, "e2e-" + Guid.NewGuid().ToString("N")[..8]);
+        var connectionString = await _postgres.CreateDatabaseAsync(_name);
+        _host = await TestHosts.StartMarketplaceAsync(connectionString, _name + "-" + Guid.NewGuid().ToString("N")[..8], _settings);
         Anonymous = new HttpClient { BaseAddress = _host.BaseAddress };
         Admin = new HttpClient { BaseAddress = _host.BaseAddress };
         Admin.DefaultRequestHeaders.Add("X-Admin-Key", TestHosts.AdminKey);
@@ -48,7 +70,7 @@ public sealed class MarketplaceFixture(PostgresFixture postgres) : IAsyncLifetim
 
     public Task<JsonElement> WaitForAccountAsync(string accountId, Func<JsonElement, bool> done) => Api.WaitForAccountAsync(accountId, done);
 
-    public async ValueTask DisposeAsync()
+    public virtual async ValueTask DisposeAsync()
     {
         Anonymous?.Dispose();
         Admin?.Dispose();
