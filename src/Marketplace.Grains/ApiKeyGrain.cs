@@ -26,9 +26,12 @@ public sealed class ApiKeyGrain(
 {
     private const int MaxActiveSecrets = 2;
 
-    // How often, and how long apart, an admission asks again while the account recalls leases from other keys.
-    private const int LeaseRetries = 100;
+    // How long an admission keeps asking while the account recalls leases from other keys (a refusal is final only once
+    // they are back), and how far apart it asks. The bound is time, not a count of attempts: on a loaded machine a
+    // recall can take far longer than a hundred short waits, and refusing early would refuse balance that exists.
+    private static readonly TimeSpan LeaseRecallWait = TimeSpan.FromSeconds(5);
     private static readonly TimeSpan LeaseRetryDelay = TimeSpan.FromMilliseconds(2);
+    private static readonly TimeSpan LeaseRetryMaxDelay = TimeSpan.FromMilliseconds(50);
     private static readonly TimeSpan LeaseIdleReturn = TimeSpan.FromSeconds(1);
 
     private long _lease;
@@ -409,7 +412,9 @@ public sealed class ApiKeyGrain(
 
         var account = GrainFactory.GetGrain<IAccountGrain>(State.AccountId);
         var keyId = this.GetPrimaryKeyString();
-        for (var attempt = 0; ; attempt++)
+        var giveUpAt = time.GetUtcNow() + LeaseRecallWait;
+        var delay = LeaseRetryDelay;
+        while (true)
         {
             var returning = _lease;
             _lease = 0;
@@ -434,12 +439,13 @@ public sealed class ApiKeyGrain(
             }
 
             // Other keys hold leases the account is recalling; the refusal is final only once they are back.
-            if (!grant.Retry || attempt >= LeaseRetries)
+            if (!grant.Retry || time.GetUtcNow() >= giveUpAt)
             {
                 return new Reservation(false, grant.Available, grant.Currency, grant.CapReached);
             }
 
-            await Task.Delay(LeaseRetryDelay, time);
+            await Task.Delay(delay, time);
+            delay = TimeSpan.FromTicks(Math.Min(delay.Ticks * 2, LeaseRetryMaxDelay.Ticks));
         }
     }
 
