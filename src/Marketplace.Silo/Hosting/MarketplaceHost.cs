@@ -167,19 +167,7 @@ public sealed partial class MarketplaceHost : IAsyncDisposable
                 storage.Invariant = "Npgsql";
                 storage.ConnectionString = connectionString;
             });
-            silo.Configure<ClusterMembershipOptions>(membership =>
-            {
-                // A silo that stops answering is voted dead in seconds, not the default minute.
-                membership.ProbeTimeout = TimeSpan.FromSeconds(2);
-                membership.NumMissedProbesLimit = 2;
-                membership.NumVotesForDeathDeclaration = 1;
-                membership.TableRefreshTimeout = TimeSpan.FromSeconds(5);
-
-                // A silo that died without a goodbye goes stale in the table within seconds, so its replacement
-                // (on another address) can join without waiting half a minute for the old row to age out.
-                membership.IAmAliveTablePublishTimeout = TimeSpan.FromSeconds(2);
-                membership.NumMissedTableIAmAliveLimit = 3;
-            });
+            silo.ConfigureMarketplaceMembership();
             if (options.Dashboard)
             {
                 silo.AddDashboard();
