@@ -40,12 +40,14 @@ public sealed record UsageCounters(
     [property: Id(3)] IReadOnlyDictionary<string, long> CallsByService);
 
 /// <summary>The answer to a reservation: granted, or refused with what is available.</summary>
+/// <param name="Hold">The account's hold that carries the reserved amount; its settlement names it again.</param>
 [GenerateSerializer, Immutable, Alias("mk.Reservation")]
 public sealed record Reservation(
     [property: Id(0)] bool Granted,
     [property: Id(1)] long Available,
     [property: Id(2)] string Currency,
-    [property: Id(3)] bool CapReached = false);
+    [property: Id(3)] bool CapReached = false,
+    [property: Id(4)] long Hold = 0);
 
 /// <summary>One consumer account: the single writer of its balance, however many keys spend it.</summary>
 [Alias("mk.IAccountGrain")]
@@ -76,13 +78,20 @@ public interface IAccountGrain : IGrainWithStringKey
     [Alias("ReserveWithLeaseAsync")]
     ValueTask<LeaseGrant> ReserveWithLeaseAsync(LeaseRequest request);
 
-    /// <summary>Gives back what is left of a key's lease; <paramref name="seen"/> is the newest lease the key has received. Fire and forget.</summary>
+    /// <summary>
+    /// Gives back what is left of a key's lease, by the hold each part was made in; <paramref name="seen"/> is the
+    /// newest lease the key has received. Fire and forget.
+    /// </summary>
     [OneWay, Alias("ReturnLeaseAsync")]
-    Task ReturnLeaseAsync(string keyId, long amount, long seen);
+    Task ReturnLeaseAsync(string keyId, IReadOnlyList<HoldRelease> lease, long seen);
 
-    /// <summary>Turns a reservation into a charge of <paramref name="charge"/> (0 releases it) and counts the call.</summary>
+    /// <summary>
+    /// Turns a reservation made in <paramref name="hold"/> into a charge of <paramref name="charge"/> (0 releases it)
+    /// and counts the call. A hold that has expired releases nothing (its money is free already); hold 0 releases
+    /// from the oldest holds.
+    /// </summary>
     [OneWay, Alias("SettleAsync")]
-    Task SettleAsync(string serviceId, long reserved, long charge, bool succeeded);
+    Task SettleAsync(string serviceId, long reserved, long charge, bool succeeded, long hold = 0);
 
     /// <summary>Settles many calls at once (what a front door collected over a few milliseconds); fire and forget.</summary>
     [OneWay, Alias("SettleBatchAsync")]
@@ -125,26 +134,36 @@ public sealed record ServiceUsageDelta(
     [property: Id(4)] long Amount);
 
 /// <summary>Settlements of many calls of one account: reservations to release, money to charge, calls to count.</summary>
+/// <param name="ReservedReleased">All the reservations to release.</param>
+/// <param name="Releases">The same, by the hold each was made in; null releases from the oldest holds.</param>
 [GenerateSerializer, Immutable, Alias("mk.SettlementBatch")]
 public sealed record SettlementBatch(
     [property: Id(0)] long ReservedReleased,
     [property: Id(1)] long Charged,
-    [property: Id(2)] IReadOnlyList<ServiceUsageDelta> Services);
+    [property: Id(2)] IReadOnlyList<ServiceUsageDelta> Services,
+    [property: Id(3)] IReadOnlyList<HoldRelease>? Releases = null);
+
+/// <summary>An amount to release from one of an account's holds.</summary>
+[GenerateSerializer, Immutable, Alias("mk.HoldRelease")]
+public readonly record struct HoldRelease(
+    [property: Id(0)] long Hold,
+    [property: Id(1)] long Amount);
 
 /// <summary>A key asking its account for a call's price, returning its unused lease, and asking for more.</summary>
-/// <param name="Returning">What is left of the key's lease, handed back with this request.</param>
+/// <param name="Returning">What is left of the key's lease, by hold, handed back with this request.</param>
 /// <param name="LeaseCalls">How many more calls' worth of allowance the key would like to hold.</param>
 [GenerateSerializer, Immutable, Alias("mk.LeaseRequest")]
 /// <param name="Seen">The sequence number of the newest lease the key has received.</param>
 public sealed record LeaseRequest(
     [property: Id(0)] string KeyId,
     [property: Id(1)] long Amount,
-    [property: Id(2)] long Returning,
+    [property: Id(2)] IReadOnlyList<HoldRelease> Returning,
     [property: Id(3)] int LeaseCalls,
     [property: Id(4)] long Seen);
 
 /// <summary>The account's answer to a <see cref="LeaseRequest"/>.</summary>
 /// <param name="Lease">Extra allowance leased to the key, beyond the granted amount.</param>
+/// <param name="Hold">The hold carrying the granted amount and the lease.</param>
 /// <param name="Retry">Not covered now, but leases held by other keys are being recalled: ask again shortly.</param>
 [GenerateSerializer, Immutable, Alias("mk.LeaseGrant")]
 public sealed record LeaseGrant(
@@ -154,4 +173,5 @@ public sealed record LeaseGrant(
     [property: Id(3)] bool CapReached,
     [property: Id(4)] long Lease,
     [property: Id(5)] bool Retry,
-    [property: Id(6)] long Sequence = 0);
+    [property: Id(6)] long Sequence = 0,
+    [property: Id(7)] long Hold = 0);

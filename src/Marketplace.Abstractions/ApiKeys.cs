@@ -132,6 +132,7 @@ public sealed record AdmitRequest(
     [property: Id(5)] CredentialKind Kind = CredentialKind.KeySecret);
 
 /// <summary>The key grain's decision on an <see cref="AdmitRequest"/>.</summary>
+/// <param name="Hold">The account hold carrying <paramref name="Reserved"/>; the settlement names it.</param>
 [GenerateSerializer, Immutable, Alias("mk.AdmitResult")]
 public sealed record AdmitResult(
     [property: Id(0)] AdmitOutcome Outcome,
@@ -139,7 +140,8 @@ public sealed record AdmitResult(
     [property: Id(2)] long Reserved,
     [property: Id(3)] long Available,
     [property: Id(4)] string? Currency,
-    [property: Id(5)] LimitStatus? Limit = null);
+    [property: Id(5)] LimitStatus? Limit = null,
+    [property: Id(6)] long Hold = 0);
 
 /// <summary>An access token and the refresh token that replaces it, as issued (the only time they are shown).</summary>
 [GenerateSerializer, Immutable, Alias("mk.TokenPair")]

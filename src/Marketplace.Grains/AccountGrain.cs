@@ -8,20 +8,24 @@ namespace Marketplace.Grains;
 /// The grain is the only writer of the balance, so the check "balance - reserved + credit limit covers the price"
 /// and the reservation happen as one step however many keys and silos spend the account at once.
 /// </remarks>
-public sealed class AccountGrain(
+public sealed partial class AccountGrain(
     [PersistentState("account", StorageNames.Marketplace)] IPersistentState<AccountState> store,
     IOptions<GrainPersistenceOptions> options,
+    IOptions<MeteringOptions> metering,
     ILogger<AccountGrain> logger,
-    TimeProvider time) : WriteBehindGrain<AccountState>(store, options, logger), IAccountGrain, IAlertWatcher
+    TimeProvider time,
+    MarketplaceMetrics metrics) : WriteBehindGrain<AccountState>(store, options, logger), IAccountGrain, IAlertWatcher
 {
     private const int LedgerLimit = 1000;
 
     // Held for calls in flight and leased to keys; deliberately not stored, since both die with their activations.
-    private long _reserved;
+    // What is never released (a front door or key activation died) is given back after Metering:ReservationTimeout.
+    private readonly ReservationBook _reserved = new(metering.Value.ReservationTimeout);
 
-    // Keys that may hold leased allowance, with the sequence number of the newest lease each was sent; recalled when
-    // the balance runs low. A key leaves the set only once it has returned its lease having seen that newest one.
-    private readonly Dictionary<string, long> _lessees = new(StringComparer.Ordinal);
+    // Keys that may hold leased allowance, with the sequence number of the newest lease each was sent and the hold
+    // carrying it; recalled when the balance runs low. A key leaves the set once it has returned its lease having seen
+    // that newest one, or when the lease's hold expires (the key activation holding it may be gone).
+    private readonly Dictionary<string, (long Sequence, long Hold)> _lessees = new(StringComparer.Ordinal);
     private long _leaseSequence;
 
     // A lease is granted only while the available balance is this many times what would then be leased.
@@ -59,7 +63,11 @@ public sealed class AccountGrain(
         return ToInfo();
     }
 
-    public Task<AccountInfo?> GetAsync() => Task.FromResult(Exists ? ToInfo() : null);
+    public Task<AccountInfo?> GetAsync()
+    {
+        ExpireHolds();
+        return Task.FromResult(Exists ? ToInfo() : null);
+    }
 
     public async Task<AccountInfo> TopUpAsync(long amount, string reason)
     {
@@ -109,7 +117,11 @@ public sealed class AccountGrain(
         await SaveNowAsync();
     }
 
-    public ValueTask<Reservation> ReserveAsync(long amount) => ValueTask.FromResult(Reserve(amount));
+    public ValueTask<Reservation> ReserveAsync(long amount)
+    {
+        ExpireHolds();
+        return ValueTask.FromResult(Reserve(amount));
+    }
 
     private Reservation Reserve(long amount)
     {
@@ -133,18 +145,19 @@ public sealed class AccountGrain(
             return new Reservation(false, available, State.Currency);
         }
 
-        _reserved += amount;
+        var hold = _reserved.Add(amount, time.GetUtcNow());
         if (State.MonthlyCallCap is not null)
         {
             State.CallsThisMonth++;
             MarkDirty();
         }
 
-        return new Reservation(true, available - amount, State.Currency);
+        return new Reservation(true, available - amount, State.Currency, Hold: hold);
     }
 
     public ValueTask<LeaseGrant> ReserveWithLeaseAsync(LeaseRequest request)
     {
+        ExpireHolds();
         TakeBack(request.KeyId, request.Returning, request.Seen);
         if (!Exists || request.Amount < 0)
         {
@@ -155,7 +168,8 @@ public sealed class AccountGrain(
         {
             // A cap counts calls one by one, so a capped account does not lease.
             var reservation = Reserve(request.Amount);
-            return ValueTask.FromResult(new LeaseGrant(reservation.Granted, reservation.Available, reservation.Currency, reservation.CapReached, 0, false));
+            return ValueTask.FromResult(new LeaseGrant(reservation.Granted, reservation.Available, reservation.Currency, reservation.CapReached, 0, false,
+                Hold: reservation.Hold));
         }
 
         var available = Available;
@@ -174,49 +188,85 @@ public sealed class AccountGrain(
             return ValueTask.FromResult(new LeaseGrant(false, available, State.Currency, false, 0, true));
         }
 
-        _reserved += request.Amount;
         var lease = 0L;
         var wanted = request.Amount * request.LeaseCalls;
         if (wanted > 0 && available - request.Amount >= wanted * LeaseHeadroom * (_lessees.Count + 1))
         {
             lease = wanted;
-            _reserved += lease;
-            _lessees[request.KeyId] = ++_leaseSequence;
+        }
+
+        var hold = _reserved.Add(request.Amount + lease, time.GetUtcNow());
+        if (lease > 0)
+        {
+            _lessees[request.KeyId] = (++_leaseSequence, hold);
         }
 
         return ValueTask.FromResult(new LeaseGrant(true, available - request.Amount - lease, State.Currency, false, lease, false,
-            lease > 0 ? _leaseSequence : 0));
+            lease > 0 ? _leaseSequence : 0, hold));
     }
 
-    public Task ReturnLeaseAsync(string keyId, long amount, long seen)
+    public Task ReturnLeaseAsync(string keyId, IReadOnlyList<HoldRelease> lease, long seen)
     {
-        TakeBack(keyId, amount, seen);
+        TakeBack(keyId, lease, seen);
         return Task.CompletedTask;
     }
 
-    private void TakeBack(string keyId, long amount, long seen)
+    private void TakeBack(string keyId, IReadOnlyList<HoldRelease> lease, long seen)
     {
-        if (amount > 0)
+        foreach (var part in lease)
         {
-            _reserved = Math.Max(0, _reserved - amount);
+            _reserved.Release(part.Hold, part.Amount);
         }
 
         // A lease sent after the one the key has seen is still on its way to it: the key still counts as holding one.
-        if (_lessees.TryGetValue(keyId, out var newest) && newest <= seen)
+        if (_lessees.TryGetValue(keyId, out var newest) && newest.Sequence <= seen)
         {
             _lessees.Remove(keyId);
         }
     }
 
-    public Task SettleAsync(string serviceId, long reserved, long charge, bool succeeded)
+    // Gives back what nobody released in time, and forgets the lessees whose leases went with it.
+    private void ExpireHolds()
+    {
+        if (_reserved.Expire(time.GetUtcNow(), out var expired) == 0)
+        {
+            return;
+        }
+
+        if (_lessees.Count > 0)
+        {
+            List<string>? gone = null;
+            foreach (var (keyId, lessee) in _lessees)
+            {
+                if (!_reserved.IsLive(lessee.Hold))
+                {
+                    (gone ??= []).Add(keyId);
+                }
+            }
+
+            foreach (var keyId in gone ?? [])
+            {
+                _lessees.Remove(keyId);
+            }
+        }
+
+        if (expired > 0)
+        {
+            metrics.RecordReservationsExpired(expired);
+            LogReservationsExpired(logger, this.GetPrimaryKeyString(), expired);
+        }
+    }
+
+    public Task SettleAsync(string serviceId, long reserved, long charge, bool succeeded, long hold = 0)
     {
         if (!Exists)
         {
             return Task.CompletedTask;
         }
 
-        // A settlement may reach a newer activation than the one that reserved (after a crash); never go negative.
-        _reserved = Math.Max(0, _reserved - reserved);
+        // A settlement may reach a newer activation than the one that reserved (after a crash), or come after its hold
+        // expired: then it charges and releases nothing.
+        _reserved.Release(hold, reserved);
         State.Balance -= charge;
         State.TotalCharged += charge;
         State.Usage.Count(serviceId, succeeded, charge > 0);
@@ -232,7 +282,18 @@ public sealed class AccountGrain(
             return Task.CompletedTask;
         }
 
-        _reserved = Math.Max(0, _reserved - batch.ReservedReleased);
+        if (batch.Releases is null)
+        {
+            _reserved.Release(0, batch.ReservedReleased);
+        }
+        else
+        {
+            foreach (var release in batch.Releases)
+            {
+                _reserved.Release(release.Hold, release.Amount);
+            }
+        }
+
         State.Balance -= batch.Charged;
         State.TotalCharged += batch.Charged;
         foreach (var service in batch.Services)
@@ -255,7 +316,7 @@ public sealed class AccountGrain(
         }
     }
 
-    private long Available => State.Balance - _reserved + State.CreditLimit;
+    private long Available => State.Balance - _reserved.Total + State.CreditLimit;
 
     public Task WatchAlertsAsync(AlertWatch watch)
     {
@@ -289,7 +350,10 @@ public sealed class AccountGrain(
     }
 
     private AccountInfo ToInfo() => new(
-        this.GetPrimaryKeyString(), State.Name, State.Currency, State.Balance, _reserved, State.CreditLimit, Available,
+        this.GetPrimaryKeyString(), State.Name, State.Currency, State.Balance, _reserved.Total, State.CreditLimit, Available,
         State.TotalToppedUp, State.TotalCharged, State.Usage.ToContract(), [.. State.KeyIds], State.CreatedAt,
         State.MonthlyCallCap, State.MonthStart == QuotaWindows.MonthStart(time.GetUtcNow(), TimeSpan.Zero) ? State.CallsThisMonth : 0);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Account {AccountId}: {Amount} held longer than the reservation timeout was released (a front door or key activation holding it is gone)")]
+    private static partial void LogReservationsExpired(ILogger logger, string accountId, long amount);
 }

@@ -34,6 +34,9 @@ public sealed class ApiKeyGrain(
     private static readonly TimeSpan LeaseRetryMaxDelay = TimeSpan.FromMilliseconds(50);
     private static readonly TimeSpan LeaseIdleReturn = TimeSpan.FromSeconds(1);
 
+    // The key's lease of its account's balance, by the account hold carrying each part: one part, or a few when
+    // admissions overlapped while the account answered. _lease is their sum.
+    private readonly List<LeasePart> _leaseParts = [];
     private long _lease;
     private long _leaseSeen;
     private long _lastAvailable;
@@ -322,7 +325,7 @@ public sealed class ApiKeyGrain(
             tightest = Tighter(tightest, serviceBucket.Status("service-rate", now));
         }
 
-        return new AdmitResult(AdmitOutcome.Admitted, State.AccountId, request.Price, reservation.Available, reservation.Currency, tightest);
+        return new AdmitResult(AdmitOutcome.Admitted, State.AccountId, request.Price, reservation.Available, reservation.Currency, tightest, reservation.Hold);
     }
 
     // True while some quota could be exhausted by the admissions still waiting for their account's answer.
@@ -400,14 +403,13 @@ public sealed class ApiKeyGrain(
         await base.OnDeactivateAsync(reason, cancellationToken);
     }
 
-    // The price of one call from the key's lease when it covers it, otherwise from the account (returning the lease's rest).
+    // The price of one call from the key's lease when a part covers it, otherwise from the account (returning the lease's rest).
     private async Task<Reservation> ReserveAsync(long price)
     {
-        if (price > 0 && _lease >= price)
+        if (price > 0 && TakeFromLease(price) is { } hold)
         {
-            _lease -= price;
             _leaseUsed = true;
-            return new Reservation(true, _lastAvailable + _lease, State.Currency);
+            return new Reservation(true, _lastAvailable + _lease, State.Currency, Hold: hold);
         }
 
         var account = GrainFactory.GetGrain<IAccountGrain>(State.AccountId);
@@ -416,16 +418,16 @@ public sealed class ApiKeyGrain(
         var delay = LeaseRetryDelay;
         while (true)
         {
-            var returning = _lease;
-            _lease = 0;
+            var returning = TakeLease();
             var grant = await account.ReserveWithLeaseAsync(new LeaseRequest(keyId, price, returning, price > 0 ? metering.Value.LeaseCalls : 0, _leaseSeen));
             _leaseSeen = Math.Max(_leaseSeen, grant.Sequence);
             if (grant.Granted)
             {
-                _lease += grant.Lease;
                 _lastAvailable = grant.Available;
                 if (grant.Lease > 0)
                 {
+                    _leaseParts.Add(new LeasePart(grant.Hold, grant.Lease, time.GetUtcNow()));
+                    _lease += grant.Lease;
                     metrics.RecordLeaseRefill();
                     _leaseUsed = true;
                     _leaseTimer ??= this.RegisterGrainTimer(ReturnIdleLeaseAsync, new GrainTimerCreationOptions(LeaseIdleReturn, LeaseIdleReturn)
@@ -435,7 +437,7 @@ public sealed class ApiKeyGrain(
                     });
                 }
 
-                return new Reservation(true, grant.Available + _lease, grant.Currency);
+                return new Reservation(true, grant.Available + _lease, grant.Currency, Hold: grant.Hold);
             }
 
             // Other keys hold leases the account is recalling; the refusal is final only once they are back.
@@ -449,9 +451,11 @@ public sealed class ApiKeyGrain(
         }
     }
 
+    // Hands back a lease unused for a whole period, and one old enough that its hold could soon expire at the account
+    // (the next admission takes a fresh one).
     private async Task ReturnIdleLeaseAsync(CancellationToken cancellationToken)
     {
-        if (!_leaseUsed)
+        if (!_leaseUsed || (_leaseParts.Count > 0 && time.GetUtcNow() - _leaseParts[0].At >= metering.Value.ReservationTimeout / 5))
         {
             await ReturnLeaseAsync();
         }
@@ -467,9 +471,52 @@ public sealed class ApiKeyGrain(
             return Task.CompletedTask;
         }
 
-        var amount = _lease;
+        return GrainFactory.GetGrain<IAccountGrain>(State.AccountId).ReturnLeaseAsync(this.GetPrimaryKeyString(), TakeLease(), _leaseSeen);
+    }
+
+    // Spends one call's price from the first lease part that covers it; returns the part's hold, or null.
+    private long? TakeFromLease(long price)
+    {
+        for (var i = 0; i < _leaseParts.Count; i++)
+        {
+            var part = _leaseParts[i];
+            if (part.Amount >= price)
+            {
+                part.Amount -= price;
+                _lease -= price;
+                if (part.Amount == 0)
+                {
+                    _leaseParts.RemoveAt(i);
+                }
+
+                return part.Hold;
+            }
+        }
+
+        return null;
+    }
+
+    // Empties the lease, returning its parts to hand back.
+    private List<HoldRelease> TakeLease()
+    {
+        if (_leaseParts.Count == 0)
+        {
+            return [];
+        }
+
+        var parts = _leaseParts.ConvertAll(p => new HoldRelease(p.Hold, p.Amount));
+        _leaseParts.Clear();
         _lease = 0;
-        return GrainFactory.GetGrain<IAccountGrain>(State.AccountId).ReturnLeaseAsync(this.GetPrimaryKeyString(), amount, _leaseSeen);
+        return parts;
+    }
+
+    private sealed class LeasePart(long hold, long amount, DateTimeOffset at)
+    {
+        public long Hold { get; } = hold;
+
+        public long Amount { get; set; } = amount;
+
+        public DateTimeOffset At { get; } = at;
     }
 
     public ValueTask<bool> VerifyAsync(string proof, CredentialKind kind)

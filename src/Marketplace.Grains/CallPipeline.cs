@@ -182,7 +182,7 @@ public sealed partial class CallPipeline(
             trace.AccountId = admission.AccountId;
             if (adapter is null && Enter(compiled, keyId, admission.AccountId, trackId, out adapter, out guard, out permit) is { } lateShed)
             {
-                settlements.Record(admission.AccountId!, keyId, route.ServiceId, admission.Reserved, 0, false);
+                settlements.Record(admission.AccountId!, keyId, route.ServiceId, admission.Reserved, 0, false, admission.Hold);
                 if (idempotency is not null)
                 {
                     await idempotency.AbandonAsync(fingerprint!);
@@ -202,7 +202,7 @@ public sealed partial class CallPipeline(
             catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
             {
                 // The caller went away: release the reservation (and the Idempotency-Key), charge nothing.
-                settlements.Record(admission.AccountId!, keyId, route.ServiceId, admission.Reserved, 0, false);
+                settlements.Record(admission.AccountId!, keyId, route.ServiceId, admission.Reserved, 0, false, admission.Hold);
                 if (idempotency is not null)
                 {
                     await idempotency.AbandonAsync(fingerprint!);
@@ -222,7 +222,7 @@ public sealed partial class CallPipeline(
             var charge = charged ? admission.Reserved : 0;
 
             // Settlement is one-way and batched: the caller gets its answer without waiting for metering.
-            settlements.Record(admission.AccountId!, keyId, route.ServiceId, admission.Reserved, charge, succeeded);
+            settlements.Record(admission.AccountId!, keyId, route.ServiceId, admission.Reserved, charge, succeeded, admission.Hold);
 
             LogCompleted(logger, route.ServiceId, adapter!.Id, forwarded.Outcome, forwarded.Status, Stopwatch.GetElapsedTime(started).TotalMilliseconds, charge);
             var result = new CallResult(trackId, forwarded.Outcome, null, forwarded.Status, forwarded.ContentType, forwarded.Body, charge, route.PricePerCall,

@@ -37,6 +37,7 @@ public sealed class MarketplaceMetrics
     private readonly Histogram<double> _upstreamDuration;
     private readonly Counter<long> _upstreamErrors;
     private readonly Counter<long> _leaseRefills;
+    private readonly Counter<long> _reservationsExpired;
 
     /// <summary>Creates the instruments on a meter from <paramref name="meters"/>.</summary>
     public MarketplaceMetrics(IMeterFactory meters, UpstreamProtection protection, SettlementBatcher settlements)
@@ -56,6 +57,8 @@ public sealed class MarketplaceMetrics
             "Failed upstream attempts, by service, version and kind (timeout, unreachable, status_5xx, invalid).");
         _leaseRefills = meter.CreateCounter<long>("marketplace.lease.refills", "{lease}",
             "Balance leases an API key received from its account.");
+        _reservationsExpired = meter.CreateCounter<long>("marketplace.reservations.expired", "{minor_unit}",
+            "Money held for calls or leases that nobody released within Metering:ReservationTimeout, given back by the account.");
         meter.CreateObservableGauge("marketplace.breaker.state", () => ObserveBreakers(protection), "{state}",
             "Circuit breaker of each service version on this silo: 0 closed, 1 half-open, 2 open, 3 isolated.");
         meter.CreateObservableGauge("marketplace.settlement.pending", () => settlements.PendingCount, "{call}",
@@ -137,6 +140,9 @@ public sealed class MarketplaceMetrics
 
     /// <summary>Counts one balance lease an API key received from its account.</summary>
     public void RecordLeaseRefill() => _leaseRefills.Add(1);
+
+    /// <summary>Counts money an account released because its hold outlived the reservation timeout.</summary>
+    public void RecordReservationsExpired(long amount) => _reservationsExpired.Add(amount);
 
     /// <summary>The value of <c>marketplace.breaker.state</c> for a breaker state.</summary>
     public static int BreakerValue(CircuitState state) => state switch

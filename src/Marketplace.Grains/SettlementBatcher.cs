@@ -26,6 +26,16 @@ public sealed class MeteringOptions
     /// </summary>
     [Range(0, 1024, ErrorMessage = "Metering:LeaseCalls must be between 0 and 1024.")]
     public int LeaseCalls { get; set; } = 32;
+
+    /// <summary>
+    /// How long an account holds money for a call or a key's lease before it gives it back unasked: the bound on
+    /// money left reserved by a front door that crashed between admission and settlement, or by a key activation that
+    /// died holding a lease. Keep it above the longest call a service allows (timeout × (retries + 1): at most
+    /// 120 s × 6) plus <see cref="SettleInterval"/>; a settlement that arrives later still charges, it just has nothing
+    /// left to release. Keys hand back and renew a lease older than a fifth of this.
+    /// </summary>
+    [Range(typeof(TimeSpan), "00:00:05", "1.00:00:00", ErrorMessage = "Metering:ReservationTimeout must be between 5 seconds and 1 day.")]
+    public TimeSpan ReservationTimeout { get; set; } = TimeSpan.FromMinutes(15);
 }
 
 /// <summary>
@@ -68,11 +78,11 @@ public sealed partial class SettlementBatcher(
     public long Flushes => Interlocked.Read(ref _flushes);
 
     /// <summary>Records one settled call; sent with the next batch (or at once when batching is off).</summary>
-    public void Record(string accountId, string keyId, string serviceId, long reserved, long charge, bool succeeded)
+    public void Record(string accountId, string keyId, string serviceId, long reserved, long charge, bool succeeded, long hold)
     {
         if (options.Value.SettleInterval <= TimeSpan.Zero)
         {
-            _ = grains.GetGrain<IAccountGrain>(accountId).SettleAsync(serviceId, reserved, charge, succeeded);
+            _ = grains.GetGrain<IAccountGrain>(accountId).SettleAsync(serviceId, reserved, charge, succeeded, hold);
             _ = grains.GetGrain<IApiKeyGrain>(keyId).RecordAsync(serviceId, succeeded, charge > 0);
             _ = grains.GetGrain<IDataServiceGrain>(serviceId).RecordAsync(succeeded, charge);
             return;
@@ -81,7 +91,7 @@ public sealed partial class SettlementBatcher(
         lock (_gate)
         {
             var account = _pending.Accounts.TryGetValue(accountId, out var a) ? a : _pending.Accounts[accountId] = new AccountSums();
-            account.Released += reserved;
+            account.Release(hold, reserved);
             account.Charged += charge;
             account.Services.Add(serviceId, charge, succeeded);
             var key = _pending.Keys.TryGetValue(keyId, out var k) ? k : _pending.Keys[keyId] = new ServiceSums();
@@ -110,7 +120,7 @@ public sealed partial class SettlementBatcher(
 
         foreach (var (accountId, sums) in batch.Accounts)
         {
-            _ = grains.GetGrain<IAccountGrain>(accountId).SettleBatchAsync(new SettlementBatch(sums.Released, sums.Charged, sums.Services.ToDeltas()));
+            _ = grains.GetGrain<IAccountGrain>(accountId).SettleBatchAsync(new SettlementBatch(sums.Released, sums.Charged, sums.Services.ToDeltas(), sums.Releases()));
         }
 
         foreach (var (keyId, sums) in batch.Keys)
@@ -181,7 +191,27 @@ public sealed partial class SettlementBatcher(
 
     private sealed class AccountSums
     {
-        public long Released { get; set; }
+        // Nearly always one hold per batch (a hold takes reservations for 30 s by default), rarely two.
+        private readonly List<HoldRelease> _byHold = new(1);
+
+        public long Released { get; private set; }
+
+        public void Release(long hold, long amount)
+        {
+            Released += amount;
+            for (var i = 0; i < _byHold.Count; i++)
+            {
+                if (_byHold[i].Hold == hold)
+                {
+                    _byHold[i] = new HoldRelease(hold, _byHold[i].Amount + amount);
+                    return;
+                }
+            }
+
+            _byHold.Add(new HoldRelease(hold, amount));
+        }
+
+        public List<HoldRelease> Releases() => _byHold;
 
         public long Charged { get; set; }
 

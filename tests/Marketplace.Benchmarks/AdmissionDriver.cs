@@ -59,7 +59,7 @@ internal sealed class AdmissionDriver(BenchSilo silo, bool recordOnService)
 
         // As CallPipeline does after a 2xx upstream answer: charge the reservation and count the call, batched and one-way
         // (one message per account, key and service every Metering:SettleInterval).
-        _settlements.Record(silo.AccountId, key.GetPrimaryKeyString(), request.ServiceId, admission.Reserved, admission.Reserved, true);
+        _settlements.Record(silo.AccountId, key.GetPrimaryKeyString(), request.ServiceId, admission.Reserved, admission.Reserved, true, admission.Hold);
     }
 
     private async Task DrainAsync()

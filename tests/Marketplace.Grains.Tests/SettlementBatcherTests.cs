@@ -32,7 +32,7 @@ public sealed class SettlementBatcherTests(ClusterFixture fixture)
             var admitted = await fixture.Grains.GetGrain<IApiKeyGrain>(keyId).AdmitAsync(new AdmitRequest(secret, service, 3, "EUR", "track-" + i));
             Assert.Equal(AdmitOutcome.Admitted, admitted.Outcome);
             var succeeded = i % 3 != 2 || i < 15;
-            batcher.Record(accountId, keyId, service, 3, succeeded ? 3 : 0, succeeded);
+            batcher.Record(accountId, keyId, service, 3, succeeded ? 3 : 0, succeeded, admitted.Hold);
         }
 
         var beforeFlush = await account.GetAsync();

@@ -151,7 +151,7 @@ public sealed class MarketplaceMetricsTests(ClusterFixture fixture) : IDisposabl
 
         for (var i = 0; i < 3; i++)
         {
-            batcher.Record(accountId, TestIds.Key(), TestIds.Service(), 0, 0, succeeded: true);
+            batcher.Record(accountId, TestIds.Key(), TestIds.Service(), 0, 0, succeeded: true, hold: 0);
         }
 
         pending.RecordObservableInstruments();
