@@ -219,6 +219,7 @@ public sealed partial class MarketplaceHost : IAsyncDisposable
     private static void MapMarketplace(WebApplication app, SiloHostOptions options, MetricsOptions metrics)
     {
         app.UseTrackIds();
+        app.UseJsonCharsetCheck();
         app.UseExceptionHandler();
         app.UseStatusCodePages();
 

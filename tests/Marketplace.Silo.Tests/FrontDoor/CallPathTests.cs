@@ -300,6 +300,26 @@ public sealed class CallPathTests(MarketplaceFixture marketplace) : IClassFixtur
         Assert.Equal(response.Headers.GetValues("X-Track-Id").Single(), problem.GetProperty("trackId").GetString());
     }
 
+    [Theory]
+    [InlineData("application/json; charset=utf-7")]
+    [InlineData("application/json; charset=no-such-charset")]
+    [InlineData("text/plain")]
+    [InlineData("application/xml")]
+    public async Task AdminApi_BodyInAnUnreadableMediaType_Is4xxProblemNotAConflict(string contentType)
+    {
+        using var content = new ByteArrayContent("{\"id\":\"charset-acct\",\"name\":\"n\",\"currency\":\"EUR\"}"u8.ToArray());
+        content.Headers.TryAddWithoutValidation("Content-Type", contentType);
+
+        using var response = await M.Admin.PostAsync("/admin/accounts", content);
+
+        // A body that cannot be read as JSON in this media type or charset: 415, never 409 or 500.
+        var text = await response.Content.ReadAsStringAsync();
+        Assert.True(response.StatusCode == HttpStatusCode.UnsupportedMediaType, $"{(int)response.StatusCode}: {text}");
+        Assert.Equal("application/problem+json", response.Content.Headers.ContentType?.MediaType);
+        Assert.Equal(response.Headers.GetValues("X-Track-Id").Single(), JsonDocument.Parse(text).RootElement.GetProperty("trackId").GetString());
+        Assert.Equal(HttpStatusCode.NotFound, (await M.Admin.GetAsync("/admin/accounts/charset-acct")).StatusCode);
+    }
+
     [Fact]
     public async Task AdminApi_InvalidServiceChange_LeavesServiceUnchanged()
     {
