@@ -1,0 +1,112 @@
+using System.Net;
+using Marketplace.Silo.Tests.Infrastructure;
+
+namespace Marketplace.Silo.Tests.Cluster;
+
+/// <summary>
+/// SIGTERM on the roles, in the order an operator stops a cluster: a front door sends what it holds (settlements and
+/// call-log rows) before it disconnects, a silo's grains write their state as they deactivate, and a front door's
+/// readiness follows whether any silo is there.
+/// </summary>
+[Collection(PostgresCollection.Name)]
+public sealed class FrontDoorShutdownTests(PostgresFixture postgres)
+{
+    private const string CallPath = "/verify?number=%2B4915112345678";
+    private static readonly TimeSpan ReadinessDeadline = TimeSpan.FromSeconds(60);
+
+    [Fact]
+    public async Task SigTerm_FrontDoorThenSilo_DrainsSettlementsAndCallLog_WritesGrainState_AndReadinessFollowsTheSilos()
+    {
+        const int calls = 12;
+        const long price = 4;
+        await using var provider = await TestHosts.StartProviderAsync();
+        var connectionString = await postgres.CreateDatabaseAsync("shutdown");
+        var cluster = "shutdown-" + Guid.NewGuid().ToString("N")[..8];
+
+        // Nothing is written behind the calls while these processes run: the silo's write-behind interval and the front
+        // door's call-log interval outlast the test, so what is stored afterwards was stored by the shutdowns.
+        await using var silo = new SiloProcess(connectionString, cluster, writeBehindInterval: TimeSpan.FromMinutes(10), role: "silo",
+            settings: RolesClusterFixture.Quiet);
+        await silo.StartAsync();
+        await using var frontDoor = new SiloProcess(connectionString, cluster, role: "frontdoor", settings: new Dictionary<string, string>
+        {
+            ["CallLog:FlushInterval"] = "00:01:00",
+            ["Metering:SettleInterval"] = "00:00:01",
+            ["Serilog:MinimumLevel:Default"] = "Warning",
+        });
+        await frontDoor.StartAsync();
+
+        Consumer consumer;
+        using (var admin = AdminClient(frontDoor))
+        {
+            consumer = await new AdminApi(admin, provider.Urls.First()).CreateConsumerAsync(balance: 10_000, price: price);
+        }
+
+        using (var http = new HttpClient { BaseAddress = frontDoor.BaseAddress, Timeout = TimeSpan.FromSeconds(30) })
+        {
+            http.DefaultRequestHeaders.Add("X-Api-Key", consumer.ApiKey);
+            var statuses = await Task.WhenAll(Enumerable.Range(0, calls).Select(async _ =>
+            {
+                using var response = await http.GetAsync($"/v1/call/{consumer.ServiceId}{CallPath}");
+                return response.StatusCode;
+            }));
+            Assert.All(statuses, status => Assert.Equal(HttpStatusCode.OK, status));
+        }
+
+        Assert.Empty(await RolesClusterFixture.ReadCallLogAsync(connectionString, consumer.ServiceId));
+
+        // 1. The front door stops: its call-log rows are written and its last settlements sent before it disconnects.
+        await frontDoor.StopAsync();
+        Assert.Equal(0, frontDoor.ExitCode);
+        var rows = await RolesClusterFixture.ReadCallLogAsync(connectionString, consumer.ServiceId);
+        Assert.Equal(calls, rows.Count);
+        Assert.Equal(calls * price, rows.Sum(row => row.Charged));
+
+        // 2. Another front door; the silo stops: its grains write their state, and the front door is no longer ready.
+        await using var second = new SiloProcess(connectionString, cluster, role: "frontdoor", settings: RolesClusterFixture.Quiet);
+        await second.StartAsync();
+        await silo.StopAsync();
+        Assert.Equal(0, silo.ExitCode);
+        using var probe = new HttpClient { BaseAddress = second.BaseAddress, Timeout = TimeSpan.FromSeconds(10) };
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, await WaitForReadinessAsync(probe, HttpStatusCode.ServiceUnavailable));
+
+        // 3. A new silo joins: the front door is ready again and reads what the first silo stored on its way out.
+        await using var replacement = new SiloProcess(connectionString, cluster, role: "silo", settings: RolesClusterFixture.Quiet);
+        await replacement.StartAsync();
+        Assert.Equal(HttpStatusCode.OK, await WaitForReadinessAsync(probe, HttpStatusCode.OK));
+
+        using var reader = AdminClient(second);
+        var account = await new AdminApi(reader, provider.Urls.First()).WaitForAccountAsync(consumer.AccountId, _ => true);
+        Assert.Equal(calls * price, account.GetProperty("totalCharged").GetInt64());
+        Assert.Equal(10_000 - calls * price, account.GetProperty("balance").GetInt64());
+        Assert.Equal(calls, account.GetProperty("usage").GetProperty("calls").GetInt64());
+    }
+
+    private static HttpClient AdminClient(SiloProcess host)
+    {
+        var client = new HttpClient { BaseAddress = host.BaseAddress, Timeout = TimeSpan.FromSeconds(30) };
+        client.DefaultRequestHeaders.Add("X-Admin-Key", TestHosts.AdminKey);
+        return client;
+    }
+
+    // Polls /health/ready until it answers the wanted status or the deadline passes; returns the last status seen.
+    private static async Task<HttpStatusCode> WaitForReadinessAsync(HttpClient probe, HttpStatusCode wanted)
+    {
+        var deadline = DateTime.UtcNow + ReadinessDeadline;
+        HttpStatusCode status;
+        do
+        {
+            using var response = await probe.GetAsync("/health/ready");
+            status = response.StatusCode;
+            if (status == wanted)
+            {
+                break;
+            }
+
+            await Task.Delay(100);
+        }
+        while (DateTime.UtcNow < deadline);
+
+        return status;
+    }
+}
