@@ -176,9 +176,15 @@ for port in "$PG_PORT" "$HTTP_PORT" "$PROVIDER_PORT" \
 done
 
 log "building (Release)..."
+build_log=$(mktemp)
 for project in src/Marketplace.Silo samples/Marketplace.SampleProvider samples/Marketplace.SampleInternalService; do
-  dotnet build "$project" -c Release --nologo -v quiet -clp:ErrorsOnly
+  if ! dotnet build "$project" -c Release --nologo -v quiet -clp:ErrorsOnly >"$build_log" 2>&1; then
+    cat "$build_log" >&2
+    rm -f "$build_log"
+    fail "building $project failed"
+  fi
 done
+rm -f "$build_log"
 
 # A fresh directory for this run; a previous run's processes are gone (checked above).
 if [ -f "$PG_DATA/postmaster.pid" ]; then

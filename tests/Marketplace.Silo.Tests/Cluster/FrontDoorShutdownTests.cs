@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Net;
 using Marketplace.Silo.Tests.Infrastructure;
 
@@ -22,6 +23,8 @@ public sealed class FrontDoorShutdownTests(PostgresFixture postgres)
         await using var provider = await TestHosts.StartProviderAsync();
         var connectionString = await postgres.CreateDatabaseAsync("shutdown");
         var cluster = "shutdown-" + Guid.NewGuid().ToString("N")[..8];
+        var clock = Stopwatch.StartNew();
+        void Step(string what) => TestContext.Current.TestOutputHelper?.WriteLine($"{clock.Elapsed.TotalSeconds,6:F1} s  {what}");
 
         // Nothing is written behind the calls while these processes run: the silo's write-behind interval and the front
         // door's call-log interval outlast the test, so what is stored afterwards was stored by the shutdowns.
@@ -35,6 +38,7 @@ public sealed class FrontDoorShutdownTests(PostgresFixture postgres)
             ["Serilog:MinimumLevel:Default"] = "Warning",
         });
         await frontDoor.StartAsync();
+        Step("silo and front door ready");
 
         Consumer consumer;
         using (var admin = AdminClient(frontDoor))
@@ -54,6 +58,7 @@ public sealed class FrontDoorShutdownTests(PostgresFixture postgres)
         }
 
         Assert.Empty(await RolesClusterFixture.ReadCallLogAsync(connectionString, consumer.ServiceId));
+        Step($"{calls} calls answered");
 
         // 1. The front door stops: its call-log rows are written and its last settlements sent before it disconnects.
         await frontDoor.StopAsync();
@@ -61,19 +66,25 @@ public sealed class FrontDoorShutdownTests(PostgresFixture postgres)
         var rows = await RolesClusterFixture.ReadCallLogAsync(connectionString, consumer.ServiceId);
         Assert.Equal(calls, rows.Count);
         Assert.Equal(calls * price, rows.Sum(row => row.Charged));
+        Step("front door stopped, its call log written");
 
         // 2. Another front door; the silo stops: its grains write their state, and the front door is no longer ready.
         await using var second = new SiloProcess(connectionString, cluster, role: "frontdoor", settings: RolesClusterFixture.Quiet);
         await second.StartAsync();
+        Step("second front door ready");
         await silo.StopAsync();
         Assert.Equal(0, silo.ExitCode);
+        Step("silo stopped");
         using var probe = new HttpClient { BaseAddress = second.BaseAddress, Timeout = TimeSpan.FromSeconds(10) };
         Assert.Equal(HttpStatusCode.ServiceUnavailable, await WaitForReadinessAsync(probe, HttpStatusCode.ServiceUnavailable));
+        Step("front door not ready");
 
         // 3. A new silo joins: the front door is ready again and reads what the first silo stored on its way out.
         await using var replacement = new SiloProcess(connectionString, cluster, role: "silo", settings: RolesClusterFixture.Quiet);
         await replacement.StartAsync();
+        Step("new silo ready");
         Assert.Equal(HttpStatusCode.OK, await WaitForReadinessAsync(probe, HttpStatusCode.OK));
+        Step("front door ready again");
 
         using var reader = AdminClient(second);
         var account = await new AdminApi(reader, provider.Urls.First()).WaitForAccountAsync(consumer.AccountId, _ => true);
