@@ -56,12 +56,16 @@ public sealed partial class ClusterConnection(
             return false;
         }
 
-        LogRetrying(logger, settings.ClusterId, attempt, exception.Message);
+        if (attempt == 1 || attempt % 30 == 0)
+        {
+            LogRetrying(logger, settings.ClusterId, attempt, exception.Message);
+        }
+
         await Task.Delay(RetryDelay, time, cancellationToken);
         return true;
     }
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "Cannot connect to cluster {ClusterId} yet (attempt {Attempt}: {Reason}); retrying in a second")]
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Cannot connect to cluster {ClusterId} yet (attempt {Attempt}: {Reason}); retrying every second")]
     private static partial void LogRetrying(ILogger logger, string clusterId, int attempt, string reason);
 
     [LoggerMessage(Level = LogLevel.Error, Message = "Gave up connecting to cluster {ClusterId} after {Attempt} attempts in {Seconds:F0} s: {Reason}")]

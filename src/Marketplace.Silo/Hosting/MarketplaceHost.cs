@@ -74,6 +74,7 @@ public sealed partial class MarketplaceHost : IAsyncDisposable
         using var bootLoggers = new SerilogLoggerFactory(logger);
         var boot = bootLoggers.CreateLogger<MarketplaceHost>();
         EmbeddedPostgres? postgres = null;
+        WebApplication? app = null;
         try
         {
             var role = builder.Configuration.GetSection(HostRoleOptions.Section).Get<HostRoleOptions>() ?? new HostRoleOptions();
@@ -124,7 +125,7 @@ public sealed partial class MarketplaceHost : IAsyncDisposable
 
             AddMarketplaceMetrics(builder, metricsOptions);
 
-            var app = builder.Build();
+            app = builder.Build();
             MapMarketplace(app, role, siloOptions, metricsOptions);
             await app.StartAsync(cancellationToken);
             if (role.RunsSilo)
@@ -138,17 +139,31 @@ public sealed partial class MarketplaceHost : IAsyncDisposable
 
             return new MarketplaceHost(app, postgres, logger, connectionString, role.Normalized);
         }
+        catch (OperationCanceledException) when (app is not null && app.Lifetime.ApplicationStopping.IsCancellationRequested
+            && !cancellationToken.IsCancellationRequested)
+        {
+            // SIGTERM or Ctrl+C while starting, e.g. while a front door waits for its first silo: a stop, not a failure.
+            LogStoppedWhileStarting(boot);
+            await app.DisposeAsync();
+            await CleanUpFailedStartAsync(postgres, logger);
+            throw new StoppedWhileStartingException();
+        }
         catch (Exception exception)
         {
             LogStartFailed(boot, exception);
-            if (postgres is not null)
-            {
-                await postgres.DisposeAsync();
-            }
-
-            await logger.DisposeAsync();
+            await CleanUpFailedStartAsync(postgres, logger);
             throw;
         }
+    }
+
+    private static async Task CleanUpFailedStartAsync(EmbeddedPostgres? postgres, Serilog.Core.Logger logger)
+    {
+        if (postgres is not null)
+        {
+            await postgres.DisposeAsync();
+        }
+
+        await logger.DisposeAsync();
     }
 
     /// <summary>Waits until the process is asked to stop (Ctrl+C, SIGTERM).</summary>
@@ -360,6 +375,12 @@ public sealed partial class MarketplaceHost : IAsyncDisposable
     [LoggerMessage(Level = LogLevel.Information, Message = "Marketplace front door listening on {Urls}, connected to cluster {ClusterId}")]
     private static partial void LogStartedFrontDoor(ILogger logger, string urls, string clusterId);
 
+    [LoggerMessage(Level = LogLevel.Information, Message = "Marketplace was asked to stop before its start completed")]
+    private static partial void LogStoppedWhileStarting(ILogger logger);
+
     [LoggerMessage(Level = LogLevel.Critical, Message = "Marketplace failed to start")]
     private static partial void LogStartFailed(ILogger logger, Exception exception);
 }
+
+/// <summary>The host was asked to stop (SIGTERM, Ctrl+C) before its start completed; nothing failed.</summary>
+public sealed class StoppedWhileStartingException() : OperationCanceledException("The marketplace was asked to stop before its start completed.");

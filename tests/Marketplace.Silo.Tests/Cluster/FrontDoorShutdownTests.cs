@@ -5,9 +5,9 @@ using Marketplace.Silo.Tests.Infrastructure;
 namespace Marketplace.Silo.Tests.Cluster;
 
 /// <summary>
-/// SIGTERM on the roles, in the order an operator stops a cluster: a front door sends what it holds (settlements and
-/// call-log rows) before it disconnects, a silo's grains write their state as they deactivate, and a front door's
-/// readiness follows whether any silo is there.
+/// A front door's life beside the silos: it waits for the first silo, and on SIGTERM (in the order an operator stops a
+/// cluster) it sends what it holds (settlements and call-log rows) before it disconnects, a silo's grains write their
+/// state as they deactivate, and a front door's readiness follows whether any silo is there.
 /// </summary>
 [Collection(PostgresCollection.Name)]
 public sealed class FrontDoorShutdownTests(PostgresFixture postgres)
@@ -16,7 +16,7 @@ public sealed class FrontDoorShutdownTests(PostgresFixture postgres)
     private static readonly TimeSpan ReadinessDeadline = TimeSpan.FromSeconds(60);
 
     [Fact]
-    public async Task SigTerm_FrontDoorThenSilo_DrainsSettlementsAndCallLog_WritesGrainState_AndReadinessFollowsTheSilos()
+    public async Task FrontDoor_WaitsForTheFirstSilo_AndSigTermDrainsSettlementsAndCallLog_SiloWritesGrainState_ReadinessFollowsTheSilos()
     {
         const int calls = 12;
         const long price = 4;
@@ -30,14 +30,19 @@ public sealed class FrontDoorShutdownTests(PostgresFixture postgres)
         // door's call-log interval outlast the test, so what is stored afterwards was stored by the shutdowns.
         await using var silo = new SiloProcess(connectionString, cluster, writeBehindInterval: TimeSpan.FromMinutes(10), role: "silo",
             settings: RolesClusterFixture.Quiet);
-        await silo.StartAsync();
         await using var frontDoor = new SiloProcess(connectionString, cluster, role: "frontdoor", settings: new Dictionary<string, string>
         {
             ["CallLog:FlushInterval"] = "00:01:00",
             ["Metering:SettleInterval"] = "00:00:01",
             ["Serilog:MinimumLevel:Default"] = "Warning",
         });
-        await frontDoor.StartAsync();
+
+        // 0. The front door starts before any silo: it waits for one instead of failing, and is ready once the silo is.
+        var frontDoorStarted = frontDoor.StartAsync();
+        await WaitForOutputAsync(frontDoor, "Cannot connect to cluster " + cluster + " yet");
+        Assert.False(frontDoorStarted.IsCompleted);
+        await silo.StartAsync();
+        await frontDoorStarted;
         Step("silo and front door ready");
 
         Consumer consumer;
@@ -91,6 +96,17 @@ public sealed class FrontDoorShutdownTests(PostgresFixture postgres)
         Assert.Equal(calls * price, account.GetProperty("totalCharged").GetInt64());
         Assert.Equal(10_000 - calls * price, account.GetProperty("balance").GetInt64());
         Assert.Equal(calls, account.GetProperty("usage").GetProperty("calls").GetInt64());
+    }
+
+    private static async Task WaitForOutputAsync(SiloProcess host, string text)
+    {
+        var deadline = DateTime.UtcNow + ReadinessDeadline;
+        while (!host.Output.Contains(text, StringComparison.Ordinal))
+        {
+            Assert.False(host.HasExited, $"The process exited while waiting for '{text}':{Environment.NewLine}{host.Output}");
+            Assert.True(DateTime.UtcNow < deadline, $"'{text}' did not appear within {ReadinessDeadline}:{Environment.NewLine}{host.Output}");
+            await Task.Delay(100);
+        }
     }
 
     private static HttpClient AdminClient(SiloProcess host)
