@@ -149,7 +149,7 @@ stop_command() {
     kill -TERM "$pid"
     wait_gone cluster.sh "$pid" 180
     log "stopped"
-  elif [ -d "$PIDS" ]; then
+  elif compgen -G "$PIDS/*.pid" >/dev/null || [ -f "$PG_DATA/postmaster.pid" ]; then
     PG_BIN=$(find_pg_bin)
     stop_all
   else
