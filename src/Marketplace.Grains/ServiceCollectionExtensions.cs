@@ -7,12 +7,12 @@ namespace Marketplace.Grains;
 public static class ServiceCollectionExtensions
 {
     /// <summary>
-    /// Adds the call pipeline, the route cache, the upstream HTTP client, grain persistence options, the marketplace's
-    /// metrics and the registry of background loops.
+    /// Everything a silo needs: the call pipeline (a silo runs it for internal clients through <see cref="ICallPipelineGrain"/>,
+    /// and for its co-hosted front door) and what the grains themselves use (persistence and token settings, webhook delivery).
     /// </summary>
     public static IServiceCollection AddMarketplaceGrains(this IServiceCollection services)
     {
-        services.TryAddSingleton(TimeProvider.System);
+        services.AddMarketplaceCallPipeline();
         services.AddOptions<GrainPersistenceOptions>()
             .BindConfiguration(GrainPersistenceOptions.Section)
             .ValidateDataAnnotations()
@@ -21,6 +21,24 @@ public static class ServiceCollectionExtensions
             .BindConfiguration(TokenOptions.Section)
             .ValidateDataAnnotations()
             .ValidateOnStart();
+        services.AddMarketplaceAlerts();
+        return services;
+    }
+
+    /// <summary>
+    /// What runs calls outside the grains, in a silo or in a front door that is an Orleans client: the route cache, upstream
+    /// protection and limits, the upstream HTTP client, the settlement batcher, the marketplace's metrics, the registry of
+    /// background loops and the pipeline itself. Every grain access goes through the process's <see cref="IGrainFactory"/>,
+    /// a silo's or a client's. Safe to call more than once.
+    /// </summary>
+    public static IServiceCollection AddMarketplaceCallPipeline(this IServiceCollection services)
+    {
+        if (services.Any(service => service.ServiceType == typeof(CallPipeline)))
+        {
+            return services;
+        }
+
+        services.TryAddSingleton(TimeProvider.System);
         services.AddOptions<SecretsOptions>().BindConfiguration(SecretsOptions.Section);
         services.AddSingleton<UpstreamSecrets>();
         services.AddSingleton<ServiceRouteCache>();
@@ -36,7 +54,6 @@ public static class ServiceCollectionExtensions
         services.AddSingleton<MarketplaceMetrics>();
         services.AddHostedService(provider => provider.GetRequiredService<SettlementBatcher>());
         services.AddSingleton<CallPipeline>();
-        services.AddMarketplaceAlerts();
         services.AddHttpClient(CallPipeline.HttpClientName, client =>
             {
                 // Each call has its own timeout from the service's settings.

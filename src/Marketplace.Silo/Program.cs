@@ -6,6 +6,11 @@ try
     await host.WaitForShutdownAsync();
     return 0;
 }
+catch (StoppedWhileStartingException)
+{
+    // Asked to stop while starting (e.g. a front door still waiting for its first silo).
+    return 0;
+}
 catch (Exception exception) when (exception is Microsoft.Extensions.Options.OptionsValidationException or Marketplace.Silo.Database.PostgresNotInstalledException or Marketplace.Silo.Database.MigrationException)
 {
     await Console.Error.WriteLineAsync($"Marketplace cannot start: {exception.Message}");

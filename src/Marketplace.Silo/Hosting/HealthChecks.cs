@@ -1,3 +1,4 @@
+using Marketplace.Client;
 using Marketplace.Grains;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Npgsql;
@@ -34,6 +35,38 @@ public sealed class SiloHealthCheck(ISiloStatusOracle silo) : IHealthCheck
         Task.FromResult(silo.CurrentStatus == SiloStatus.Active
             ? HealthCheckResult.Healthy("Silo is active.")
             : HealthCheckResult.Unhealthy($"Silo is {silo.CurrentStatus}."));
+}
+
+/// <summary>
+/// A front door's readiness: ready while its Orleans client holds a connection to at least one silo. Without one, a
+/// cheap call to the cluster is tried (it also makes the client connect to a silo that joined since), and its answer decides.
+/// </summary>
+public sealed class ClusterClientHealthCheck(ClusterConnection connection, IClusterClient client) : IHealthCheck
+{
+    private static readonly TimeSpan ProbeTimeout = TimeSpan.FromSeconds(2);
+
+    /// <inheritdoc />
+    public async Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default)
+    {
+        if (connection.IsConnected)
+        {
+            return Connected();
+        }
+
+        try
+        {
+            var silos = await client.GetGrain<IManagementGrain>(0).GetHosts(onlyActive: true).WaitAsync(ProbeTimeout, cancellationToken);
+            return silos.Count > 0 ? Connected() : HealthCheckResult.Unhealthy("The cluster has no active silo.");
+        }
+        catch (Exception exception) when (exception is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
+        {
+            return HealthCheckResult.Unhealthy($"Not connected to the cluster: {exception.Message}");
+        }
+    }
+
+    private HealthCheckResult Connected() => HealthCheckResult.Healthy(
+        $"Connected to the cluster through {connection.ConnectedGateways} gateway(s).",
+        new Dictionary<string, object> { ["gateways"] = connection.ConnectedGateways });
 }
 
 /// <summary>Ready only while every background loop (settlement batcher, ...) beats within its bound and its last cycle succeeded.</summary>

@@ -1,6 +1,7 @@
 using System.Net;
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using Marketplace.Client;
 using Marketplace.Grains;
 using Marketplace.Silo.Apis;
 using Marketplace.Silo.Database;
@@ -21,8 +22,9 @@ using Serilog.Formatting.Compact;
 namespace Marketplace.Silo.Hosting;
 
 /// <summary>
-/// One marketplace process: the database (embedded unless a connection string is set), migrations,
-/// the Orleans silo, the HTTP front door and the dashboard. Tests start several of these in one process.
+/// One marketplace process: the database (embedded unless a connection string is set), migrations, and by its role
+/// (<c>Host:Role</c>) the Orleans silo with the HTTP front door and the dashboard (<c>all</c>), the silo alone (<c>silo</c>),
+/// or the front door alone as an Orleans client of the cluster (<c>frontdoor</c>). Tests start several of these in one process.
 /// </summary>
 public sealed partial class MarketplaceHost : IAsyncDisposable
 {
@@ -35,16 +37,20 @@ public sealed partial class MarketplaceHost : IAsyncDisposable
     private readonly EmbeddedPostgres? _postgres;
     private readonly Serilog.Core.Logger _logger;
 
-    private MarketplaceHost(WebApplication app, EmbeddedPostgres? postgres, Serilog.Core.Logger logger, string connectionString)
+    private MarketplaceHost(WebApplication app, EmbeddedPostgres? postgres, Serilog.Core.Logger logger, string connectionString, string role)
     {
         App = app;
         _postgres = postgres;
         _logger = logger;
         ConnectionString = connectionString;
+        Role = role;
     }
 
-    /// <summary>The running web application (front door, silo, dashboard).</summary>
+    /// <summary>The running web application (front door, silo, dashboard, as the role has them).</summary>
     public WebApplication App { get; }
+
+    /// <summary>What this process runs: <c>all</c>, <c>silo</c> or <c>frontdoor</c>.</summary>
+    public string Role { get; }
 
     /// <summary>The database this host uses.</summary>
     public string ConnectionString { get; }
@@ -52,10 +58,10 @@ public sealed partial class MarketplaceHost : IAsyncDisposable
     /// <summary>The first HTTP address the front door listens on.</summary>
     public Uri BaseAddress => new(App.Urls.First());
 
-    /// <summary>Grain access for in-process callers and tests.</summary>
+    /// <summary>Grain access for in-process callers and tests (the silo's, or the front door's cluster client).</summary>
     public IGrainFactory Grains => App.Services.GetRequiredService<IGrainFactory>();
 
-    /// <summary>Starts the database (when embedded), applies migrations, then starts the silo and the front door.</summary>
+    /// <summary>Starts the database (when embedded), applies migrations, then starts what the role runs: silo, front door or both.</summary>
     public static async Task<MarketplaceHost> StartAsync(string[] args, Action<WebApplicationBuilder>? configure = null, CancellationToken cancellationToken = default)
     {
         // Settings ship next to the binary, so the host runs the same from any working directory;
@@ -68,8 +74,16 @@ public sealed partial class MarketplaceHost : IAsyncDisposable
         using var bootLoggers = new SerilogLoggerFactory(logger);
         var boot = bootLoggers.CreateLogger<MarketplaceHost>();
         EmbeddedPostgres? postgres = null;
+        WebApplication? app = null;
         try
         {
+            var role = builder.Configuration.GetSection(HostRoleOptions.Section).Get<HostRoleOptions>() ?? new HostRoleOptions();
+            var roleProblems = role.Validate().ToList();
+            if (roleProblems.Count > 0)
+            {
+                throw new OptionsValidationException(HostRoleOptions.Section, typeof(HostRoleOptions), roleProblems);
+            }
+
             var siloOptions = builder.Configuration.GetSection(SiloHostOptions.Section).Get<SiloHostOptions>() ?? new SiloHostOptions();
             var metricsOptions = builder.Configuration.GetSection(MetricsOptions.Section).Get<MetricsOptions>() ?? new MetricsOptions();
             var problems = siloOptions.Validate().ToList();
@@ -94,38 +108,81 @@ public sealed partial class MarketplaceHost : IAsyncDisposable
             await new MigrationRunner(connectionString, bootLoggers.CreateLogger<MigrationRunner>()).ApplyAsync(cancellationToken);
 
             builder.Services.AddSerilog(logger, dispose: false);
-            AddMarketplaceSilo(builder, siloOptions, connectionString);
-            AddMarketplaceFrontDoor(builder, connectionString);
+            if (role.RunsSilo)
+            {
+                AddMarketplaceSilo(builder, siloOptions, connectionString);
+            }
+            else
+            {
+                AddMarketplaceClusterClient(builder, siloOptions, connectionString);
+            }
+
+            AddMarketplaceNode(builder, connectionString);
+            if (role.RunsFrontDoor)
+            {
+                AddMarketplaceFrontDoor(builder);
+            }
+
             AddMarketplaceMetrics(builder, metricsOptions);
 
-            var app = builder.Build();
-            MapMarketplace(app, siloOptions, metricsOptions);
+            app = builder.Build();
+            MapMarketplace(app, role, siloOptions, metricsOptions);
             await app.StartAsync(cancellationToken);
-            LogStarted(boot, string.Join(", ", app.Urls), siloOptions.SiloPort, siloOptions.GatewayPort);
-            return new MarketplaceHost(app, postgres, logger, connectionString);
+            if (role.RunsSilo)
+            {
+                LogStarted(boot, role.Normalized, string.Join(", ", app.Urls), siloOptions.SiloPort, siloOptions.GatewayPort);
+            }
+            else
+            {
+                LogStartedFrontDoor(boot, string.Join(", ", app.Urls), siloOptions.ClusterId);
+            }
+
+            return new MarketplaceHost(app, postgres, logger, connectionString, role.Normalized);
+        }
+        catch (OperationCanceledException) when (app is not null && app.Lifetime.ApplicationStopping.IsCancellationRequested
+            && !cancellationToken.IsCancellationRequested)
+        {
+            // SIGTERM or Ctrl+C while starting, e.g. while a front door waits for its first silo: a stop, not a failure.
+            LogStoppedWhileStarting(boot);
+            await app.DisposeAsync();
+            await CleanUpFailedStartAsync(postgres, logger);
+            throw new StoppedWhileStartingException();
         }
         catch (Exception exception)
         {
             LogStartFailed(boot, exception);
-            if (postgres is not null)
-            {
-                await postgres.DisposeAsync();
-            }
-
-            await logger.DisposeAsync();
+            await CleanUpFailedStartAsync(postgres, logger);
             throw;
         }
+    }
+
+    private static async Task CleanUpFailedStartAsync(EmbeddedPostgres? postgres, Serilog.Core.Logger logger)
+    {
+        if (postgres is not null)
+        {
+            await postgres.DisposeAsync();
+        }
+
+        await logger.DisposeAsync();
     }
 
     /// <summary>Waits until the process is asked to stop (Ctrl+C, SIGTERM).</summary>
     public Task WaitForShutdownAsync() => App.WaitForShutdownAsync();
 
-    /// <summary>Stops the front door and silo (grains write their state on deactivation), then the embedded database.</summary>
+    /// <summary>
+    /// Stops in reverse order of start: the HTTP server stops accepting and finishes the requests in flight, the call-log
+    /// writer and the settlement batcher send what they hold, then the silo deactivates its grains (which write their state)
+    /// or the cluster client disconnects; then the embedded database.
+    /// </summary>
     public async ValueTask DisposeAsync()
     {
         try
         {
-            await App.StopAsync();
+            // WaitForShutdownAsync has already stopped the host on SIGTERM; a second stop would close the cluster client twice.
+            if (!App.Lifetime.ApplicationStopped.IsCancellationRequested)
+            {
+                await App.StopAsync();
+            }
         }
         finally
         {
@@ -174,17 +231,29 @@ public sealed partial class MarketplaceHost : IAsyncDisposable
             }
         });
         builder.Services.AddMarketplaceGrains();
+        builder.Services.AddHealthChecks().AddCheck<SiloHealthCheck>("silo", tags: ["ready"]);
     }
 
-    private static void AddMarketplaceFrontDoor(WebApplicationBuilder builder, string connectionString)
+    // A front door without a silo: an Orleans client of the cluster the silos share (same database, cluster and service
+    // id), running the call pipeline here; its grain calls go to the silos through their gateways.
+    private static void AddMarketplaceClusterClient(WebApplicationBuilder builder, SiloHostOptions options, string connectionString)
+    {
+        builder.UseOrleansClient(client => client.UseMarketplaceCluster(
+            new MarketplaceClusterSettings(connectionString, options.ClusterId, options.ServiceId)));
+        builder.Services.AddMarketplaceCallPipeline();
+        builder.Services.AddOptions<AlertOptions>().BindConfiguration(AlertOptions.Section).ValidateDataAnnotations().ValidateOnStart();
+        builder.Services.AddHealthChecks().AddCheck<ClusterClientHealthCheck>("cluster", tags: ["ready"]);
+    }
+
+    // What every role has: the database, the call log (silos write the rows of internal clients' calls, front doors those
+    // of HTTP calls), admin credentials (for /metrics and the dashboard too), problem+json answers, readiness, the demo catalog.
+    private static void AddMarketplaceNode(WebApplicationBuilder builder, string connectionString)
     {
         var services = builder.Services;
         services.AddOptions<MarketplaceOptions>().BindConfiguration(MarketplaceOptions.Section).ValidateDataAnnotations().ValidateOnStart();
         services.AddOptions<DemoOptions>().BindConfiguration(DemoOptions.Section);
         services.AddSingleton(_ => new NpgsqlDataSourceBuilder(connectionString).Build());
-        services.ConfigureHttpJsonOptions(json => json.SerializerOptions.Converters.Add(new StrictEnumConverterFactory()));
         services.AddSingleton<AdminAuthentication>();
-        services.AddSingleton<AuditLog>();
         services.AddCallLog();
         services.AddHostedService<DemoCatalog>();
         services.AddProblemDetails(problems => problems.CustomizeProblemDetails = context =>
@@ -192,7 +261,6 @@ public sealed partial class MarketplaceHost : IAsyncDisposable
         services.AddExceptionHandler<ExceptionProblems>();
         services.AddHealthChecks()
             .AddCheck<DatabaseHealthCheck>("database", tags: ["ready"])
-            .AddCheck<SiloHealthCheck>("silo", tags: ["ready"])
             .AddCheck<BackgroundLoopsHealthCheck>("background-loops", tags: ["ready"]);
         services.AddOptions<KestrelServerOptions>().Configure<IOptions<MarketplaceOptions>>((kestrel, marketplace) =>
         {
@@ -202,6 +270,13 @@ public sealed partial class MarketplaceHost : IAsyncDisposable
             kestrel.Limits.RequestHeadersTimeout = TimeSpan.FromSeconds(10);
             kestrel.AddServerHeader = false;
         });
+    }
+
+    private static void AddMarketplaceFrontDoor(WebApplicationBuilder builder)
+    {
+        var services = builder.Services;
+        services.ConfigureHttpJsonOptions(json => json.SerializerOptions.Converters.Add(new StrictEnumConverterFactory()));
+        services.AddSingleton<AuditLog>();
     }
 
     private static void AddMarketplaceMetrics(WebApplicationBuilder builder, MetricsOptions options)
@@ -216,7 +291,7 @@ public sealed partial class MarketplaceHost : IAsyncDisposable
             .AddPrometheusExporter());
     }
 
-    private static void MapMarketplace(WebApplication app, SiloHostOptions options, MetricsOptions metrics)
+    private static void MapMarketplace(WebApplication app, HostRoleOptions role, SiloHostOptions options, MetricsOptions metrics)
     {
         app.UseTrackIds();
         app.UseJsonCharsetCheck();
@@ -226,6 +301,26 @@ public sealed partial class MarketplaceHost : IAsyncDisposable
         app.MapGet("/health/live", () => TypedResults.Ok(new { status = "live" })).WithTags("Health");
         app.MapHealthChecks("/health/ready", new HealthCheckOptions { Predicate = check => check.Tags.Contains("ready") });
 
+        if (role.RunsFrontDoor)
+        {
+            MapFrontDoor(app);
+        }
+
+        if (role.RunsSilo && options.Dashboard)
+        {
+            app.MapOrleansDashboard("/dashboard").AddEndpointFilter<AdminAuthentication>();
+        }
+
+        if (metrics.Enabled)
+        {
+            // Created now rather than on the first call, so its gauges are scraped from the start.
+            _ = app.Services.GetRequiredService<MarketplaceMetrics>();
+            app.MapPrometheusScrapingEndpoint("/metrics").AddEndpointFilter<IEndpointConventionBuilder, AdminAuthentication>();
+        }
+    }
+
+    private static void MapFrontDoor(WebApplication app)
+    {
         app.MapCallApi();
         app.MapTokensApi();
         app.MapConsumerKeysApi();
@@ -241,18 +336,6 @@ public sealed partial class MarketplaceHost : IAsyncDisposable
         admin.MapAccountsApi();
         admin.MapAdminKeysApi();
         admin.MapAdminReportsApi();
-
-        if (options.Dashboard)
-        {
-            app.MapOrleansDashboard("/dashboard").AddEndpointFilter<AdminAuthentication>();
-        }
-
-        if (metrics.Enabled)
-        {
-            // Created now rather than on the first call, so its gauges are scraped from the start.
-            _ = app.Services.GetRequiredService<MarketplaceMetrics>();
-            app.MapPrometheusScrapingEndpoint("/metrics").AddEndpointFilter<IEndpointConventionBuilder, AdminAuthentication>();
-        }
     }
 
     private static Serilog.Core.Logger CreateLogger(IConfiguration configuration, string format)
@@ -287,9 +370,18 @@ public sealed partial class MarketplaceHost : IAsyncDisposable
         }
     }
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "Marketplace listening on {Urls} (silo port {SiloPort}, gateway port {GatewayPort})")]
-    private static partial void LogStarted(ILogger logger, string urls, int siloPort, int gatewayPort);
+    [LoggerMessage(Level = LogLevel.Information, Message = "Marketplace ({Role}) listening on {Urls} (silo port {SiloPort}, gateway port {GatewayPort})")]
+    private static partial void LogStarted(ILogger logger, string role, string urls, int siloPort, int gatewayPort);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Marketplace front door listening on {Urls}, connected to cluster {ClusterId}")]
+    private static partial void LogStartedFrontDoor(ILogger logger, string urls, string clusterId);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Marketplace was asked to stop before its start completed")]
+    private static partial void LogStoppedWhileStarting(ILogger logger);
 
     [LoggerMessage(Level = LogLevel.Critical, Message = "Marketplace failed to start")]
     private static partial void LogStartFailed(ILogger logger, Exception exception);
 }
+
+/// <summary>The host was asked to stop (SIGTERM, Ctrl+C) before its start completed; nothing failed.</summary>
+public sealed class StoppedWhileStartingException() : OperationCanceledException("The marketplace was asked to stop before its start completed.");

@@ -23,6 +23,43 @@ public sealed class MarketplaceOptions
     public string LogFormat { get; set; } = "text";
 }
 
+/// <summary>What this process runs (section <c>Host</c>): the same binary is a whole marketplace, a silo or a front door.</summary>
+public sealed class HostRoleOptions
+{
+    /// <summary>Configuration section.</summary>
+    public const string Section = "Host";
+
+    /// <summary>A silo with the front door, the admin API and the dashboard in one process (the default).</summary>
+    public const string All = "all";
+
+    /// <summary>A silo only: grains, the call pipeline for internal clients, health, metrics and the dashboard; no public API.</summary>
+    public const string Silo = "silo";
+
+    /// <summary>The HTTP front door and admin API alone, joined to the cluster as an Orleans client.</summary>
+    public const string FrontDoor = "frontdoor";
+
+    /// <summary><c>all</c> (default), <c>silo</c> or <c>frontdoor</c>.</summary>
+    public string Role { get; set; } = All;
+
+    /// <summary>True when this process hosts a silo.</summary>
+    public bool RunsSilo => Normalized is All or Silo;
+
+    /// <summary>True when this process serves the public and admin HTTP API.</summary>
+    public bool RunsFrontDoor => Normalized is All or FrontDoor;
+
+    /// <summary>The role in lower case.</summary>
+    public string Normalized => (Role ?? string.Empty).Trim().ToLowerInvariant();
+
+    /// <summary>Names the setting and the accepted values when the role is not one of them.</summary>
+    public IEnumerable<string> Validate()
+    {
+        if (Normalized is not (All or Silo or FrontDoor))
+        {
+            yield return $"Host:Role must be '{All}', '{Silo}' or '{FrontDoor}' (was '{Role}').";
+        }
+    }
+}
+
 /// <summary>Settings of metrics (section <c>Metrics</c>).</summary>
 public sealed class MetricsOptions
 {

@@ -27,6 +27,7 @@ public sealed class SiloProcess : IAsyncDisposable
     /// <param name="gatewayPort">Gateway port; a free one when null.</param>
     /// <param name="httpPort">Front door port; a free one when null.</param>
     /// <param name="settings">More <c>Section:Key</c> settings.</param>
+    /// <param name="role">Host:Role (<c>all</c>, <c>silo</c>, <c>frontdoor</c>); the host's default (<c>all</c>) when null.</param>
     public SiloProcess(
         string connectionString,
         string clusterId,
@@ -34,7 +35,8 @@ public sealed class SiloProcess : IAsyncDisposable
         int? siloPort = null,
         int? gatewayPort = null,
         int? httpPort = null,
-        IReadOnlyDictionary<string, string>? settings = null)
+        IReadOnlyDictionary<string, string>? settings = null,
+        string? role = null)
     {
         SiloPort = siloPort ?? Ports.Free();
         GatewayPort = gatewayPort ?? Ports.Free();
@@ -53,6 +55,11 @@ public sealed class SiloProcess : IAsyncDisposable
             ["Silo:Dashboard"] = "false",
             ["urls"] = BaseAddress.ToString().TrimEnd('/'),
         };
+        if (role is not null)
+        {
+            values["Host:Role"] = role;
+        }
+
         if (writeBehindInterval is { } interval)
         {
             values["Persistence:WriteBehindInterval"] = interval.ToString("c", CultureInfo.InvariantCulture);
@@ -81,6 +88,9 @@ public sealed class SiloProcess : IAsyncDisposable
     public int ProcessId => _process?.Id ?? throw new InvalidOperationException("Not started.");
 
     public bool HasExited => _process is null || _process.HasExited;
+
+    /// <summary>The exit code once the process has exited.</summary>
+    public int ExitCode => _process is { HasExited: true } process ? process.ExitCode : throw new InvalidOperationException("Not exited.");
 
     /// <summary>The last lines the process wrote to stdout and stderr.</summary>
     public string Output
@@ -317,6 +327,7 @@ public sealed class SiloProcess : IAsyncDisposable
         name.StartsWith("ConnectionStrings__", StringComparison.OrdinalIgnoreCase)
         || name.StartsWith("Marketplace__", StringComparison.OrdinalIgnoreCase)
         || name.StartsWith("Silo__", StringComparison.OrdinalIgnoreCase)
+        || name.StartsWith("Host__", StringComparison.OrdinalIgnoreCase)
         || name.StartsWith("Persistence__", StringComparison.OrdinalIgnoreCase)
         || name.StartsWith("Database__", StringComparison.OrdinalIgnoreCase)
         || name.StartsWith("Demo__", StringComparison.OrdinalIgnoreCase)
