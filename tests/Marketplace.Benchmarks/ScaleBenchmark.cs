@@ -20,7 +20,7 @@ namespace Marketplace.Benchmarks;
 /// <summary>
 /// <c>scale</c>: a marketplace (the real host: embedded PostgreSQL, silo, front door) with a million API keys and 400 data
 /// services in its database, then memory per active key grain, activation time of a cold key, and throughput with calls
-/// spread over every key against the same load on a few warm keys.
+/// spread over every key (and over the activated keys) against the same load on a few warm keys.
 /// </summary>
 /// <remarks>
 /// Provider and services are created through the admin API. Accounts, keys and the registry row are written as stored grain
@@ -372,7 +372,8 @@ public static class ScaleBenchmark
     }
 
     // ---------------------------------------------------------------------------------------------------------------
-    // Throughput: calls spread over every key against the same load on a few warm keys (wrk, alternating rounds)
+    // Throughput: the same wrk load on a few warm keys, spread over the ACTIVE keys activated above, and spread over every
+    // key (most of them cold), in alternating rounds
     // ---------------------------------------------------------------------------------------------------------------
 
     private static async Task MeasureThroughputAsync(MarketplaceHost host, string url, string temp, Settings settings, List<(string, string)> results)
@@ -381,7 +382,9 @@ public static class ScaleBenchmark
         var callLog = host.App.Services.GetRequiredService<CallLogWriter>();
         var spread = Path.Combine(temp, "spread.lua");
         var warm = Path.Combine(temp, "warm.lua");
+        var active = Path.Combine(temp, "active.lua");
         await File.WriteAllTextAsync(spread, LuaScript(settings.Keys, settings));
+        await File.WriteAllTextAsync(active, LuaScript(settings.Active, settings));
         await File.WriteAllTextAsync(warm, LuaScript(settings.WarmKeys, settings));
 
         Console.WriteLine($"   warm-up: 5 s on the {settings.WarmKeys} warm keys");
@@ -390,7 +393,7 @@ public static class ScaleBenchmark
         var rows = new List<(int Round, string Target, WrkResult Result, int Activations, long LogRows, DbStats Db)>();
         for (var round = 1; round <= settings.Rounds; round++)
         {
-            foreach (var (target, script) in new[] { ("warm", warm), ("spread", spread) })
+            foreach (var (target, script) in new[] { ("warm", warm), ("active", active), ("spread", spread) })
             {
                 var activations = await management.GetTotalActivationCount();
                 var logged = await SettledCallLogAsync(callLog);
@@ -417,18 +420,22 @@ public static class ScaleBenchmark
             return sorted.Count % 2 == 1 ? sorted[sorted.Count / 2] : (sorted[sorted.Count / 2 - 1] + sorted[sorted.Count / 2]) / 2;
         }
 
-        var ratios = Enumerable.Range(1, settings.Rounds)
-            .Select(r => rows.Single(x => x.Round == r && x.Target == "spread").Result.Rps / rows.Single(x => x.Round == r && x.Target == "warm").Result.Rps)
-            .ToList();
+        List<double> Ratios(string target) => [.. Enumerable.Range(1, settings.Rounds)
+            .Select(r => rows.Single(x => x.Round == r && x.Target == target).Result.Rps / rows.Single(x => x.Round == r && x.Target == "warm").Result.Rps)];
+        var ratios = Ratios("spread");
+        var activeRatios = Ratios("active");
         var spreadActivations = rows.Where(r => r.Target == "spread").Select(r => (double)r.Activations / r.Result.Requests).Order().ToList();
         results.Add(($"throughput, {settings.WarmKeys} warm keys (wrk)", $"{Median("warm", r => r.Rps):N0} req/s, p50 {Median("warm", r => r.P50Us):N0} µs, p99 {Median("warm", r => r.P99Us):N0} µs"));
+        results.Add(($"throughput, spread over the {settings.Active:N0} active keys", $"{Median("active", r => r.Rps):N0} req/s, p50 {Median("active", r => r.P50Us):N0} µs, p99 {Median("active", r => r.P99Us):N0} µs"));
         results.Add(($"throughput, spread over {settings.Keys:N0} keys", $"{Median("spread", r => r.Rps):N0} req/s, p50 {Median("spread", r => r.P50Us):N0} µs, p99 {Median("spread", r => r.P99Us):N0} µs; " +
                                                                          $"new activations per call {spreadActivations[spreadActivations.Count / 2]:F2}"));
+        results.Add(("active / warm throughput", $"{activeRatios.Order().ElementAt(activeRatios.Count / 2):F2}x median (per round: {string.Join(", ", activeRatios.Select(r => r.ToString("F2", CultureInfo.InvariantCulture)))}); " +
+                                                 $"p99 {Median("active", r => r.P99Us) / Median("warm", r => r.P99Us):F2}x"));
         results.Add(("spread / warm throughput", $"{ratios.Order().ElementAt(ratios.Count / 2):F2}x median (per round: {string.Join(", ", ratios.Select(r => r.ToString("F2", CultureInfo.InvariantCulture)))}); " +
                                                  $"p99 {Median("spread", r => r.P99Us) / Median("warm", r => r.P99Us):F2}x"));
         double DbMedian(string target, Func<DbStats, long> value) =>
             rows.Where(r => r.Target == target).Select(r => value(r.Db) / (double)r.Result.Requests).Order().ElementAt(rows.Count(r => r.Target == target) / 2);
-        foreach (var target in new[] { "warm", "spread" })
+        foreach (var target in new[] { "warm", "active", "spread" })
         {
             results.Add(($"database per call, {target}", $"{DbMedian(target, d => d.Commits):F2} commits, {DbMedian(target, d => d.Fetched):F1} rows read, " +
                                                         $"{DbMedian(target, d => d.Updated):F2} rows updated, {DbMedian(target, d => d.Inserted):F2} inserted (pg_stat_database, includes the call log and rollups)"));
