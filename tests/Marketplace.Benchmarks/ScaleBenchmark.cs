@@ -76,6 +76,12 @@ public static class ScaleBenchmark
             File.SetUnixFileMode(temp.FullName, (UnixFileMode)0b111_101_101); // the embedded PostgreSQL runs as postgres when we are root
         }
         var dataDirectory = settings.DataDirectory ?? Path.Combine(temp.FullName, "pg");
+        if (settings.DataDirectory is not null && Directory.Exists(settings.DataDirectory) && !File.Exists(Marker(settings.DataDirectory)))
+        {
+            Console.Error.WriteLine($"scale: {settings.DataDirectory} exists but was not fully seeded by this benchmark; remove it or choose another SCALE_DATA");
+            Environment.Exit(2);
+        }
+
         await using var upstream = await StartUpstreamAsync();
         var url = $"http://127.0.0.1:{FreePort()}";
         var host = await MarketplaceHost.StartAsync(
@@ -158,9 +164,14 @@ public static class ScaleBenchmark
         List<(string, string)> results)
     {
         // A kept database (SCALE_DATA) is reused when it was seeded with the same shape.
-        var marker = dataDirectory.TrimEnd('/') + ".seeded";
+        var marker = Marker(dataDirectory);
         var shape = $"keys={settings.Keys} services={settings.Services} keysPerAccount={settings.KeysPerAccount}";
-        if (File.Exists(marker) && (await File.ReadAllTextAsync(marker)).Trim() == shape)
+        if (File.Exists(marker) && (await File.ReadAllTextAsync(marker)).Trim() is var seededShape && seededShape != shape)
+        {
+            throw new InvalidOperationException($"{settings.DataDirectory} was seeded with {seededShape}, not {shape}; choose another SCALE_DATA.");
+        }
+
+        if (File.Exists(marker))
         {
             // The upstream's port changed since: point every service at this run's upstream.
             await UpsertServicesAsync(admin, upstreamUrl, settings);
@@ -241,6 +252,8 @@ public static class ScaleBenchmark
 
         return true;
     }
+
+    private static string Marker(string dataDirectory) => dataDirectory.TrimEnd('/') + ".seeded";
 
     private static Task UpsertServicesAsync(HttpClient admin, string upstreamUrl, Settings settings) =>
         Parallel.ForEachAsync(Enumerable.Range(0, settings.Services), new ParallelOptions { MaxDegreeOfParallelism = 8 }, async (s, _) =>
