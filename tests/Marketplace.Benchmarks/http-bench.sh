@@ -9,7 +9,9 @@
 # BARE (1: also measure a bare Kestrel + HttpClient proxy without any check, the .NET floor),
 # CHURN (1: also measure the marketplace while 50 services, the measured one included, change release weights 50 times a
 # second (CHURN_RATE, default 10), with 500 services of two versions each in the catalog),
-# MARKETPLACE_ARGS (extra --Key=value arguments for the marketplace), KEEP_TMP (1: keep logs and configs).
+# STRICT (1: also start a second marketplace with CallLog:Durability=strict, its own ports and embedded database, and
+# measure it as target mkt-strict: each answer waits until its call-log row is stored),
+# MARKETPLACE_ARGS (extra --Key=value arguments for both marketplaces), KEEP_TMP (1: keep logs and configs).
 # Needs root (or sudo) only to install nginx and wrk with apt-get when they are missing.
 set -euo pipefail
 
@@ -22,6 +24,7 @@ DIRECT="${DIRECT:-1}"
 BARE="${BARE:-1}"
 CHURN="${CHURN:-0}"
 CHURN_RATE="${CHURN_RATE:-10}"
+STRICT="${STRICT:-0}"
 MARKETPLACE_ARGS="${MARKETPLACE_ARGS:-}"
 KEEP_TMP="${KEEP_TMP:-0}"
 
@@ -39,8 +42,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
 
 echo "== Repeat this run with:"
-printf '   cd %q && WARMUP=%s ROUNDS=%s DURATION=%s CONNECTIONS=%s THREADS=%s DIRECT=%s BARE=%s CHURN=%s CHURN_RATE=%s MARKETPLACE_ARGS=%q bash tests/Marketplace.Benchmarks/http-bench.sh\n' \
-  "$ROOT" "$WARMUP" "$ROUNDS" "$DURATION" "$CONNECTIONS" "$THREADS" "$DIRECT" "$BARE" "$CHURN" "$CHURN_RATE" "$MARKETPLACE_ARGS"
+printf '   cd %q && WARMUP=%s ROUNDS=%s DURATION=%s CONNECTIONS=%s THREADS=%s DIRECT=%s BARE=%s CHURN=%s CHURN_RATE=%s STRICT=%s MARKETPLACE_ARGS=%q bash tests/Marketplace.Benchmarks/http-bench.sh\n' \
+  "$ROOT" "$WARMUP" "$ROUNDS" "$DURATION" "$CONNECTIONS" "$THREADS" "$DIRECT" "$BARE" "$CHURN" "$CHURN_RATE" "$STRICT" "$MARKETPLACE_ARGS"
 echo "== $(date -u '+%Y-%m-%dT%H:%M:%SZ')  $(nproc) cores  $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)  $(uname -sr)"
 echo "   cpu: $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)  load: $(cut -d' ' -f1-3 /proc/loadavg)"
 
@@ -106,6 +109,7 @@ chmod 755 "$TMP"   # the embedded PostgreSQL runs as the postgres user when we a
 PROVIDER_PID=""
 NGINX_PID=""
 SILO_PID=""
+STRICT_PID=""
 WRK_PID=""
 FAILED=1
 
@@ -124,6 +128,24 @@ stop_pid() { # pid, name, seconds to wait after SIGTERM
   wait "$pid" 2>/dev/null || true
 }
 
+stop_embedded_pg() { # data directory, port
+  local data="$1" port="$2"
+  if [ -f "$data/postmaster.pid" ]; then
+    local pg_pid
+    pg_pid="$(head -1 "$data/postmaster.pid")"
+    if [ -n "$pg_pid" ] && kill -0 "$pg_pid" 2>/dev/null; then
+      echo "http-bench: the embedded PostgreSQL (pid $pg_pid, $data) outlived its marketplace; stopping it" >&2
+      kill -INT "$pg_pid" 2>/dev/null   # PostgreSQL's "fast" shutdown
+      for _ in $(seq 1 100); do kill -0 "$pg_pid" 2>/dev/null || break; sleep 0.1; done
+    fi
+  fi
+  # The marketplace leaves the embedded server's socket directory (/tmp/mkpg-<hash of the data path>) behind.
+  local socket_dir
+  socket_dir="/tmp/mkpg-$(printf '%s' "$data" | sha256sum | cut -c1-12)"
+  [ -d "$socket_dir" ] && [ ! -e "$socket_dir/.s.PGSQL.$port" ] && rm -rf "$socket_dir"
+  return 0
+}
+
 cleanup() {
   local status=$?
   trap - EXIT INT TERM
@@ -131,19 +153,9 @@ cleanup() {
   [ -n "$WRK_PID" ] && kill -TERM "$WRK_PID" 2>/dev/null
   # The marketplace stops its embedded PostgreSQL on a graceful shutdown: SIGTERM and wait for it.
   stop_pid "$SILO_PID" marketplace 90
-  if [ -f "$TMP/pg/postmaster.pid" ]; then
-    local pg_pid
-    pg_pid="$(head -1 "$TMP/pg/postmaster.pid")"
-    if [ -n "$pg_pid" ] && kill -0 "$pg_pid" 2>/dev/null; then
-      echo "http-bench: the embedded PostgreSQL (pid $pg_pid) outlived the marketplace; stopping it" >&2
-      kill -INT "$pg_pid" 2>/dev/null   # PostgreSQL's "fast" shutdown
-      for _ in $(seq 1 100); do kill -0 "$pg_pid" 2>/dev/null || break; sleep 0.1; done
-    fi
-  fi
-  # The marketplace leaves the embedded server's socket directory (/tmp/mkpg-<hash of the data path>) behind.
-  local socket_dir
-  socket_dir="/tmp/mkpg-$(printf '%s' "$TMP/pg" | sha256sum | cut -c1-12)"
-  [ -d "$socket_dir" ] && [ ! -e "$socket_dir/.s.PGSQL.$PG_PORT" ] && rm -rf "$socket_dir"
+  stop_pid "$STRICT_PID" marketplace-strict 90
+  stop_embedded_pg "$TMP/pg" "${PG_PORT:-}"
+  stop_embedded_pg "$TMP/pg-strict" "${PG_STRICT_PORT:-}"
   stop_pid "$NGINX_PID" nginx 10
   stop_pid "${BARE_PID:-}" dotnet-proxy 10
   stop_pid "$PROVIDER_PID" provider 15
@@ -185,11 +197,16 @@ PG_PORT="$(free_port)"; TAKEN_PORTS+="$PG_PORT "
 SILO_PORT="$(free_port)"; TAKEN_PORTS+="$SILO_PORT "
 GATEWAY_PORT="$(free_port)"; TAKEN_PORTS+="$GATEWAY_PORT "
 BARE_PORT="$(free_port)"; TAKEN_PORTS+="$BARE_PORT "
+STRICT_HTTP_PORT="$(free_port)"; TAKEN_PORTS+="$STRICT_HTTP_PORT "
+PG_STRICT_PORT="$(free_port)"; TAKEN_PORTS+="$PG_STRICT_PORT "
+STRICT_SILO_PORT="$(free_port)"; TAKEN_PORTS+="$STRICT_SILO_PORT "
+STRICT_GATEWAY_PORT="$(free_port)"; TAKEN_PORTS+="$STRICT_GATEWAY_PORT "
 
 PROVIDER="http://127.0.0.1:$PROVIDER_PORT"
 NGINX_URL="http://127.0.0.1:$NGINX_PORT"
 MARKET="http://127.0.0.1:$SILO_HTTP_PORT"
 BARE_URL="http://127.0.0.1:$BARE_PORT"
+MARKET_STRICT="http://127.0.0.1:$STRICT_HTTP_PORT"
 
 wait_http() { # url, pid, name, seconds, [curl args...]
   local url="$1" pid="$2" name="$3" wait_s="$4" i
@@ -255,31 +272,67 @@ if [ "$BARE" = "1" ]; then
   wait_http "$BARE_URL/health" "$BARE_PID" dotnet-proxy 60
 fi
 
+start_marketplace() { # url, pg port, data dir, silo port, gateway port, log name, [extra --Key=value ...]
+  local url="$1" pg_port="$2" data="$3" silo_port="$4" gateway_port="$5" log="$6"
+  shift 6
+  # shellcheck disable=SC2086 # MARKETPLACE_ARGS is a list of --Key=value words
+  dotnet "$SILO_DLL" --urls "$url" \
+    --Marketplace:AdminKey="$ADMIN_KEY" \
+    --Database:Embedded:DataDirectory="$data" --Database:Embedded:Port="$pg_port" \
+    --Silo:SiloPort="$silo_port" --Silo:GatewayPort="$gateway_port" \
+    --Demo:Enabled=true --Demo:ProviderBaseUrl="$PROVIDER" --Demo:ApiKey="$API_KEY" \
+    $MARKETPLACE_ARGS "$@" >"$TMP/$log.log" 2>&1 &
+}
+
 echo "== Starting the marketplace on $MARKET (embedded PostgreSQL on :$PG_PORT, data in $TMP/pg)"
-# shellcheck disable=SC2086 # MARKETPLACE_ARGS is a list of --Key=value words
-dotnet "$SILO_DLL" --urls "$MARKET" \
-  --Marketplace:AdminKey="$ADMIN_KEY" \
-  --Database:Embedded:DataDirectory="$TMP/pg" --Database:Embedded:Port="$PG_PORT" \
-  --Silo:SiloPort="$SILO_PORT" --Silo:GatewayPort="$GATEWAY_PORT" \
-  --Demo:Enabled=true --Demo:ProviderBaseUrl="$PROVIDER" --Demo:ApiKey="$API_KEY" \
-  $MARKETPLACE_ARGS >"$TMP/marketplace.log" 2>&1 &
+start_marketplace "$MARKET" "$PG_PORT" "$TMP/pg" "$SILO_PORT" "$GATEWAY_PORT" marketplace
 SILO_PID=$!
 wait_http "$MARKET/health/ready" "$SILO_PID" marketplace 180
+if [ "$STRICT" = "1" ]; then
+  echo "== Starting the strict marketplace on $MARKET_STRICT (CallLog:Durability=strict; embedded PostgreSQL on :$PG_STRICT_PORT, data in $TMP/pg-strict)"
+  start_marketplace "$MARKET_STRICT" "$PG_STRICT_PORT" "$TMP/pg-strict" "$STRICT_SILO_PORT" "$STRICT_GATEWAY_PORT" marketplace-strict \
+    --CallLog:Durability=strict
+  STRICT_PID=$!
+  wait_http "$MARKET_STRICT/health/ready" "$STRICT_PID" marketplace-strict 180
+fi
 
 # The demo account starts with 100.00 EUR, gone in a second of load: top it up (the maximum one top-up allows).
-top_up() {
+top_up() { # marketplace url
   curl -fsS --max-time 10 -H "X-Admin-Key: $ADMIN_KEY" -H 'Content-Type: application/json' \
-    "$MARKET/admin/accounts/demo/top-ups" -d '{"amount": 1000000000000, "reason": "benchmark"}' >/dev/null
+    "$1/admin/accounts/demo/top-ups" -d '{"amount": 1000000000000, "reason": "benchmark"}' >/dev/null
 }
-for _ in 1 2 3; do top_up; done
+for _ in 1 2 3; do top_up "$MARKET"; done
+[ "$STRICT" = "1" ] && for _ in 1 2 3; do top_up "$MARKET_STRICT"; done
 if [ "$CHURN" = "1" ]; then
   dotnet "$BENCH_DLL" churn setup "$MARKET" "$ADMIN_KEY" "$PROVIDER"
 fi
-account_field() { # field name of GET /admin/accounts/demo, integers only
-  curl -fsS --max-time 10 -H "X-Admin-Key: $ADMIN_KEY" "$MARKET/admin/accounts/demo" |
+account_field() { # field name of GET /admin/accounts/demo, integers only; [marketplace url]
+  curl -fsS --max-time 10 -H "X-Admin-Key: $ADMIN_KEY" "${2:-$MARKET}/admin/accounts/demo" |
     grep -o "\"$1\":[0-9-]*" | head -1 | cut -d: -f2
 }
 echo "   demo account available: $(account_field available)"
+
+# Call-log rows this marketplace has written since it started (the writer's counter marketplace.calllog.written, summed
+# over its series), and the records still queued (marketplace.calllog.pending), from the Prometheus endpoint.
+calllog_metric() { # marketplace url, metric name prefix
+  curl -fsS --max-time 10 -H "X-Admin-Key: $ADMIN_KEY" "$1/metrics" |
+    awk -v m="$2" '!/^#/ { line = $0; sub(/\{.*\}/, "", line); split(line, f, " "); if (index(f[1], m) == 1) s += f[2] }
+      END { printf "%d\n", s }'
+}
+# Waits until every call of the run has its row stored: nothing queued and the counter unchanged over two reads.
+calllog_settled() { # marketplace url -> rows written
+  local url="$1" last=-1 now i
+  for ((i = 0; i < 100; i++)); do
+    now="$(calllog_metric "$url" marketplace_calllog_written)"
+    if [ "$now" = "$last" ] && [ "$(calllog_metric "$url" marketplace_calllog_pending)" = 0 ]; then
+      echo "$now"
+      return
+    fi
+    last="$now"
+    sleep 0.4
+  done
+  echo "$now"
+}
 
 # One request to each target must answer 200 before any load is put on it.
 check_target() { # name, url, [curl args]
@@ -297,6 +350,7 @@ check_target direct "$PROVIDER/ip/geo?ip=8.8.8.8"
 check_target nginx "$NGINX_URL/ip/geo?ip=8.8.8.8"
 [ "$BARE" = "1" ] && check_target dotnet-proxy "$BARE_URL/ip/geo?ip=8.8.8.8"
 check_target marketplace "$MARKET/v1/call/ip-geo/geo?ip=8.8.8.8" -H "X-Api-Key: $API_KEY"
+[ "$STRICT" = "1" ] && check_target mkt-strict "$MARKET_STRICT/v1/call/ip-geo/geo?ip=8.8.8.8" -H "X-Api-Key: $API_KEY"
 cmp -s "$TMP/check-direct.body" "$TMP/check-marketplace.body" ||
   echo "   note: the marketplace's body differs from the provider's (it should be passed through unchanged)"
 
@@ -331,6 +385,8 @@ cpu_ticks() {
 per_request() { awk -v t="$1" -v n="$2" -v hz="$TICKS" 'BEGIN { printf "%.1f", (n > 0) ? t * 1e6 / hz / n : 0 }'; }
 pg_pid() { [ -f "$TMP/pg/postmaster.pid" ] && head -1 "$TMP/pg/postmaster.pid" || echo ""; }
 PG_PID="$(pg_pid)"
+PG_STRICT_PID=""
+[ "$STRICT" = "1" ] && PG_STRICT_PID="$(head -1 "$TMP/pg-strict/postmaster.pid")"
 
 declare -A PROXY_PID_OF=([direct]="" [nginx]="" [marketplace]="")
 url_of() {
@@ -339,6 +395,7 @@ url_of() {
     nginx) echo "$NGINX_URL/ip/geo?ip=8.8.8.8" ;;
     dotnet-proxy) echo "$BARE_URL/ip/geo?ip=8.8.8.8" ;;
     marketplace | mkt-churn) echo "$MARKET/v1/call/ip-geo/geo?ip=8.8.8.8" ;;
+    mkt-strict) echo "$MARKET_STRICT/v1/call/ip-geo/geo?ip=8.8.8.8" ;;
   esac
 }
 
@@ -351,11 +408,19 @@ run_wrk() {
   local target="$1" seconds="$2" label="$3" url out line
   url="$(url_of "$target")"
   local -a headers=()
-  case "$target" in marketplace | mkt-churn) headers=(-H "X-Api-Key: $API_KEY") ;; esac
-  local proxy_pid=""
-  case "$target" in nginx) proxy_pid="$NGINX_PID" ;; dotnet-proxy) proxy_pid="$BARE_PID" ;; marketplace | mkt-churn) proxy_pid="$SILO_PID" ;; esac
-  local charged_before=0
-  case "$target" in marketplace | mkt-churn) charged_before="$(account_field totalCharged)" ;; esac
+  case "$target" in marketplace | mkt-churn | mkt-strict) headers=(-H "X-Api-Key: $API_KEY") ;; esac
+  local proxy_pid="" db_pid="$PG_PID" market=""
+  case "$target" in
+    nginx) proxy_pid="$NGINX_PID" ;;
+    dotnet-proxy) proxy_pid="$BARE_PID" ;;
+    marketplace | mkt-churn) proxy_pid="$SILO_PID"; market="$MARKET" ;;
+    mkt-strict) proxy_pid="$STRICT_PID"; db_pid="$PG_STRICT_PID"; market="$MARKET_STRICT" ;;
+  esac
+  local charged_before=0 rows_before=0
+  if [ -n "$market" ]; then
+    charged_before="$(account_field totalCharged "$market")"
+    rows_before="$(calllog_settled "$market")"
+  fi
   local churn_pid=""
   if [ "$target" = mkt-churn ]; then
     dotnet "$BENCH_DLL" churn run "$MARKET" "$ADMIN_KEY" "$PROVIDER" 500 50 "$CHURN_RATE" >>"$TMP/churn.log" 2>&1 &
@@ -363,7 +428,7 @@ run_wrk() {
   fi
 
   local p0 v0 d0 p1 v1 d1
-  p0="$(cpu_ticks "$proxy_pid")"; v0="$(cpu_ticks "$PROVIDER_PID")"; d0="$(cpu_ticks "$PG_PID")"
+  p0="$(cpu_ticks "$proxy_pid")"; v0="$(cpu_ticks "$PROVIDER_PID")"; d0="$(cpu_ticks "$db_pid")"
   out="$TMP/wrk-$label-$target.txt"
   wrk -t"$THREADS" -c"$CONNECTIONS" -d"${seconds}s" --latency -s "$TMP/report.lua" "${headers[@]}" "$url" >"$out" 2>&1 &
   WRK_PID=$!
@@ -374,7 +439,7 @@ run_wrk() {
     kill "$churn_pid" 2>/dev/null || true
     wait "$churn_pid" 2>/dev/null || true
   fi
-  p1="$(cpu_ticks "$proxy_pid")"; v1="$(cpu_ticks "$PROVIDER_PID")"; d1="$(cpu_ticks "$PG_PID")"
+  p1="$(cpu_ticks "$proxy_pid")"; v1="$(cpu_ticks "$PROVIDER_PID")"; d1="$(cpu_ticks "$db_pid")"
 
   line="$(grep '^WRK_RESULT' "$out")" || { echo "http-bench: no result line from wrk:" >&2; cat "$out" >&2; exit 1; }
   local requests rps p50 p99 bad
@@ -390,10 +455,13 @@ run_wrk() {
   provider_us="$(per_request $((v1 - v0)) "$requests")"
   db_us="$(per_request $((d1 - d0)) "$requests")"
 
-  if [ "$target" = marketplace ] || [ "$target" = mkt-churn ]; then
-    local charged_after
-    charged_after="$(account_field totalCharged)"
-    echo "$label $target charged_calls $(((charged_after - charged_before) / PRICE)) wrk_requests $requests" >>"$TMP/charges.txt"
+  if [ -n "$market" ]; then
+    local charged_after rows_after
+    rows_after="$(calllog_settled "$market")"
+    charged_after="$(account_field totalCharged "$market")"
+    echo "$label $target charged_calls $(((charged_after - charged_before) / PRICE)) calllog_rows $((rows_after - rows_before)) wrk_requests $requests" >>"$TMP/charges.txt"
+    # Call-log rows stored per second of the run (every row of the run, including those of calls in flight at the cut-off).
+    echo "$label $target $(awk -v r=$((rows_after - rows_before)) -v s="$seconds" 'BEGIN { printf "%.1f", r / s }')" >>"$TMP/calllog-rate.txt"
   fi
   if [ "$bad" -ne 0 ]; then
     BAD=$((BAD + bad))
@@ -408,6 +476,7 @@ run_wrk() {
 
 TARGETS=(nginx marketplace)
 [ "$BARE" = "1" ] && TARGETS=(nginx dotnet-proxy marketplace)
+[ "$STRICT" = "1" ] && TARGETS+=(mkt-strict)
 [ "$CHURN" = "1" ] && TARGETS+=(mkt-churn)
 [ "$DIRECT" = "1" ] && TARGETS=(direct "${TARGETS[@]}")
 
@@ -473,6 +542,20 @@ if [ "$BARE" = "1" ]; then
     " p99 $(ratio "$(median marketplace 5)" "$(median dotnet-proxy 5)")x" \
     " proxy CPU/request $(ratio "$(median marketplace 7)" "$(median dotnet-proxy 7)")x"
 fi
+if [ "$STRICT" = "1" ]; then
+  echo "   mkt-strict / nginx:   throughput $(ratio "$(median mkt-strict 3)" "$(median nginx 3)")x" \
+    " p50 $(ratio "$(median mkt-strict 4)" "$(median nginx 4)")x" \
+    " p99 $(ratio "$(median mkt-strict 5)" "$(median nginx 5)")x" \
+    " proxy CPU/request $(ratio "$(median mkt-strict 7)" "$(median nginx 7)")x"
+  echo "   mkt-strict / marketplace (periodic): throughput $(ratio "$(median mkt-strict 3)" "$(median marketplace 3)")x" \
+    " p50 $(ratio "$(median mkt-strict 4)" "$(median marketplace 4)")x" \
+    " p99 $(ratio "$(median mkt-strict 5)" "$(median marketplace 5)")x" \
+    " proxy CPU/request $(ratio "$(median mkt-strict 7)" "$(median marketplace 7)")x" \
+    " db CPU/request $(ratio "$(median mkt-strict 9)" "$(median marketplace 9)")x"
+  echo "   per round (mkt-strict / marketplace req/s):" \
+    "$(for ((r = 1; r <= ROUNDS; r++)); do printf '%s ' "$(ratio "$(awk -v r="r$r" '$1 == r && $2 == "mkt-strict" { print $3 }' "$RESULTS")" \
+      "$(awk -v r="r$r" '$1 == r && $2 == "marketplace" { print $3 }' "$RESULTS")")"; done)"
+fi
 if [ "$CHURN" = "1" ]; then
   echo "   mkt-churn / marketplace: throughput $(ratio "$(median mkt-churn 3)" "$(median marketplace 3)")x" \
     " p99 $(ratio "$(median mkt-churn 5)" "$(median marketplace 5)")x"
@@ -480,9 +563,19 @@ if [ "$CHURN" = "1" ]; then
     "$(for ((r = 1; r <= ROUNDS; r++)); do printf '%s ' "$(ratio "$(awk -v r="r$r" '$1 == r && $2 == "mkt-churn" { print $3 }' "$RESULTS")" \
       "$(awk -v r="r$r" '$1 == r && $2 == "marketplace" { print $3 }' "$RESULTS")")"; done)"
 fi
+if [ -f "$TMP/calllog-rate.txt" ]; then
+  echo "   call-log rows stored per second of load (medians of the measured rounds):" \
+    "$(for target in marketplace mkt-strict mkt-churn; do
+         v="$({ grep -E "^r[0-9]+ $target " "$TMP/calllog-rate.txt" || true; } | awk '{ print $3 }' | sort -g |
+           awk '{ v[NR] = $1 } END { if (NR) print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }')"
+         [ -n "$v" ] && printf '%s %s/s  ' "$target" "$v"
+       done)"
+fi
 if [ -f "$TMP/charges.txt" ]; then
-  echo "   charges (the account's totalCharged / price, vs. wrk's completed requests; in-flight calls at the cut-off may differ by ~$CONNECTIONS):"
+  echo "   charges and call-log rows (the account's totalCharged / price, and rows the call log stored, vs. wrk's completed"
+  echo "   requests; calls in flight at wrk's cut-off are answered and counted after it, so both may exceed wrk's count by up to $CONNECTIONS):"
   sed 's/^/     /' "$TMP/charges.txt"
+  awk -v c="$CONNECTIONS" '{ d = $6 - $8; if (d < 0 || d > c) bad++ } END { if (bad) print "     MISMATCH: " bad " runs with call-log rows outside [wrk requests, wrk requests + " c "]"; else print "     every run: one call-log row per call (rows - wrk requests within 0.." c ")" }' "$TMP/charges.txt"
 fi
 
 if [ "$BAD" -ne 0 ]; then
