@@ -265,9 +265,9 @@ public sealed partial class MarketplaceHost : IAsyncDisposable
         services.AddOptions<KestrelServerOptions>().Configure<IOptions<MarketplaceOptions>>((kestrel, marketplace) =>
         {
             kestrel.Limits.MaxRequestBodySize = marketplace.Value.MaxRequestBodyBytes;
-            kestrel.Limits.MaxRequestHeadersTotalSize = 32 * 1024;
-            kestrel.Limits.MaxRequestLineSize = 8 * 1024;
-            kestrel.Limits.RequestHeadersTimeout = TimeSpan.FromSeconds(10);
+            kestrel.Limits.MaxRequestHeadersTotalSize = marketplace.Value.MaxRequestHeadersBytes;
+            kestrel.Limits.MaxRequestLineSize = marketplace.Value.MaxRequestLineBytes;
+            kestrel.Limits.RequestHeadersTimeout = marketplace.Value.RequestHeadersTimeout;
             kestrel.AddServerHeader = false;
         });
     }

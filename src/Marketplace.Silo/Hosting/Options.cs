@@ -18,6 +18,18 @@ public sealed class MarketplaceOptions
     [Range(1024, 64 * 1024 * 1024, ErrorMessage = "Marketplace:MaxRequestBodyBytes must be between 1024 and 67108864.")]
     public long MaxRequestBodyBytes { get; set; } = 1024 * 1024;
 
+    /// <summary>Largest total size of a request's headers, in bytes (bigger: 431 from Kestrel).</summary>
+    [Range(4 * 1024, 1024 * 1024, ErrorMessage = "Marketplace:MaxRequestHeadersBytes must be between 4096 and 1048576.")]
+    public int MaxRequestHeadersBytes { get; set; } = 32 * 1024;
+
+    /// <summary>Longest request line (method, path, query), in bytes (longer: 414 from Kestrel).</summary>
+    [Range(1024, 1024 * 1024, ErrorMessage = "Marketplace:MaxRequestLineBytes must be between 1024 and 1048576.")]
+    public int MaxRequestLineBytes { get; set; } = 8 * 1024;
+
+    /// <summary>How long a client may take to send its request headers (slower: the connection is closed).</summary>
+    [Range(typeof(TimeSpan), "00:00:01", "00:05:00", ErrorMessage = "Marketplace:RequestHeadersTimeout must be between 1 second and 5 minutes.")]
+    public TimeSpan RequestHeadersTimeout { get; set; } = TimeSpan.FromSeconds(10);
+
     /// <summary><c>text</c> (default) for human-readable console logs, <c>json</c> for compact JSON.</summary>
     [RegularExpression("^(text|json)$", ErrorMessage = "Marketplace:LogFormat must be 'text' or 'json'.")]
     public string LogFormat { get; set; } = "text";
