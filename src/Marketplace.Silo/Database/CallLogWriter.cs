@@ -244,18 +244,23 @@ public sealed partial class CallLogWriter : BackgroundService, ICallLog
         }
     }
 
-    // Runs one database operation with the command timeout (connecting included). Npgsql cancels the statement on the
-    // server and, when the server does not answer that either (a hung server), drops the connection.
+    // Runs one database operation with the command timeout, connecting included. The token makes Npgsql cancel the
+    // statement on the server; a hung server answers neither that nor a connection attempt (Npgsql would wait for its own
+    // timeouts, 15 s to connect and 30 s per command), so the writer stops waiting at the timeout in any case and leaves the
+    // attempt to end on its own. Should that attempt still commit, the retry skips its rows (see InsertWithRetryAsync).
     private async Task WithTimeoutAsync(Func<CancellationToken, Task> operation, CancellationToken cancellationToken)
     {
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         timeout.CancelAfter(_options.CommandTimeout);
+        var attempt = operation(timeout.Token);
         try
         {
-            await operation(timeout.Token);
+            await attempt.WaitAsync(timeout.Token);
         }
         catch (OperationCanceledException exception) when (!cancellationToken.IsCancellationRequested)
         {
+            _ = attempt.ContinueWith(static abandoned => abandoned.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted,
+                TaskScheduler.Default);
             throw new TimeoutException($"The database did not complete the call-log statement within {_options.CommandTimeout.TotalSeconds:0.###} s.", exception);
         }
     }
