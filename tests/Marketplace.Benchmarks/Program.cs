@@ -22,6 +22,12 @@ if (args is ["reports", ..])
     return;
 }
 
+if (args is ["calllog", ..])
+{
+    await CallLogBenchmark.RunAsync(args);
+    return;
+}
+
 if (args is ["probe", ..])
 {
     await Probe.RunAsync(args);

@@ -234,7 +234,7 @@ public static class ReportsBenchmark
 
     // CPU time (user + system) of the PostgreSQL server: the postmaster of the data directory and every process it forked
     // (backends, writers), from /proc. Clock ticks are 1/100 s on Linux.
-    private static TimeSpan PostgresCpu(string root)
+    internal static TimeSpan PostgresCpu(string root)
     {
         if (!OperatingSystem.IsLinux())
         {
