@@ -28,6 +28,12 @@ if (args is ["scale", ..])
     return;
 }
 
+if (args is ["calllog", ..])
+{
+    await CallLogBenchmark.RunAsync(args);
+    return;
+}
+
 if (args is ["probe", ..])
 {
     await Probe.RunAsync(args);

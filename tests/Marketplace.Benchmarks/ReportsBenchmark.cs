@@ -23,6 +23,7 @@ public static class ReportsBenchmark
     private const int Warmup = 3;
     private const int Runs = 20;
     private const int BatchSize = 5_000;
+    private const string ServiceRollup = "marketplace_usage_service_rollup";
     private static readonly DateTimeOffset _day = new(2026, 1, 15, 0, 0, 0, TimeSpan.Zero);
 
     // Calls per combination and hour; rejected calls have no account (one row per key and service).
@@ -44,7 +45,7 @@ public static class ReportsBenchmark
 
             await GenerateAsync(database, accounts);
             await TimeReportsAsync(database, accounts);
-            await TimeCallLogAsync(database, accounts);
+            await TimeCallLogAsync(database, accounts, root);
         }
 
         if (!keep)
@@ -91,6 +92,18 @@ public static class ReportsBenchmark
         await ExecuteAsync(database,
             RowsSql("minute", $"'{_day:yyyy-MM-dd}'::timestamptz + make_interval(mins => m)", "CASE WHEN m = 0 THEN o.calls - 59 ELSE 1 END",
                 ", generate_series(0, 59) AS m", " AND o.outcome = 'succeeded'"));
+        if (await ScalarAsync<bool>(database, $"SELECT to_regclass('{ServiceRollup}') IS NOT NULL"))
+        {
+            // The per-service rows (migration 0006) are the per-account rows summed over account and key, as the writer makes them.
+            await ExecuteAsync(database, $"""
+                INSERT INTO {ServiceRollup} (granularity, bucket_start, service_id, version, outcome, currency, calls, charged, latency_buckets)
+                SELECT granularity, bucket_start, service_id, version, outcome, currency, sum(calls)::bigint, sum(charged)::bigint,
+                       ARRAY[{string.Join(", ", Enumerable.Range(1, 15).Select(b => $"sum(latency_buckets[{b}])::bigint"))}]
+                FROM marketplace_usage_rollup GROUP BY 1, 2, 3, 4, 5, 6
+                """);
+            await ExecuteAsync(database, $"VACUUM ANALYZE {ServiceRollup}");
+        }
+
         await ExecuteAsync(database, "VACUUM ANALYZE marketplace_usage_rollup");
         var counts = await ScalarAsync<string>(database,
             "SELECT string_agg(granularity || ' ' || n, ', ') FROM (SELECT granularity, count(*) AS n FROM marketplace_usage_rollup GROUP BY 1 ORDER BY 1) c");
@@ -118,6 +131,7 @@ public static class ReportsBenchmark
         var day = new ReportWindow(_day, _day.AddDays(1), "day");
         var hours = day with { Granularity = "hour" };
         var firstHour = new ReportWindow(_day, _day.AddHours(1), "minute");
+        var daytime = new ReportWindow(_day.AddHours(6), _day.AddHours(18), "hour");
         var account = $"acct-{accounts / 2:D5}";
         IReadOnlyList<string> provider = [.. Enumerable.Range(1, Services).Where(s => s % Providers == 1).Select(s => $"svc-{s:D2}")];
         var reports = new (string Name, ReportQuery Query)[]
@@ -133,6 +147,10 @@ public static class ReportsBenchmark
             ("admin top 10 consumers, day", new ReportQuery(day, "account", Top: 10, WithAccountOnly: true, Latency: false)),
             ("admin top 10 services, day", new ReportQuery(day, "service", Top: 10, Latency: false)),
             ("admin summary, day from hour rows", new ReportQuery(hours, "total")),
+            ("admin summary, 06:00-18:00 (hour rows)", new ReportQuery(daytime, "total")),
+            ("admin top 10 services, 06:00-18:00 (hour rows)", new ReportQuery(daytime, "service", Top: 10, Latency: false)),
+            ("provider revenue, day by version from hour rows", new ReportQuery(hours, "version", ServiceIds: provider, Latency: false)),
+            ("admin summary, day by hour", new ReportQuery(hours, "bucket")),
         };
 
         Console.WriteLine();
@@ -160,7 +178,7 @@ public static class ReportsBenchmark
         }
     }
 
-    private static async Task TimeCallLogAsync(NpgsqlDataSource database, int accounts)
+    private static async Task TimeCallLogAsync(NpgsqlDataSource database, int accounts, string root)
     {
         // Today's partition, as the writer's loop would have created it; the rows are stamped within the last second.
         var today = DateOnly.FromDateTime(DateTime.UtcNow);
@@ -182,8 +200,8 @@ public static class ReportsBenchmark
         }
 
         Console.WriteLine();
-        Console.WriteLine($"| call-log insert with rollups, batches of {BatchSize:N0} | writers | batches | rows/s |");
-        Console.WriteLine("|---|---:|---:|---:|");
+        Console.WriteLine($"| call-log insert with rollups, batches of {BatchSize:N0} | writers | batches | rows/s | PostgreSQL CPU µs/row |");
+        Console.WriteLine("|---|---:|---:|---:|---:|");
         foreach (var (name, accountCount, keyCount, serviceCount) in new[]
         {
             ($"calls spread over {accounts:N0} accounts x {Keys} keys x {Services} services", accounts, Keys, Services),
@@ -196,6 +214,7 @@ public static class ReportsBenchmark
                 await CallLogWriter.InsertAsync(database, Batch(accountCount, keyCount, serviceCount), CancellationToken.None);
                 var batches = Enumerable.Range(0, writers)
                     .Select(_ => Enumerable.Range(0, BatchesPerWriter).Select(_ => Batch(accountCount, keyCount, serviceCount)).ToList()).ToList();
+                var cpuBefore = PostgresCpu(root);
                 var watch = Stopwatch.StartNew();
                 await Task.WhenAll(batches.Select(async own =>
                 {
@@ -204,11 +223,50 @@ public static class ReportsBenchmark
                         await CallLogWriter.InsertAsync(database, batch, CancellationToken.None);
                     }
                 }));
+                var elapsed = watch.Elapsed;
+                var cpu = PostgresCpu(root) - cpuBefore;
                 var rows = writers * BatchesPerWriter * BatchSize;
                 Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                    $"| {name} | {writers} | {writers * BatchesPerWriter} | {rows / watch.Elapsed.TotalSeconds:N0} |"));
+                    $"| {name} | {writers} | {writers * BatchesPerWriter} | {rows / elapsed.TotalSeconds:N0} | {cpu.TotalMicroseconds / rows:F1} |"));
             }
         }
+    }
+
+    // CPU time (user + system) of the PostgreSQL server: the postmaster of the data directory and every process it forked
+    // (backends, writers), from /proc. Clock ticks are 1/100 s on Linux.
+    internal static TimeSpan PostgresCpu(string root)
+    {
+        if (!OperatingSystem.IsLinux())
+        {
+            return TimeSpan.Zero;
+        }
+
+        var postmaster = int.Parse(File.ReadLines(Path.Combine(root, "postmaster.pid")).First().Trim(), CultureInfo.InvariantCulture);
+        long ticks = 0;
+        foreach (var directory in Directory.EnumerateDirectories("/proc"))
+        {
+            if (!int.TryParse(Path.GetFileName(directory), NumberStyles.None, CultureInfo.InvariantCulture, out var pid))
+            {
+                continue;
+            }
+
+            try
+            {
+                var stat = File.ReadAllText(Path.Combine(directory, "stat"));
+                var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+                var parent = int.Parse(fields[1], CultureInfo.InvariantCulture);
+                if (pid == postmaster || parent == postmaster)
+                {
+                    ticks += long.Parse(fields[11], CultureInfo.InvariantCulture) + long.Parse(fields[12], CultureInfo.InvariantCulture);
+                }
+            }
+            catch (IOException)
+            {
+                // The process ended meanwhile.
+            }
+        }
+
+        return TimeSpan.FromMilliseconds(ticks * 10);
     }
 
     private static async Task ExecuteAsync(NpgsqlDataSource database, string sql)

@@ -15,7 +15,11 @@ namespace Marketplace.Silo.Apis;
 /// <param name="Granularity"><c>minute</c>, <c>hour</c> or <c>day</c>.</param>
 public sealed record ReportWindow(DateTimeOffset From, DateTimeOffset To, string Granularity);
 
-/// <summary>What one report query reads from <c>marketplace_usage_rollup</c> and how it groups it.</summary>
+/// <summary>
+/// What one report query reads and how it groups it. A query that needs neither account nor key (no account filter, not
+/// grouped by key or account) reads the per-service rollups (<c>marketplace_usage_service_rollup</c>), which hold the same
+/// sums without the account and key split; the others read the per-account rollups (<c>marketplace_usage_rollup</c>).
+/// </summary>
 /// <param name="Window">The rows' granularity and time range.</param>
 /// <param name="GroupBy">
 /// <c>service</c>, <c>key</c>, <c>version</c> (service and version), <c>account</c>, <c>day</c> (UTC), <c>bucket</c> (one group per
@@ -26,9 +30,14 @@ public sealed record ReportWindow(DateTimeOffset From, DateTimeOffset To, string
 /// <param name="Top">When set, the groups with the most calls, at most this many; otherwise every group, in group order.</param>
 /// <param name="WithAccountOnly">Leaves out calls rejected before an account was known.</param>
 /// <param name="Latency">Sums the latency histograms (for percentiles); without, <see cref="ReportRow.LatencyBuckets"/> is empty.</param>
+/// <param name="PerAccountRows">Reads the per-account rollups even when the per-service ones would do (for comparisons).</param>
 public sealed record ReportQuery(
     ReportWindow Window, string GroupBy, string? AccountId = null, IReadOnlyList<string>? ServiceIds = null, int? Top = null, bool WithAccountOnly = false,
-    bool Latency = true);
+    bool Latency = true, bool PerAccountRows = false)
+{
+    /// <summary>True when the per-service rollups answer this query.</summary>
+    public bool ReadsServiceRows => !PerAccountRows && AccountId is null && !WithAccountOnly && GroupBy is not ("key" or "account");
+}
 
 /// <summary>One group of a report, summed from the rollup rows: calls, the amount charged, failures and the latency histogram.</summary>
 /// <param name="Group">The group's value (a service id, key id, <c>service/version</c>, account id, UTC day or bucket start; empty for totals).</param>
@@ -68,9 +77,10 @@ public sealed record TopReportRow(int Rank, string Id, string Currency, long Cal
 
 /// <summary>
 /// Usage reports for consumers (<c>/v1/reports/usage</c>), providers (<c>/provider/reports/revenue</c>) and admins
-/// (<c>/admin/reports/summary</c>, <c>/admin/reports/top</c>). They read only <c>marketplace_usage_rollup</c>, which the
-/// call-log writer keeps equal to a count of the call log, so a day over hundreds of millions of calls is a few hundred
-/// thousand rows at most. JSON by default, CSV (with a header row) with <c>?format=csv</c>.
+/// (<c>/admin/reports/summary</c>, <c>/admin/reports/top</c>). They read only the usage rollups, which the call-log writer
+/// keeps equal to a count of the call log: per account and key for consumers and the top consumers (a day over hundreds of
+/// millions of calls is a few hundred thousand rows at most), per service for the rest (a few thousand rows a day).
+/// JSON by default, CSV (with a header row) with <c>?format=csv</c>.
 /// </summary>
 public static class ReportsApi
 {
@@ -240,9 +250,9 @@ public static class ReportsApi
     }
 
     /// <summary>
-    /// The SQL of a report: one pass over the rollup rows of the window in the granularity's partition (through the primary
-    /// key, or the account or service index when the query names one), summing calls, amounts, failures and, when asked
-    /// for, each histogram bucket per group and currency.
+    /// The SQL of a report: one pass over the rollup rows of the window (per service when <see cref="ReportQuery.ReadsServiceRows"/>,
+    /// otherwise per account in the granularity's partition; through the primary key, or the account or service index when
+    /// the query names one), summing calls, amounts, failures and, when asked for, each histogram bucket per group and currency.
     /// </summary>
     public static NpgsqlCommand CreateCommand(NpgsqlDataSource database, ReportQuery query)
     {
@@ -265,7 +275,8 @@ public static class ReportsApi
             sql.Append(CultureInfo.InvariantCulture, $", sum(latency_buckets[{b}])::bigint");
         }
 
-        sql.Append(" FROM marketplace_usage_rollup WHERE granularity = $1 AND bucket_start >= $2 AND bucket_start < $3");
+        sql.Append(query.ReadsServiceRows ? " FROM marketplace_usage_service_rollup" : " FROM marketplace_usage_rollup")
+            .Append(" WHERE granularity = $1 AND bucket_start >= $2 AND bucket_start < $3");
         var command = database.CreateCommand();
         command.Parameters.Add(new NpgsqlParameter { Value = query.Window.Granularity, NpgsqlDbType = NpgsqlDbType.Varchar });
         command.Parameters.Add(new NpgsqlParameter { Value = query.Window.From, NpgsqlDbType = NpgsqlDbType.TimestampTz });

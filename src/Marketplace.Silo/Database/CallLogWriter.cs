@@ -35,6 +35,21 @@ public sealed class CallLogOptions
     [Range(1, 3650, ErrorMessage = "CallLog:RetentionDays must be between 1 and 3650.")]
     public int RetentionDays { get; set; } = 90;
 
+    /// <summary>Days of minute rollup rows kept (per account and per service); older ones are deleted hour by hour.</summary>
+    [Range(1, 3650, ErrorMessage = "CallLog:MinuteRollupRetentionDays must be between 1 and 3650.")]
+    public int MinuteRollupRetentionDays { get; set; } = 3;
+
+    /// <summary>Days of hour rollup rows kept; 0 keeps them for ever. Day rows are always kept.</summary>
+    [Range(0, 36500, ErrorMessage = "CallLog:HourRollupRetentionDays must be between 0 (keep) and 36500.")]
+    public int HourRollupRetentionDays { get; set; }
+
+    /// <summary>
+    /// Longest time one write of a batch (or a housekeeping statement) may take, connecting included, before it is abandoned
+    /// and retried: a hung database stalls the writer this long at most, not Npgsql's 30 s default.
+    /// </summary>
+    [Range(typeof(TimeSpan), "00:00:00.100", "00:05:00", ErrorMessage = "CallLog:CommandTimeout must be between 100 ms and 5 minutes.")]
+    public TimeSpan CommandTimeout { get; set; } = TimeSpan.FromSeconds(5);
+
     /// <summary>True for strict durability.</summary>
     public bool Strict => Durability == "strict";
 }
@@ -43,8 +58,10 @@ public sealed class CallLogOptions
 /// The database-backed call log: records queue in a bounded channel and a background loop writes them in batches with one
 /// multi-row insert (<c>unnest</c> of arrays) per batch, which also adds the rows to the usage rollups. A failed batch is
 /// retried as it was until it is stored; the insert ignores rows already there, so retries never duplicate (nor count
-/// twice). In strict mode each caller waits for its batch to commit.
-/// The loop also keeps day partitions: three days ahead are created, those past the retention are dropped.
+/// twice), even when an attempt that timed out on this side did commit. In strict mode each caller waits for its batch to
+/// commit.
+/// The loop also keeps day partitions (three days ahead are created, those past the retention are dropped) and deletes
+/// minute (and, when configured, hour) rollup rows past their retention.
 /// </summary>
 public sealed partial class CallLogWriter : BackgroundService, ICallLog
 {
@@ -56,7 +73,11 @@ public sealed partial class CallLogWriter : BackgroundService, ICallLog
     private readonly TimeProvider _time;
     private readonly BackgroundLoops _loops;
     private readonly ILogger<CallLogWriter> _logger;
+    private const int RetentionChunk = 10_000;
+    private static readonly TimeSpan MaxRetryDelay = TimeSpan.FromSeconds(2);
+
     private DateOnly _partitionsCheckedFor;
+    private DateTimeOffset _rollupsTrimmedFor;
     private long _written;
     private long _lastStoredTicks;
 
@@ -122,6 +143,7 @@ public sealed partial class CallLogWriter : BackgroundService, ICallLog
             try
             {
                 await KeepPartitionsAsync(stoppingToken);
+                await TrimRollupsAsync(stoppingToken);
                 if (!await WaitForRecordsAsync(stoppingToken))
                 {
                     // Idle: the loop is alive, there is just nothing to write (and nothing lags).
@@ -198,34 +220,59 @@ public sealed partial class CallLogWriter : BackgroundService, ICallLog
 
     private async Task InsertWithRetryAsync(List<Pending> batch, CancellationToken cancellationToken)
     {
+        var records = batch.ConvertAll(pending => pending.Record);
         var delay = TimeSpan.FromMilliseconds(100);
         while (true)
         {
             try
             {
-                await InsertAsync(batch, cancellationToken);
+                await WithTimeoutAsync(token => InsertAsync(_database, records, token), cancellationToken);
                 Interlocked.Add(ref _written, batch.Count);
                 Interlocked.Exchange(ref _lastStoredTicks, _time.GetUtcNow().UtcTicks);
                 return;
             }
-            catch (Exception exception) when (exception is NpgsqlException or TimeoutException or InvalidOperationException && !cancellationToken.IsCancellationRequested)
+            catch (Exception exception) when (IsDatabaseFailure(exception, cancellationToken))
             {
                 // The same batch is tried again until the database takes it; meanwhile the queue fills and, once full, callers wait.
+                // An attempt abandoned after the timeout may still commit on the server: its rows are then skipped by the retry
+                // (ON CONFLICT DO NOTHING) and, not being returned by the retry's insert, not counted in the rollups twice.
                 _loops.Failed(LoopName, exception);
                 LogFlushFailed(_logger, exception, batch.Count, delay.TotalMilliseconds);
                 await Task.Delay(delay, _time, cancellationToken);
-                delay = TimeSpan.FromTicks(Math.Min(delay.Ticks * 2, TimeSpan.FromSeconds(5).Ticks));
+                delay = TimeSpan.FromTicks(Math.Min(delay.Ticks * 2, MaxRetryDelay.Ticks));
             }
         }
     }
 
-    private Task InsertAsync(List<Pending> batch, CancellationToken cancellationToken) =>
-        InsertAsync(_database, batch.ConvertAll(pending => pending.Record), cancellationToken);
+    // Runs one database operation with the command timeout, connecting included. The token makes Npgsql cancel the
+    // statement on the server; a hung server answers neither that nor a connection attempt (Npgsql would wait for its own
+    // timeouts, 15 s to connect and 30 s per command), so the writer stops waiting at the timeout in any case and leaves the
+    // attempt to end on its own. Should that attempt still commit, the retry skips its rows (see InsertWithRetryAsync).
+    private async Task WithTimeoutAsync(Func<CancellationToken, Task> operation, CancellationToken cancellationToken)
+    {
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        timeout.CancelAfter(_options.CommandTimeout);
+        var attempt = operation(timeout.Token);
+        try
+        {
+            await attempt.WaitAsync(timeout.Token);
+        }
+        catch (OperationCanceledException exception) when (!cancellationToken.IsCancellationRequested)
+        {
+            _ = attempt.ContinueWith(static abandoned => abandoned.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted,
+                TaskScheduler.Default);
+            throw new TimeoutException($"The database did not complete the call-log statement within {_options.CommandTimeout.TotalSeconds:0.###} s.", exception);
+        }
+    }
+
+    private static bool IsDatabaseFailure(Exception exception, CancellationToken cancellationToken) =>
+        exception is NpgsqlException or TimeoutException or InvalidOperationException && !cancellationToken.IsCancellationRequested;
 
     /// <summary>
     /// Writes one batch in one statement: the rows into the call log, skipping those already there (a retried batch), and
-    /// the rows it did add into the minute, hour and day rows of <c>marketplace_usage_rollup</c>. Both commit or neither
-    /// does, so the rollups always equal a count of the log.
+    /// the rows it did add into the minute, hour and day rows of <c>marketplace_usage_rollup</c> (per account and key) and
+    /// <c>marketplace_usage_service_rollup</c> (per service). All commit or none does, so the rollups always equal a count
+    /// of the log.
     /// </summary>
     public static async Task InsertAsync(NpgsqlDataSource database, IReadOnlyList<CallRecord> records, CancellationToken cancellationToken)
     {
@@ -293,6 +340,14 @@ public sealed partial class CallLogWriter : BackgroundService, ICallLog
     // RETURNING yields only the rows this statement added, so a retried batch adds nothing to the rollups. The rollup rows
     // are upserted in key order: concurrent writers (several silos) then lock shared rows in the same order and do not
     // deadlock each other. width_bucket gives 0 below the first bound and the number of bounds at or above the last one.
+    // The per-service upsert is a WITH query nothing reads, which PostgreSQL runs after the main query (the per-account
+    // upsert): its few rows, which every writer's batch updates, stay locked only for the end of the transaction.
+    private static readonly string Histogram =
+        string.Join(", ", Enumerable.Range(0, LatencyBoundsMs.Count + 1).Select(b => $"count(*) FILTER (WHERE latency_bucket = {b})"));
+
+    private static readonly string HistogramSum =
+        string.Join(", ", Enumerable.Range(1, LatencyBoundsMs.Count + 1).Select(b => $"r.latency_buckets[{b}] + excluded.latency_buckets[{b}]"));
+
     private static readonly string InsertSql = $$"""
         WITH ins AS (
             INSERT INTO marketplace_call_log (track_id, at, account_id, key_id, service_id, version, outcome, rejection, status,
@@ -308,18 +363,29 @@ public sealed partial class CallLogWriter : BackgroundService, ICallLog
                    coalesce(rtrim(i.currency), '') AS currency, i.charged,
                    width_bucket(i.total_ms, '{{{string.Join(',', LatencyBoundsMs)}}}'::real[]) AS latency_bucket
             FROM ins i CROSS JOIN (VALUES ('minute'), ('hour'), ('day')) AS g (granularity)
+        ), per_service AS (
+            INSERT INTO marketplace_usage_service_rollup AS r (granularity, bucket_start, service_id, version, outcome, currency, calls, charged,
+                                                               latency_buckets)
+            SELECT granularity, bucket_start, service_id, version, outcome, currency, count(*), sum(charged)::bigint, ARRAY[{{Histogram}}]
+            FROM added
+            GROUP BY granularity, bucket_start, service_id, version, outcome, currency
+            ORDER BY granularity, bucket_start, service_id, version, outcome, currency
+            ON CONFLICT (granularity, bucket_start, service_id, version, outcome, currency) DO UPDATE
+            SET calls = r.calls + excluded.calls,
+                charged = r.charged + excluded.charged,
+                latency_buckets = ARRAY[{{HistogramSum}}]
         )
         INSERT INTO marketplace_usage_rollup AS r (granularity, bucket_start, account_id, key_id, service_id, version, outcome, currency,
                                                    calls, charged, latency_buckets)
         SELECT granularity, bucket_start, account_id, key_id, service_id, version, outcome, currency, count(*), sum(charged)::bigint,
-               ARRAY[{{string.Join(", ", Enumerable.Range(0, LatencyBoundsMs.Count + 1).Select(b => $"count(*) FILTER (WHERE latency_bucket = {b})"))}}]
+               ARRAY[{{Histogram}}]
         FROM added
         GROUP BY granularity, bucket_start, account_id, key_id, service_id, version, outcome, currency
         ORDER BY granularity, bucket_start, account_id, key_id, service_id, version, outcome, currency
         ON CONFLICT (granularity, bucket_start, account_id, key_id, service_id, version, outcome, currency) DO UPDATE
         SET calls = r.calls + excluded.calls,
             charged = r.charged + excluded.charged,
-            latency_buckets = ARRAY[{{string.Join(", ", Enumerable.Range(1, LatencyBoundsMs.Count + 1).Select(b => $"r.latency_buckets[{b}] + excluded.latency_buckets[{b}]"))}}]
+            latency_buckets = ARRAY[{{HistogramSum}}]
         """;
 
     /// <summary>The outcome as stored (and shown): camelCase of the enum name.</summary>
@@ -340,46 +406,117 @@ public sealed partial class CallLogWriter : BackgroundService, ICallLog
 
         try
         {
-            for (var day = today.AddDays(-1); day <= today.AddDays(3); day = day.AddDays(1))
-            {
-                await using var create = _database.CreateCommand(
-                    $"CREATE TABLE IF NOT EXISTS {PartitionName(day)} PARTITION OF marketplace_call_log " +
-                    $"FOR VALUES FROM ('{day:yyyy-MM-dd}') TO ('{day.AddDays(1):yyyy-MM-dd}')");
-                await create.ExecuteNonQueryAsync(cancellationToken);
-            }
-
-            await using var list = _database.CreateCommand(
-                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent " +
-                "WHERE p.relname = 'marketplace_call_log' AND c.relname LIKE 'marketplace_call_log_p%'");
-            var old = new List<string>();
-            await using (var reader = await list.ExecuteReaderAsync(cancellationToken))
-            {
-                var cutoff = today.AddDays(-_options.RetentionDays);
-                while (await reader.ReadAsync(cancellationToken))
-                {
-                    var name = reader.GetString(0);
-                    if (DateOnly.TryParseExact(name["marketplace_call_log_p".Length..], "yyyyMMdd", CultureInfo.InvariantCulture, DateTimeStyles.None, out var day)
-                        && day < cutoff)
-                    {
-                        old.Add(name);
-                    }
-                }
-            }
-
-            foreach (var name in old)
-            {
-                await using var drop = _database.CreateCommand($"DROP TABLE IF EXISTS {name}");
-                await drop.ExecuteNonQueryAsync(cancellationToken);
-                LogPartitionDropped(_logger, name);
-            }
-
+            await WithTimeoutAsync(token => KeepPartitionsAsync(today, token), cancellationToken);
             _partitionsCheckedFor = today;
         }
-        catch (Exception exception) when (exception is NpgsqlException or TimeoutException && !cancellationToken.IsCancellationRequested)
+        catch (Exception exception) when (IsDatabaseFailure(exception, cancellationToken))
         {
             // Rows still land in the default partition; the next cycle tries again.
             LogPartitionsFailed(_logger, exception);
         }
+    }
+
+    private async Task KeepPartitionsAsync(DateOnly today, CancellationToken cancellationToken)
+    {
+        for (var day = today.AddDays(-1); day <= today.AddDays(3); day = day.AddDays(1))
+        {
+            await using var create = _database.CreateCommand(
+                $"CREATE TABLE IF NOT EXISTS {PartitionName(day)} PARTITION OF marketplace_call_log " +
+                $"FOR VALUES FROM ('{day:yyyy-MM-dd}') TO ('{day.AddDays(1):yyyy-MM-dd}')");
+            await create.ExecuteNonQueryAsync(cancellationToken);
+        }
+
+        await using var list = _database.CreateCommand(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent " +
+            "WHERE p.relname = 'marketplace_call_log' AND c.relname LIKE 'marketplace_call_log_p%'");
+        var old = new List<string>();
+        await using (var reader = await list.ExecuteReaderAsync(cancellationToken))
+        {
+            var cutoff = today.AddDays(-_options.RetentionDays);
+            while (await reader.ReadAsync(cancellationToken))
+            {
+                var name = reader.GetString(0);
+                if (DateOnly.TryParseExact(name["marketplace_call_log_p".Length..], "yyyyMMdd", CultureInfo.InvariantCulture, DateTimeStyles.None, out var day)
+                    && day < cutoff)
+                {
+                    old.Add(name);
+                }
+            }
+        }
+
+        foreach (var name in old)
+        {
+            await using var drop = _database.CreateCommand($"DROP TABLE IF EXISTS {name}");
+            await drop.ExecuteNonQueryAsync(cancellationToken);
+            LogPartitionDropped(_logger, name);
+        }
+    }
+
+    // Once an hour, deletes the rollup rows past their retention: a chunk per cycle of the loop, so that a large backlog
+    // (the first run after a long time) never holds up the call-log writes for long.
+    private async Task TrimRollupsAsync(CancellationToken cancellationToken)
+    {
+        var now = _time.GetUtcNow();
+        var hour = new DateTimeOffset(now.UtcTicks - (now.UtcTicks % TimeSpan.TicksPerHour), TimeSpan.Zero);
+        if (_rollupsTrimmedFor == hour)
+        {
+            return;
+        }
+
+        try
+        {
+            var deleted = 0L;
+            await WithTimeoutAsync(
+                async token => deleted = await DeleteExpiredRollupsAsync(_database, now, _options.MinuteRollupRetentionDays, _options.HourRollupRetentionDays,
+                    RetentionChunk, token),
+                cancellationToken);
+            if (deleted < RetentionChunk)
+            {
+                _rollupsTrimmedFor = hour;
+            }
+
+            if (deleted > 0)
+            {
+                LogRollupsTrimmed(_logger, deleted);
+            }
+        }
+        catch (Exception exception) when (IsDatabaseFailure(exception, cancellationToken))
+        {
+            LogTrimFailed(_logger, exception);
+        }
+    }
+
+    /// <summary>
+    /// Deletes up to <paramref name="limit"/> rollup rows of each kind past its retention: minute rows (per account and per
+    /// service) whose bucket starts more than <paramref name="minuteDays"/> days before <paramref name="now"/>, and hour rows
+    /// older than <paramref name="hourDays"/> days unless that is 0. Each delete reads a time range of the primary key
+    /// (granularity, bucket_start, ...). Returns the most rows one of the deletes removed: less than
+    /// <paramref name="limit"/> means nothing expired is left.
+    /// </summary>
+    public static async Task<long> DeleteExpiredRollupsAsync(
+        NpgsqlDataSource database, DateTimeOffset now, int minuteDays, int hourDays, int limit, CancellationToken cancellationToken)
+    {
+        var most = 0L;
+        var expiries = new List<(string Granularity, DateTimeOffset Before)> { ("minute", now.AddDays(-minuteDays)) };
+        if (hourDays > 0)
+        {
+            expiries.Add(("hour", now.AddDays(-hourDays)));
+        }
+
+        foreach (var (granularity, before) in expiries)
+        {
+            foreach (var table in new[] { $"marketplace_usage_rollup_{granularity}", "marketplace_usage_service_rollup" })
+            {
+                await using var delete = database.CreateCommand(
+                    $"DELETE FROM {table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} WHERE granularity = $1 AND bucket_start < $2 LIMIT $3))");
+                delete.Parameters.Add(new NpgsqlParameter { Value = granularity, NpgsqlDbType = NpgsqlDbType.Varchar });
+                delete.Parameters.Add(new NpgsqlParameter { Value = before, NpgsqlDbType = NpgsqlDbType.TimestampTz });
+                delete.Parameters.Add(new NpgsqlParameter { Value = limit, NpgsqlDbType = NpgsqlDbType.Integer });
+                most = Math.Max(most, await delete.ExecuteNonQueryAsync(cancellationToken));
+            }
+        }
+
+        return most;
     }
 
     /// <summary>The partition that holds one UTC day.</summary>
@@ -398,4 +535,10 @@ public sealed partial class CallLogWriter : BackgroundService, ICallLog
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Call log: partitions could not be kept up to date")]
     private static partial void LogPartitionsFailed(ILogger logger, Exception exception);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Call log: deleted {Count} rollup rows past their retention")]
+    private static partial void LogRollupsTrimmed(ILogger logger, long count);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Call log: rollup rows past their retention could not be deleted")]
+    private static partial void LogTrimFailed(ILogger logger, Exception exception);
 }

@@ -17,7 +17,8 @@ public sealed class DatabaseHealthCheck(NpgsqlDataSource database) : IHealthChec
             using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
             timeout.CancelAfter(TimeSpan.FromSeconds(2));
             await using var command = database.CreateCommand("SELECT 1");
-            await command.ExecuteScalarAsync(timeout.Token);
+            // WaitAsync: a hung server (SIGSTOPped, or a network black hole) can hold a connection attempt past the token.
+            await command.ExecuteScalarAsync(timeout.Token).WaitAsync(timeout.Token);
             return HealthCheckResult.Healthy("PostgreSQL answers.");
         }
         catch (Exception exception) when (exception is NpgsqlException or OperationCanceledException or TimeoutException)

@@ -30,7 +30,9 @@ public sealed class ReportsFixture(PostgresFixture postgres) : IAsyncLifetime
     {
         _provider = await TestHosts.StartProviderAsync();
         var connectionString = await postgres.CreateDatabaseAsync("reports");
-        var host = await TestHosts.StartMarketplaceAsync(connectionString, "reports-" + Guid.NewGuid().ToString("N")[..8]);
+        // The tests also write calls of 2020 straight through the writer; its hourly rollup retention must not remove them meanwhile.
+        var host = await TestHosts.StartMarketplaceAsync(connectionString, "reports-" + Guid.NewGuid().ToString("N")[..8],
+            new Dictionary<string, string?> { ["CallLog:MinuteRollupRetentionDays"] = "3650" });
         M = new MarketplaceNode(host, _provider.Urls.First());
         Database = NpgsqlDataSource.Create(connectionString);
     }

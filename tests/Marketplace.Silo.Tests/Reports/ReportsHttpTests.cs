@@ -68,6 +68,75 @@ public sealed class ReportsHttpTests(ReportsFixture fixture) : IClassFixture<Rep
     }
 
     [Fact]
+    public async Task ServiceRollups_AfterMixedCalls_EqualThePerAccountRollupsSummedAtEveryGranularity()
+    {
+        await fixture.ScenarioAsync();
+        var summed = string.Join(", ", Enumerable.Range(1, _buckets).Select(b => $"sum(latency_buckets[{b}])"));
+
+        // One statement: one snapshot of both tables.
+        await using var command = fixture.Database.CreateCommand($"""
+            WITH account_rows AS (
+                SELECT granularity, bucket_start, service_id, version, outcome, currency, sum(calls) AS calls, sum(charged) AS charged,
+                       ARRAY[{summed}]::bigint[] AS latency
+                FROM marketplace_usage_rollup GROUP BY 1, 2, 3, 4, 5, 6
+            ), service_rows AS (
+                SELECT granularity, bucket_start, service_id, version, outcome, currency, calls::numeric, charged::numeric, latency_buckets
+                FROM marketplace_usage_service_rollup
+            )
+            SELECT g.granularity,
+                   (SELECT count(*) FROM service_rows r WHERE r.granularity = g.granularity),
+                   (SELECT count(*) FROM ((SELECT * FROM account_rows) EXCEPT (SELECT * FROM service_rows)) AS d WHERE d.granularity = g.granularity),
+                   (SELECT count(*) FROM ((SELECT * FROM service_rows) EXCEPT (SELECT * FROM account_rows)) AS d WHERE d.granularity = g.granularity)
+            FROM (SELECT unnest(ARRAY['day', 'hour', 'minute']) AS granularity) g ORDER BY 1
+            """);
+        var results = new List<(string Granularity, long Rows, long Missing, long Extra)>();
+        await using (var reader = await command.ExecuteReaderAsync())
+        {
+            while (await reader.ReadAsync())
+            {
+                results.Add((reader.GetString(0), reader.GetInt64(1), reader.GetInt64(2), reader.GetInt64(3)));
+            }
+        }
+
+        Assert.Equal(3, results.Count);
+        foreach (var result in results)
+        {
+            Assert.True(result.Rows > 0, $"{result.Granularity}: no per-service rows");
+            Assert.True(result.Missing == 0 && result.Extra == 0,
+                $"{result.Granularity}: {result.Missing} summed per-account rows missing from the per-service rows, {result.Extra} per-service rows without them");
+        }
+    }
+
+    [Fact]
+    public async Task Reports_ServiceRowsAndAccountRows_GiveTheSameNumbers()
+    {
+        var s = await fixture.ScenarioAsync();
+        var today = DateTimeOffset.UtcNow.Date;
+        var services = new[] { s.S1, s.S2, s.S3 };
+        foreach (var granularity in new[] { "day", "hour", "minute" })
+        {
+            var window = new ReportWindow(new DateTimeOffset(today.AddDays(granularity == "day" ? -1 : 0), TimeSpan.Zero), new DateTimeOffset(today.AddDays(1), TimeSpan.Zero), granularity);
+            foreach (var query in new[]
+            {
+                new ReportQuery(window, "total"),
+                new ReportQuery(window, "version", ServiceIds: services),
+                new ReportQuery(window, "bucket", ServiceIds: services, Latency: false),
+                new ReportQuery(window, "service", Top: 10, Latency: false),
+            })
+            {
+                Assert.True(query.ReadsServiceRows);
+                var fromServiceRows = await ReportsApi.QueryAsync(fixture.Database, query, CancellationToken.None);
+                var fromAccountRows = await ReportsApi.QueryAsync(fixture.Database, query with { PerAccountRows = true }, CancellationToken.None);
+                Assert.NotEmpty(fromServiceRows);
+                Assert.Equal(Describe(fromAccountRows), Describe(fromServiceRows));
+            }
+        }
+
+        static string[] Describe(IReadOnlyList<ReportRow> rows) =>
+            [.. rows.Select(r => $"{r.Group} {r.Currency} {r.Calls} {r.Charged} {r.Failed} {string.Join(',', r.LatencyBuckets)}")];
+    }
+
+    [Fact]
     public async Task UsageReport_Consumer_SeesOnlyItsOwnAccountsCalls()
     {
         var s = await fixture.ScenarioAsync();
@@ -268,6 +337,9 @@ public sealed class ReportsHttpTests(ReportsFixture fixture) : IClassFixture<Rep
         Assert.Equal(4, rows.Count);
         // 3.0 and 4.0 ms are in [2,5), 5.0, 6.0 and 7.0 in [5,10), 40 s beyond the last bound.
         Assert.Equal([0, 0, 2, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], rows[("day", at.Date)].Latency);
+        var perService = await ReportsApi.QueryAsync(fixture.Database,
+            new ReportQuery(new ReportWindow(at.Date, at.Date.AddDays(1), "day"), "service", ServiceIds: ["svc-dup"]), CancellationToken.None);
+        Assert.Equal([("svc-dup", 6L, 24L)], perService.Select(r => (r.Group, r.Calls, r.Charged)));
     }
 
     [Fact]
