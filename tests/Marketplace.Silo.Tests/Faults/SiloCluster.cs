@@ -2,7 +2,10 @@ using System.Diagnostics;
 using System.Net.Http.Json;
 using System.Text.Json;
 using Marketplace.Silo.Tests.Infrastructure;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
 using Npgsql;
+using Orleans.Configuration;
 
 namespace Marketplace.Silo.Tests.Faults;
 
@@ -125,6 +128,48 @@ internal sealed class SiloCluster : IAsyncDisposable
         {
             Assert.True(clock.Elapsed < limit, $"fewer than {count} silos active after {limit.TotalSeconds} s");
             await Task.Delay(50);
+        }
+    }
+
+    /// <summary>
+    /// The slot of the silo that hosts each grain (or -1 when it is not active), asked of the cluster through an Orleans
+    /// client, so a test can aim a fault at the silo that holds the state it watches.
+    /// </summary>
+    public async Task<int[]> HostsAsync(Func<IGrainFactory, IAddressable[]> select)
+    {
+        var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
+        builder.UseOrleansClient(client =>
+        {
+            client.Configure<ClusterOptions>(options =>
+            {
+                options.ClusterId = _clusterId;
+                options.ServiceId = _clusterId;
+            });
+            client.UseAdoNetClustering(clustering =>
+            {
+                clustering.Invariant = "Npgsql";
+                clustering.ConnectionString = ConnectionString;
+            });
+        });
+        using var host = builder.Build();
+        await host.StartAsync(TestContext.Current.CancellationToken);
+        try
+        {
+            var factory = host.Services.GetRequiredService<IClusterClient>();
+            var management = factory.GetGrain<IManagementGrain>(0);
+            var grains = select(factory);
+            var slots = new int[grains.Length];
+            for (var i = 0; i < grains.Length; i++)
+            {
+                var address = await management.GetActivationAddress(grains[i]);
+                slots[i] = address is null ? -1 : Array.FindIndex(Silos, silo => silo.SiloPort == address.Endpoint.Port);
+            }
+
+            return slots;
+        }
+        finally
+        {
+            await host.StopAsync(CancellationToken.None);
         }
     }
 
