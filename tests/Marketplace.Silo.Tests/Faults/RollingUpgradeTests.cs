@@ -69,8 +69,10 @@ public sealed class RollingUpgradeTests(PostgresFixture postgres)
 
                 var start = Stopwatch.StartNew();
                 await cluster.ReplaceAsync(slot);
+                var readyTook = start.Elapsed;
                 await cluster.WaitForActiveAsync(3, TimeSpan.FromSeconds(30));
-                restarts.Add(string.Create(CultureInfo.InvariantCulture, $"silo {slot}: exit {stopTook.TotalSeconds:F1} s, ready {start.Elapsed.TotalSeconds:F1} s"));
+                restarts.Add(string.Create(CultureInfo.InvariantCulture,
+                    $"silo {slot}: exit {stopTook.TotalSeconds:F1} s, ready {readyTook.TotalSeconds:F1} s, active {start.Elapsed.TotalSeconds:F1} s"));
 
                 loads[slot] = StartLoad(cluster, slot, consumer, callPath, clock);
                 await Task.Delay(LoadBetweenRestarts);

@@ -178,6 +178,11 @@ public sealed class SiloFailoverTests(FailoverClusterFixture fixture) : IClassFi
             recovery = recoveredAt - faultAt;
         }
 
+        // The longest stretch after the fault without any 200, and when the last failure was answered: where the time went.
+        var okTimes = ok.Select(call => call.AnsweredAt!.Value).Where(at => at >= faultAt).Order().Prepend(faultAt).ToList();
+        var longestGap = okTimes.Zip(okTimes.Skip(1), (a, b) => (From: a, Length: b - a)).DefaultIfEmpty().MaxBy(gap => gap.Length);
+        var lastFailureAnswered = failed.Count == 0 ? TimeSpan.Zero : failed.Max(call => call.AnsweredAt ?? call.SentAt) - faultAt;
+
         // Settlement is asynchronous and batched: wait until both survivors have sent theirs and the account is settled.
         JsonElement account = default, reconciliation = default;
         var settleDeadline = Stopwatch.StartNew();
@@ -222,7 +227,8 @@ public sealed class SiloFailoverTests(FailoverClusterFixture fixture) : IClassFi
         TestContext.Current.TestOutputHelper?.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"{fault} of silo {victimSlot} (key grain there; account grain on {hosts[1]}, service grain on {hosts[2]}) after {LoadBeforeFault.TotalSeconds} s of " +
             $"{2 * CallsPerSecondPerFrontDoor} calls/s over front doors {string.Join(" and ", survivors)}: declared dead after " +
-            $"{(deadAt - faultAt)?.TotalSeconds.ToString("F2", CultureInfo.InvariantCulture) ?? "never"} s; recovery {recovery.TotalSeconds:F2} s. " +
+            $"{(deadAt - faultAt)?.TotalSeconds.ToString("F2", CultureInfo.InvariantCulture) ?? "never"} s; recovery {recovery.TotalSeconds:F2} s " +
+            $"(last failure answered at {lastFailureAnswered.TotalSeconds:F2} s; no 200 from {(longestGap.From - faultAt).TotalSeconds:F2} s for {longestGap.Length.TotalSeconds:F2} s). " +
             $"{calls.Count} calls: {run.Ok} answered 200 (incl. {warmUps} warm-ups), {run.QuotaRefused} quota-exhausted, {run.Failed} failed " +
             $"({run.Unanswered} unanswered; statuses {string.Join(", ", failed.GroupBy(call => call.Status is { } s ? ((int)s).ToString(CultureInfo.InvariantCulture) : "none").Select(g => $"{g.Key} x{g.Count()}"))}). " +
             $"Quota {Quota}: admitted {run.Ok} (excess {run.Ok - Quota}), key reports {QuotaUsed(key)} used; loss window: {window} calls answered in the last " +
