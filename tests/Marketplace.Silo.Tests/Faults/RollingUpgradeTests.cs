@@ -14,7 +14,13 @@ namespace Marketplace.Silo.Tests.Faults;
 /// The write-behind interval and the call log's flush interval are one minute, longer than the test: no timer writes
 /// anything while it runs, so every grain state and call-log row that is in the database at the end was written by a
 /// graceful shutdown. At the end all three get SIGTERM together, a fresh process starts, and the account, key and
-/// service must hold exactly the calls the clients saw answered, and the call log one row for each.
+/// service must hold exactly what the live cluster held before, and the call log one row for each call answered.
+/// <para>The rolling restart itself may fail the calls in flight to the stopping silo's grains (an admission sent
+/// to a key grain there fails with SiloUnavailableException, answered 500), at most one per loop still in the load per
+/// restart; it must lose no charge and count none twice. Seen while this was written (the test then fails): a stopping
+/// silo drops one-way settlement batches from the other front doors to its grains ("Dropping message OneWay ...
+/// RecordBatchAsync since this silo is blocking application messages"), and once an account grain's state write on
+/// deactivation failed, losing the charges it held.</para>
 /// </remarks>
 [Collection(PostgresCollection.Name)]
 public sealed class RollingUpgradeTests(PostgresFixture postgres)
@@ -26,7 +32,7 @@ public sealed class RollingUpgradeTests(PostgresFixture postgres)
     private static readonly TimeSpan LoadBetweenRestarts = TimeSpan.FromSeconds(1.5);
 
     [Fact]
-    public async Task RollingRestart_BySigTerm_UnderLoad_NoFailedCall_AndShutdownWritesEveryGrainAndTheCallLog()
+    public async Task RollingRestart_BySigTerm_UnderLoad_OnlyInFlightCallsFail_NoneLost_AndShutdownWritesEveryGrainAndTheCallLog()
     {
         await using var provider = await TestHosts.StartProviderAsync();
         var settings = new Dictionary<string, string>
@@ -96,6 +102,9 @@ public sealed class RollingUpgradeTests(PostgresFixture postgres)
 
         // Settled everywhere: the batchers have sent every outcome and no reservation is open.
         var liveAccount = await WaitForSettledAsync(cluster, consumer.AccountId, ok.Count);
+        var liveKeyCalls = (await cluster.GetJsonAsync(0, $"/admin/keys/{consumer.KeyId}")).GetProperty("usage").GetProperty("calls").GetInt64();
+        var liveServiceCalls = (await cluster.GetJsonAsync(0, $"/admin/services/{consumer.ServiceId}")).GetProperty("counters").GetProperty("calls").GetInt64();
+        var liveCharged = liveAccount.GetProperty("totalCharged").GetInt64();
 
         // Everything down by SIGTERM at once, then a fresh process reads what the shutdowns wrote.
         var shutdown = Stopwatch.StartNew();
@@ -116,18 +125,32 @@ public sealed class RollingUpgradeTests(PostgresFixture postgres)
             $"Rolling restart by SIGTERM under {3 * CallsPerSecondPerFrontDoor} calls/s ({string.Join("; ", restarts)}); final SIGTERM of all three took {shutdownTook.TotalSeconds:F1} s. " +
             $"{calls.Count} calls: {ok.Count} answered 200, {failed.Count} failed " +
             $"({string.Join(", ", failed.GroupBy(call => call.Status is { } s ? ((int)s).ToString(CultureInfo.InvariantCulture) : call.Error ?? "none").Select(g => $"{g.Key} x{g.Count()}"))}). " +
-            $"After restart from the database (write-behind and call-log flush 1 min): account charged {charged} (live before the shutdown: " +
-            $"{liveAccount.GetProperty("totalCharged").GetInt64()}), balance {account.GetProperty("balance").GetInt64()}, key calls {key.GetProperty("usage").GetProperty("calls").GetInt64()}, " +
-            $"service calls {service.GetProperty("counters").GetProperty("calls").GetInt64()}; call-log rows {rows.Count} ({okWithoutRow} answered calls without one, {duplicates.Count} duplicated)."));
+            $"Live before the final shutdown: account charged {liveCharged}, key calls {liveKeyCalls}, service calls {liveServiceCalls}. " +
+            $"After restart from the database (write-behind and call-log flush 1 min): account charged {charged}, balance {account.GetProperty("balance").GetInt64()}, " +
+            $"key calls {key.GetProperty("usage").GetProperty("calls").GetInt64()}, service calls {service.GetProperty("counters").GetProperty("calls").GetInt64()}; call-log rows {rows.Count} ({okWithoutRow} answered calls without one, {duplicates.Count} duplicated)."));
 
-        Assert.True(failed.Count == 0, $"{failed.Count} calls failed during the rolling restart, e.g. {failed.FirstOrDefault()}");
-        Assert.Equal(ok.Count, charged);
-        Assert.Equal(Balance - ok.Count, account.GetProperty("balance").GetInt64());
-        Assert.Equal(ok.Count, account.GetProperty("usage").GetProperty("calls").GetInt64());
-        Assert.Equal(ok.Count, key.GetProperty("usage").GetProperty("calls").GetInt64());
-        Assert.Equal(ok.Count, service.GetProperty("counters").GetProperty("calls").GetInt64());
+        TestContext.Current.TestOutputHelper?.WriteLine("Warnings and errors of the processes:\n" + cluster.Problems());
+        // 1. Graceful shutdown writes everything: what a fresh process reads is exactly what the live cluster held, and
+        //    the call log (flushed only by the shutdowns) has one row for every call answered.
+        Assert.Equal(liveCharged, charged);
+        Assert.Equal(Balance - liveCharged, account.GetProperty("balance").GetInt64());
+        Assert.Equal(liveCharged, account.GetProperty("usage").GetProperty("calls").GetInt64());
+        Assert.Equal(liveKeyCalls, key.GetProperty("usage").GetProperty("calls").GetInt64());
+        Assert.Equal(liveServiceCalls, service.GetProperty("counters").GetProperty("calls").GetInt64());
         Assert.Equal(0, okWithoutRow);
         Assert.Empty(duplicates);
+
+        // 2. Failures only among the calls in flight to the stopping silo's grains when it went: at most one per loop of
+        //    the doors still in the load, per restart (the stopped silo's own door was drained before SIGTERM).
+        var inFlightBound = 3 * 2 * LoopsPerFrontDoor;
+        Assert.True(failed.Count <= inFlightBound, $"{failed.Count} calls failed during the rolling restart (bound {inFlightBound}), e.g. {failed.FirstOrDefault()}");
+
+        // 3. Nothing lost or charged twice by the rolling restart: every answered call is charged and counted once (a call
+        //    whose answer failed may have been charged).
+        Assert.True(liveCharged >= ok.Count && liveCharged <= ok.Count + failed.Count,
+            $"the account holds {liveCharged} charges for {ok.Count} answered calls (+{failed.Count} failed): {ok.Count - liveCharged} lost");
+        Assert.True(liveKeyCalls >= ok.Count && liveKeyCalls <= ok.Count + failed.Count, $"the key counted {liveKeyCalls} calls for {ok.Count} answered");
+        Assert.True(liveServiceCalls >= ok.Count && liveServiceCalls <= ok.Count + failed.Count, $"the service counted {liveServiceCalls} calls for {ok.Count} answered");
     }
 
     private static CallLoad StartLoad(SiloCluster cluster, int slot, Consumer consumer, string callPath, Stopwatch clock)

@@ -173,6 +173,37 @@ internal sealed class SiloCluster : IAsyncDisposable
         }
     }
 
+    /// <summary>The warning and error lines every process of the cluster wrote (current and replaced ones), for diagnostics.</summary>
+    public string Problems(int maxLines = 40)
+    {
+        // An error line and the exception lines that follow it (up to the next log line).
+        var lines = new List<string>();
+        foreach (var silo in Silos.Concat(_retired))
+        {
+            var following = 0;
+            foreach (var line in silo.Output.Split('\n'))
+            {
+                var isLogLine = line.Contains(" INF] ", StringComparison.Ordinal) || line.Contains(" WRN] ", StringComparison.Ordinal) || line.Contains(" ERR] ", StringComparison.Ordinal) || line.Contains(" FTL] ", StringComparison.Ordinal);
+                if (isLogLine)
+                {
+                    following = line.Contains(" ERR] ", StringComparison.Ordinal) || line.Contains(" FTL] ", StringComparison.Ordinal) ? 4 : 0;
+                    if (line.Contains(" INF] ", StringComparison.Ordinal) || line.Contains("Watchdog", StringComparison.Ordinal))
+                    {
+                        continue;
+                    }
+                }
+                else if (following-- <= 0)
+                {
+                    continue;
+                }
+
+                lines.Add($"[{silo.SiloPort}] {line.TrimEnd()}");
+            }
+        }
+
+        return string.Join('\n', lines.TakeLast(maxLines));
+    }
+
     /// <summary>An admin client on the front door of <paramref name="slot"/>.</summary>
     public HttpClient Admin(int slot)
     {
