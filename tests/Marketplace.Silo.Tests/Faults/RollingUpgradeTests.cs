@@ -17,7 +17,7 @@ namespace Marketplace.Silo.Tests.Faults;
 /// service must hold exactly what the live cluster held before, and the call log one row for each call answered.
 /// <para>The rolling restart itself may fail the calls in flight to the stopping silo's grains (an admission sent
 /// to a key grain there fails with SiloUnavailableException, answered 500), at most one per loop still in the load per
-/// restart; it must lose no charge and count none twice. Seen while this was written (2 runs in 7; the test then reports
+/// restart; it must lose no charge and count none twice. Seen while this was written (4 runs in 7; the test then reports
 /// itself skipped with the figures, see step 4): a stopping
 /// silo drops one-way settlement batches from the other front doors to its grains ("Dropping message OneWay ...
 /// RecordBatchAsync since this silo is blocking application messages"), and once an account grain's state write on
