@@ -197,6 +197,68 @@ public sealed class SiloProcess : IAsyncDisposable
         _process.WaitForExit(10_000);
     }
 
+    /// <summary>True between <see cref="PauseAsync"/> and <see cref="ResumeAsync"/>.</summary>
+    public bool IsPaused { get; private set; }
+
+    /// <summary>SIGSTOP: the process freezes with its sockets open (a hung silo: connections accepted, nothing answered).</summary>
+    public Task PauseAsync() => SignalAsync("STOP", paused: true);
+
+    /// <summary>SIGCONT: a paused process runs again.</summary>
+    public Task ResumeAsync() => SignalAsync("CONT", paused: false);
+
+    /// <summary>SIGTERM without waiting: the host starts its graceful shutdown; see <see cref="WaitForExitAsync"/>.</summary>
+    public Task TerminateAsync() => SignalAsync("TERM", paused: false);
+
+    /// <summary>Waits until the process has exited; false when it is still running after <paramref name="timeout"/>.</summary>
+    public async Task<bool> WaitForExitAsync(TimeSpan timeout)
+    {
+        if (_process is null || _process.HasExited)
+        {
+            return true;
+        }
+
+        using var wait = new CancellationTokenSource(timeout);
+        try
+        {
+            await _process.WaitForExitAsync(wait.Token);
+            return true;
+        }
+        catch (OperationCanceledException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>The exit code once the process has exited.</summary>
+    public int ExitCode => _process is { HasExited: true } process ? process.ExitCode : throw new InvalidOperationException("Not exited.");
+
+    private async Task SignalAsync(string signal, bool paused)
+    {
+        if (_process is null || _process.HasExited)
+        {
+            return;
+        }
+
+        if (OperatingSystem.IsWindows())
+        {
+            throw new PlatformNotSupportedException($"SIG{signal} needs a POSIX system.");
+        }
+
+        using var kill = Process.Start(new ProcessStartInfo("kill", [$"-{signal}", _process.Id.ToString(CultureInfo.InvariantCulture)])
+        {
+            UseShellExecute = false,
+            RedirectStandardError = true,
+            RedirectStandardOutput = true,
+        }) ?? throw new InvalidOperationException("Could not start kill.");
+        await kill.WaitForExitAsync();
+        if (kill.ExitCode != 0 && !_process.HasExited)
+        {
+            throw new InvalidOperationException($"kill -{signal} {_process.Id} failed: {await kill.StandardError.ReadToEndAsync()}");
+        }
+
+        IsPaused = paused;
+    }
+
     /// <summary>Asks the host to stop (SIGTERM) and waits until it has exited; kills it if it takes longer than <paramref name="timeout"/>.</summary>
     public async Task StopAsync(TimeSpan? timeout = null)
     {
@@ -245,6 +307,12 @@ public sealed class SiloProcess : IAsyncDisposable
 
         try
         {
+            if (IsPaused)
+            {
+                // A frozen process would not act on SIGTERM; nothing of a paused silo is worth a graceful stop.
+                Kill();
+            }
+
             await StopAsync(TimeSpan.FromSeconds(15));
         }
         catch (TimeoutException)

@@ -1,0 +1,227 @@
+using System.Diagnostics;
+using System.Net.Http.Json;
+using System.Text.Json;
+using Marketplace.Silo.Tests.Infrastructure;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Npgsql;
+using Orleans.Configuration;
+
+namespace Marketplace.Silo.Tests.Faults;
+
+/// <summary>
+/// A cluster of real host processes (silo and front door each, role <c>all</c>) on one database: start, replace a
+/// member on the same ports, and read the membership table the way the survivors' silos write it.
+/// </summary>
+internal sealed class SiloCluster : IAsyncDisposable
+{
+    /// <summary><c>SiloStatus.Active</c> in the membership table.</summary>
+    public const int Active = 3;
+
+    /// <summary><c>SiloStatus.Dead</c> in the membership table.</summary>
+    public const int Dead = 6;
+
+    private readonly string _clusterId;
+    private readonly TimeSpan? _writeBehindInterval;
+    private readonly IReadOnlyDictionary<string, string> _settings;
+    private readonly List<SiloProcess> _retired = [];
+
+    private SiloCluster(string connectionString, string clusterId, TimeSpan? writeBehindInterval, IReadOnlyDictionary<string, string> settings, SiloProcess[] silos)
+    {
+        ConnectionString = connectionString;
+        _clusterId = clusterId;
+        _writeBehindInterval = writeBehindInterval;
+        _settings = settings;
+        Silos = silos;
+    }
+
+    public string ConnectionString { get; }
+
+    /// <summary>The current member in each slot (a replaced member's slot holds its successor).</summary>
+    public SiloProcess[] Silos { get; }
+
+    /// <summary>Starts <paramref name="count"/> processes: the first alone (it applies the migrations), then the rest together.</summary>
+    public static async Task<SiloCluster> StartAsync(PostgresFixture postgres, string prefix, int count, TimeSpan? writeBehindInterval = null,
+        IReadOnlyDictionary<string, string>? settings = null)
+    {
+        var connectionString = await postgres.CreateDatabaseAsync(prefix);
+        var clusterId = prefix + "-" + Guid.NewGuid().ToString("N")[..8];
+        var merged = new Dictionary<string, string> { ["Serilog:MinimumLevel:Default"] = "Warning" };
+        foreach (var (key, value) in settings ?? new Dictionary<string, string>())
+        {
+            merged[key] = value;
+        }
+
+        var silos = Enumerable.Range(0, count).Select(_ => new SiloProcess(connectionString, clusterId, writeBehindInterval, settings: merged)).ToArray();
+        var cluster = new SiloCluster(connectionString, clusterId, writeBehindInterval, merged, silos);
+        try
+        {
+            await silos[0].StartAsync(TestContext.Current.CancellationToken);
+            await Task.WhenAll(silos.Skip(1).Select(silo => silo.StartAsync(TestContext.Current.CancellationToken)));
+            await cluster.WaitForActiveAsync(count, TimeSpan.FromSeconds(30));
+        }
+        catch
+        {
+            await cluster.DisposeAsync();
+            throw;
+        }
+
+        return cluster;
+    }
+
+    /// <summary>Starts a new process in <paramref name="slot"/> on the same ports as the one there (which must have exited).</summary>
+    public async Task<SiloProcess> ReplaceAsync(int slot)
+    {
+        var old = Silos[slot];
+        if (!old.HasExited)
+        {
+            throw new InvalidOperationException($"Silo {slot} is still running.");
+        }
+
+        var next = new SiloProcess(ConnectionString, _clusterId, _writeBehindInterval, old.SiloPort, old.GatewayPort, old.HttpPort, _settings);
+        _retired.Add(old);
+        Silos[slot] = next;
+        await next.StartAsync(TestContext.Current.CancellationToken);
+        return next;
+    }
+
+    /// <summary>The status of the newest generation of the silo on <paramref name="siloPort"/> in the membership table.</summary>
+    public async Task<int?> StatusAsync(int siloPort)
+    {
+        await using var connection = new NpgsqlConnection(ConnectionString);
+        await connection.OpenAsync();
+        await using var command = new NpgsqlCommand(
+            "SELECT status FROM orleans_membership WHERE deployment_id = @cluster AND port = @port ORDER BY generation DESC LIMIT 1", connection);
+        command.Parameters.AddWithValue("cluster", _clusterId);
+        command.Parameters.AddWithValue("port", siloPort);
+        return await command.ExecuteScalarAsync() as int?;
+    }
+
+    /// <summary>Polls the membership table until the silo on <paramref name="siloPort"/> has <paramref name="status"/>; returns when that was seen.</summary>
+    public async Task<TimeSpan?> WaitForStatusAsync(int siloPort, int status, Stopwatch clock, TimeSpan limit)
+    {
+        var deadline = clock.Elapsed + limit;
+        while (clock.Elapsed < deadline)
+        {
+            if (await StatusAsync(siloPort) == status)
+            {
+                return clock.Elapsed;
+            }
+
+            await Task.Delay(20);
+        }
+
+        return null;
+    }
+
+    /// <summary>Waits until <paramref name="count"/> silos of the cluster are Active in the table.</summary>
+    public async Task WaitForActiveAsync(int count, TimeSpan limit)
+    {
+        var clock = Stopwatch.StartNew();
+        await using var connection = new NpgsqlConnection(ConnectionString);
+        await connection.OpenAsync();
+        await using var command = new NpgsqlCommand(
+            "SELECT count(*) FROM orleans_membership WHERE deployment_id = @cluster AND status = @active", connection);
+        command.Parameters.AddWithValue("cluster", _clusterId);
+        command.Parameters.AddWithValue("active", Active);
+        while ((long)(await command.ExecuteScalarAsync())! < count)
+        {
+            Assert.True(clock.Elapsed < limit, $"fewer than {count} silos active after {limit.TotalSeconds} s");
+            await Task.Delay(50);
+        }
+    }
+
+    /// <summary>
+    /// The slot of the silo that hosts each grain (or -1 when it is not active), asked of the cluster through an Orleans
+    /// client, so a test can aim a fault at the silo that holds the state it watches.
+    /// </summary>
+    public async Task<int[]> HostsAsync(Func<IGrainFactory, IAddressable[]> select)
+    {
+        var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
+        builder.UseOrleansClient(client =>
+        {
+            client.Configure<ClusterOptions>(options =>
+            {
+                options.ClusterId = _clusterId;
+                options.ServiceId = _clusterId;
+            });
+            client.UseAdoNetClustering(clustering =>
+            {
+                clustering.Invariant = "Npgsql";
+                clustering.ConnectionString = ConnectionString;
+            });
+        });
+        using var host = builder.Build();
+        await host.StartAsync(TestContext.Current.CancellationToken);
+        try
+        {
+            var factory = host.Services.GetRequiredService<IClusterClient>();
+            var management = factory.GetGrain<IManagementGrain>(0);
+            var grains = select(factory);
+            var slots = new int[grains.Length];
+            for (var i = 0; i < grains.Length; i++)
+            {
+                var address = await management.GetActivationAddress(grains[i]);
+                slots[i] = address is null ? -1 : Array.FindIndex(Silos, silo => silo.SiloPort == address.Endpoint.Port);
+            }
+
+            return slots;
+        }
+        finally
+        {
+            await host.StopAsync(CancellationToken.None);
+        }
+    }
+
+    /// <summary>The warning and error lines every process of the cluster wrote (current and replaced ones), for diagnostics.</summary>
+    public string Problems(int maxLines = 40)
+    {
+        // An error line and the exception lines that follow it (up to the next log line).
+        var lines = new List<string>();
+        foreach (var silo in Silos.Concat(_retired))
+        {
+            var following = 0;
+            foreach (var line in silo.Output.Split('\n'))
+            {
+                var isLogLine = line.Contains(" INF] ", StringComparison.Ordinal) || line.Contains(" WRN] ", StringComparison.Ordinal) || line.Contains(" ERR] ", StringComparison.Ordinal) || line.Contains(" FTL] ", StringComparison.Ordinal);
+                if (isLogLine)
+                {
+                    following = line.Contains(" ERR] ", StringComparison.Ordinal) || line.Contains(" FTL] ", StringComparison.Ordinal) ? 4 : 0;
+                    if (line.Contains(" INF] ", StringComparison.Ordinal) || line.Contains("Watchdog", StringComparison.Ordinal))
+                    {
+                        continue;
+                    }
+                }
+                else if (following-- <= 0)
+                {
+                    continue;
+                }
+
+                lines.Add($"[{silo.SiloPort}] {line.TrimEnd()}");
+            }
+        }
+
+        return string.Join('\n', lines.TakeLast(maxLines));
+    }
+
+    /// <summary>An admin client on the front door of <paramref name="slot"/>.</summary>
+    public HttpClient Admin(int slot)
+    {
+        var client = new HttpClient { BaseAddress = Silos[slot].BaseAddress, Timeout = TimeSpan.FromSeconds(30) };
+        client.DefaultRequestHeaders.Add("X-Admin-Key", TestHosts.AdminKey);
+        return client;
+    }
+
+    /// <summary>Reads an admin resource as JSON through the front door of <paramref name="slot"/>.</summary>
+    public async Task<JsonElement> GetJsonAsync(int slot, string path)
+    {
+        using var admin = Admin(slot);
+        return (await admin.GetFromJsonAsync<JsonElement>(path)).Clone();
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        // Frozen ones are killed, the rest stopped together (each waits for its own exit).
+        await Task.WhenAll(Silos.Concat(_retired).Select(silo => silo.DisposeAsync().AsTask()));
+    }
+}
