@@ -19,6 +19,11 @@ public sealed partial class ExceptionProblems(IProblemDetailsService problems, I
             InvalidOperationException => (StatusCodes.Status409Conflict, "conflict", "The request conflicts with the current state.", exception.Message),
             OperationCanceledException when httpContext.RequestAborted.IsCancellationRequested => (499, "client-closed", "The client closed the request.", (string?)null),
             TimeoutException => (StatusCodes.Status503ServiceUnavailable, "unavailable", "The marketplace is busy; try again.", (string?)null),
+
+            // The silo holding a grain of this call stopped or died while the call was on its way (a restart, a crash):
+            // the cluster moves the grain to a live silo within seconds, so the call can be repeated.
+            SiloUnavailableException or OrleansMessageRejectionException => (StatusCodes.Status503ServiceUnavailable, "unavailable",
+                "A marketplace node went away while handling the call; try again.", (string?)null),
             _ => (StatusCodes.Status500InternalServerError, "internal", "An unexpected error occurred.", "Quote the TrackId when you report it."),
         };
 
@@ -28,6 +33,10 @@ public sealed partial class ExceptionProblems(IProblemDetailsService problems, I
         }
 
         httpContext.Response.StatusCode = status;
+        if (status == StatusCodes.Status503ServiceUnavailable)
+        {
+            httpContext.Response.Headers.RetryAfter = "1";
+        }
 
         // The exception handler cleared the response, the TrackId header with it.
         httpContext.Response.Headers[Grains.TrackIds.Header] = httpContext.GetTrackId();
