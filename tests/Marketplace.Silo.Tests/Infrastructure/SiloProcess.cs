@@ -229,9 +229,6 @@ public sealed class SiloProcess : IAsyncDisposable
         }
     }
 
-    /// <summary>The exit code once the process has exited.</summary>
-    public int ExitCode => _process is { HasExited: true } process ? process.ExitCode : throw new InvalidOperationException("Not exited.");
-
     private async Task SignalAsync(string signal, bool paused)
     {
         if (_process is null || _process.HasExited)
