@@ -93,8 +93,11 @@ public interface IAccountGrain : IGrainWithStringKey
     [OneWay, Alias("SettleAsync")]
     Task SettleAsync(string serviceId, long reserved, long charge, bool succeeded, long hold = 0);
 
-    /// <summary>Settles many calls at once (what a front door collected over a few milliseconds); fire and forget.</summary>
-    [OneWay, Alias("SettleBatchAsync")]
+    /// <summary>
+    /// Settles many calls at once (what a front door collected over a few milliseconds). Answered, so that a batch a
+    /// stopping silo refused (never applied) is sent again rather than lost.
+    /// </summary>
+    [Alias("SettleBatchAsync")]
     Task SettleBatchAsync(SettlementBatch batch);
 
     /// <summary>Remembers that a key belongs to this account.</summary>

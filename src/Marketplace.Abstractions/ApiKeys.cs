@@ -197,8 +197,8 @@ public interface IApiKeyGrain : IGrainWithStringKey
     [OneWay, AlwaysInterleave, Alias("RecallLeaseAsync")]
     Task RecallLeaseAsync();
 
-    /// <summary>Counts many settled calls at once; fire and forget.</summary>
-    [OneWay, Alias("RecordBatchAsync")]
+    /// <summary>Counts many settled calls at once (answered, so a batch refused by a stopping silo is sent again).</summary>
+    [Alias("RecordBatchAsync")]
     Task RecordBatchAsync(IReadOnlyList<ServiceUsageDelta> usage);
 
     /// <summary>Changes name, entitlements, expiry or limits.</summary>

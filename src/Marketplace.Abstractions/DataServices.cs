@@ -219,8 +219,8 @@ public interface IDataServiceGrain : IGrainWithStringKey
     [OneWay, Alias("RecordAsync")]
     Task RecordAsync(bool succeeded, long charged);
 
-    /// <summary>Adds many settled calls to the counters; fire and forget.</summary>
-    [OneWay, Alias("RecordBatchAsync")]
+    /// <summary>Adds many settled calls to the counters (answered, so a batch refused by a stopping silo is sent again).</summary>
+    [Alias("RecordBatchAsync")]
     Task RecordBatchAsync(ServiceUsageDelta usage);
 }
 

@@ -318,6 +318,39 @@ public sealed partial class AccountGrain(
 
     private long Available => State.Balance - _reserved.Total + State.CreditLimit;
 
+    protected override bool MergesConflicts => true;
+
+    // Charges, top-ups and counts another activation stored are added to this one's; settings it changed win.
+    protected override void Merge(AccountState target, AccountState baseline, AccountState stored)
+    {
+        target.Balance = StateMerge.Counter(target.Balance, baseline.Balance, stored.Balance);
+        target.TotalToppedUp = StateMerge.Counter(target.TotalToppedUp, baseline.TotalToppedUp, stored.TotalToppedUp);
+        target.TotalCharged = StateMerge.Counter(target.TotalCharged, baseline.TotalCharged, stored.TotalCharged);
+        target.Usage.Rebase(baseline.Usage, stored.Usage);
+        if (stored.MonthStart == target.MonthStart)
+        {
+            var theirs = stored.CallsThisMonth - (baseline.MonthStart == stored.MonthStart ? baseline.CallsThisMonth : 0);
+            target.CallsThisMonth += theirs;
+        }
+        else if (stored.MonthStart > target.MonthStart)
+        {
+            target.MonthStart = stored.MonthStart;
+            target.CallsThisMonth = stored.CallsThisMonth;
+        }
+
+        target.Name = StateMerge.Setting(target.Name, baseline.Name, stored.Name);
+        target.CreditLimit = StateMerge.Setting(target.CreditLimit, baseline.CreditLimit, stored.CreditLimit);
+        target.MonthlyCallCap = StateMerge.Setting(target.MonthlyCallCap, baseline.MonthlyCallCap, stored.MonthlyCallCap);
+        StateMerge.Listed(target.KeyIds, baseline.KeyIds, stored.KeyIds, id => id);
+        var since = baseline.Ledger.Count > 0 ? baseline.Ledger[^1].At : DateTimeOffset.MinValue;
+        target.Ledger.AddRange(stored.Ledger.Where(entry => entry.At > since && !target.Ledger.Exists(mine => mine.At == entry.At && mine.Amount == entry.Amount)));
+        target.Ledger.Sort((x, y) => x.At.CompareTo(y.At));
+        if (target.Ledger.Count > LedgerLimit)
+        {
+            target.Ledger.RemoveRange(0, target.Ledger.Count - LedgerLimit);
+        }
+    }
+
     public Task WatchAlertsAsync(AlertWatch watch)
     {
         if (Exists)

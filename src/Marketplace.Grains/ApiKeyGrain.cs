@@ -519,6 +519,34 @@ public sealed class ApiKeyGrain(
         public DateTimeOffset At { get; } = at;
     }
 
+    protected override bool MergesConflicts => true;
+
+    // Calls and quota counts another activation made are added (within the same window); secrets, tokens and the status
+    // it changed win, so a revocation or a token issued there is not undone.
+    protected override void Merge(ApiKeyState target, ApiKeyState baseline, ApiKeyState stored)
+    {
+        target.Usage.Rebase(baseline.Usage, stored.Usage);
+        foreach (var (counterKey, theirs) in stored.Quotas)
+        {
+            var before = baseline.Quotas.GetValueOrDefault(counterKey);
+            var counted = theirs.Count - (before is not null && before.WindowStart == theirs.WindowStart ? before.Count : 0);
+            if (!target.Quotas.TryGetValue(counterKey, out var mine) || theirs.WindowStart > mine.WindowStart)
+            {
+                target.Quotas[counterKey] = new QuotaCounterState { WindowStart = theirs.WindowStart, Count = theirs.Count };
+            }
+            else if (mine.WindowStart == theirs.WindowStart)
+            {
+                mine.Count += counted;
+            }
+        }
+
+        target.Status = StateMerge.Setting(target.Status, baseline.Status, stored.Status);
+        target.Name = StateMerge.Setting(target.Name, baseline.Name, stored.Name);
+        target.ExpiresAt = StateMerge.Setting(target.ExpiresAt, baseline.ExpiresAt, stored.ExpiresAt);
+        StateMerge.Keyed(target.Tokens, baseline.Tokens, stored.Tokens);
+        StateMerge.Listed(target.Secrets, baseline.Secrets, stored.Secrets, secret => secret.Id);
+    }
+
     public ValueTask<bool> VerifyAsync(string proof, CredentialKind kind)
     {
         var now = time.GetUtcNow();

@@ -209,6 +209,18 @@ public sealed class DataServiceGrain(
         return Task.CompletedTask;
     }
 
+    protected override bool MergesConflicts => true;
+
+    // Calls and revenue another activation counted are added; the service's settings stay this activation's (they are
+    // written at once when changed, so only counters can be pending).
+    protected override void Merge(DataServiceState target, DataServiceState baseline, DataServiceState stored)
+    {
+        target.Calls = StateMerge.Counter(target.Calls, baseline.Calls, stored.Calls);
+        target.Succeeded = StateMerge.Counter(target.Succeeded, baseline.Succeeded, stored.Succeeded);
+        target.Failed = StateMerge.Counter(target.Failed, baseline.Failed, stored.Failed);
+        target.Revenue = StateMerge.Counter(target.Revenue, baseline.Revenue, stored.Revenue);
+    }
+
     public Task RecordBatchAsync(ServiceUsageDelta usage)
     {
         if (!Exists)

@@ -58,6 +58,12 @@ public sealed partial class SettlementBatcher(
     // A cycle takes microseconds (sends are not awaited): this long without one means the loop is stuck or gone.
     private static readonly TimeSpan MaxSilence = TimeSpan.FromSeconds(30);
 
+    // A stopping silo refuses requests for about as long as its grains take to deactivate: retried for ~10 s in all.
+    private const int MaxDeliveryAttempts = 20;
+    private static readonly TimeSpan RejectedRetryDelay = TimeSpan.FromMilliseconds(50);
+    private static readonly TimeSpan StopDrainTimeout = TimeSpan.FromSeconds(15);
+
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<Task, byte> _inFlight = new();
     private readonly object _gate = new();
     private Pending _pending = new();
     private long _flushes;
@@ -120,17 +126,60 @@ public sealed partial class SettlementBatcher(
 
         foreach (var (accountId, sums) in batch.Accounts)
         {
-            _ = grains.GetGrain<IAccountGrain>(accountId).SettleBatchAsync(new SettlementBatch(sums.Released, sums.Charged, sums.Services.ToDeltas(), sums.Releases()));
+            var account = grains.GetGrain<IAccountGrain>(accountId);
+            var settlement = new SettlementBatch(sums.Released, sums.Charged, sums.Services.ToDeltas(), sums.Releases());
+            Deliver(() => account.SettleBatchAsync(settlement), accountId);
         }
 
         foreach (var (keyId, sums) in batch.Keys)
         {
-            _ = grains.GetGrain<IApiKeyGrain>(keyId).RecordBatchAsync(sums.ToDeltas());
+            var key = grains.GetGrain<IApiKeyGrain>(keyId);
+            var usage = sums.ToDeltas();
+            Deliver(() => key.RecordBatchAsync(usage), keyId);
         }
 
         foreach (var delta in batch.Services.ToDeltas())
         {
-            _ = grains.GetGrain<IDataServiceGrain>(delta.ServiceId).RecordBatchAsync(delta);
+            var service = grains.GetGrain<IDataServiceGrain>(delta.ServiceId);
+            Deliver(() => service.RecordBatchAsync(delta), delta.ServiceId);
+        }
+    }
+
+    /// <summary>Batches sent and not yet answered.</summary>
+    public int InFlight => _inFlight.Count;
+
+    // Sends one batch without making the loop wait. A batch refused before it ran (the silo holding the grain is
+    // stopping: Orleans rejects requests to it, and would silently drop a one-way message) is sent again, which cannot
+    // count it twice; any other failure may have happened after the grain applied it, so it is logged, not repeated.
+    private void Deliver(Func<Task> send, string target)
+    {
+        var delivery = DeliverAsync(send, target);
+        if (!delivery.IsCompleted)
+        {
+            _inFlight.TryAdd(delivery, 0);
+            _ = delivery.ContinueWith(done => _inFlight.TryRemove(done, out _), CancellationToken.None,
+                TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        }
+    }
+
+    private async Task DeliverAsync(Func<Task> send, string target)
+    {
+        for (var attempt = 1; ; attempt++)
+        {
+            try
+            {
+                await send();
+                return;
+            }
+            catch (OrleansMessageRejectionException) when (attempt < MaxDeliveryAttempts)
+            {
+                await Task.Delay(RejectedRetryDelay * attempt, time);
+            }
+            catch (Exception exception)
+            {
+                LogDeliveryFailed(logger, exception, target, attempt);
+                return;
+            }
         }
     }
 
@@ -171,7 +220,23 @@ public sealed partial class SettlementBatcher(
     {
         await base.StopAsync(cancellationToken);
         Flush();
+
+        // The last batches must arrive before this process's silo or client goes away.
+        try
+        {
+            await Task.WhenAll(_inFlight.Keys).WaitAsync(StopDrainTimeout, time, cancellationToken);
+        }
+        catch (Exception exception) when (exception is TimeoutException or OperationCanceledException)
+        {
+            LogStopDrainIncomplete(logger, _inFlight.Count);
+        }
     }
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "Settled calls for {Target} were not delivered after {Attempts} attempt(s); their counts are lost")]
+    private static partial void LogDeliveryFailed(ILogger logger, Exception exception, string target, int attempts);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Stopping with {Count} settlement batches still unanswered")]
+    private static partial void LogStopDrainIncomplete(ILogger logger, int count);
 
     [LoggerMessage(Level = LogLevel.Error, Message = "Sending settled calls failed")]
     private static partial void LogFlushFailed(ILogger logger, Exception exception);

@@ -106,8 +106,64 @@ public sealed class UsageState
         CallsByService[delta.ServiceId] = CallsByService.GetValueOrDefault(delta.ServiceId) + delta.Calls;
     }
 
+    /// <summary>Adds what another activation counted (<paramref name="stored"/> minus <paramref name="baseline"/>).</summary>
+    public void Rebase(UsageState baseline, UsageState stored)
+    {
+        Calls += stored.Calls - baseline.Calls;
+        Charged += stored.Charged - baseline.Charged;
+        Failed += stored.Failed - baseline.Failed;
+        foreach (var (serviceId, calls) in stored.CallsByService)
+        {
+            var delta = calls - baseline.CallsByService.GetValueOrDefault(serviceId);
+            if (delta != 0)
+            {
+                CallsByService[serviceId] = CallsByService.GetValueOrDefault(serviceId) + delta;
+            }
+        }
+    }
+
     /// <summary>An immutable copy for the wire.</summary>
     public UsageCounters ToContract() => new(Calls, Charged, Failed, new Dictionary<string, long>(CallsByService));
+}
+
+/// <summary>Three-way merges of what two activations of one grain stored (see <c>WriteBehindGrain.Merge</c>).</summary>
+internal static class StateMerge
+{
+    /// <summary>A counter: ours plus what the other activation added.</summary>
+    public static long Counter(long ours, long baseline, long stored) => ours + (stored - baseline);
+
+    /// <summary>A setting: the other activation's value when it changed it, otherwise ours.</summary>
+    public static T Setting<T>(T ours, T baseline, T stored) => EqualityComparer<T>.Default.Equals(stored, baseline) ? ours : stored;
+
+    /// <summary>A keyed collection: entries the other activation added are added, entries it removed are removed.</summary>
+    public static void Keyed<TValue>(Dictionary<string, TValue> ours, Dictionary<string, TValue> baseline, Dictionary<string, TValue> stored)
+    {
+        foreach (var (key, value) in stored)
+        {
+            if (!baseline.ContainsKey(key))
+            {
+                ours.TryAdd(key, value);
+            }
+        }
+
+        foreach (var key in baseline.Keys)
+        {
+            if (!stored.ContainsKey(key))
+            {
+                ours.Remove(key);
+            }
+        }
+    }
+
+    /// <summary>A list of items with ids, merged like <see cref="Keyed{TValue}"/>.</summary>
+    public static void Listed<T>(List<T> ours, List<T> baseline, List<T> stored, Func<T, string> id)
+    {
+        var known = baseline.Select(id).ToHashSet(StringComparer.Ordinal);
+        var kept = stored.Select(id).ToHashSet(StringComparer.Ordinal);
+        var have = ours.Select(id).ToHashSet(StringComparer.Ordinal);
+        ours.RemoveAll(item => known.Contains(id(item)) && !kept.Contains(id(item)));
+        ours.AddRange(stored.Where(item => !known.Contains(id(item)) && !have.Contains(id(item))));
+    }
 }
 
 /// <summary>Stored state of an account grain. Reservations are not stored: they belong to calls in flight.</summary>

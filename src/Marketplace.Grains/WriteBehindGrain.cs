@@ -2,6 +2,7 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using Orleans.Serialization;
+using Orleans.Storage;
 
 namespace Marketplace.Grains;
 
@@ -14,6 +15,10 @@ namespace Marketplace.Grains;
 /// A periodic write stores a deep copy taken in one turn and lets calls interleave while the database works,
 /// so a slow write never stalls the calls of a hot key or account. Writes themselves run one at a time, in order,
 /// so the storage's version check (ETag) never sees two writes racing.
+/// <para>When the version check fails all the same, another activation of the grain wrote since this one last read or
+/// wrote: while silos leave and join, Orleans' grain directory can briefly run two activations of one grain. A grain
+/// that overrides <see cref="MergesConflicts"/> then re-reads what was stored and re-applies its own changes on top
+/// (<see cref="Merge"/>: counters add up, settings the other changed win), so neither activation's charges are lost.</para>
 /// </remarks>
 public abstract partial class WriteBehindGrain<TState>(
     IPersistentState<TState> store,
@@ -23,12 +28,27 @@ public abstract partial class WriteBehindGrain<TState>(
     private IGrainTimer? _timer;
     private DeepCopier<TState>? _copier;
     private TState? _live;
+
+    // The state as this activation last read or wrote it: what a merge after a version conflict compares against.
+    private TState? _baseline;
     private Task _lastWrite = Task.CompletedTask;
     private bool _armed;
     private bool _dirty;
 
     /// <summary>The grain's state, as held in memory (the live copy calls change).</summary>
-    protected TState State => _live ??= store.State;
+    protected TState State => _live ??= Live(store.State);
+
+    /// <summary>True when <see cref="Merge"/> can rebase this grain's changes on a state another activation stored.</summary>
+    protected virtual bool MergesConflicts => false;
+
+    /// <summary>
+    /// Re-applies onto <paramref name="target"/> (this activation's state) what another activation stored:
+    /// for a counter, <c>target += stored - baseline</c>; for a setting, the stored value when it differs from
+    /// <paramref name="baseline"/> (the other activation changed it), otherwise the target's own.
+    /// </summary>
+    protected virtual void Merge(TState target, TState baseline, TState stored)
+    {
+    }
 
     /// <summary>True once the state has been written at least once.</summary>
     protected bool Exists => store.RecordExists;
@@ -68,7 +88,7 @@ public abstract partial class WriteBehindGrain<TState>(
         await WaitForWritesAsync();
         _dirty = false;
         await store.ClearStateAsync();
-        _live = store.State;
+        _live = Live(store.State);
     }
 
     /// <inheritdoc />
@@ -102,7 +122,7 @@ public abstract partial class WriteBehindGrain<TState>(
             store.State = snapshot!;
             try
             {
-                await store.WriteStateAsync();
+                await WriteMergingAsync();
             }
             catch
             {
@@ -113,6 +133,41 @@ public abstract partial class WriteBehindGrain<TState>(
         finally
         {
             done.SetResult();
+        }
+    }
+
+    private TState Live(TState read)
+    {
+        if (MergesConflicts)
+        {
+            _copier ??= ServiceProvider.GetRequiredService<DeepCopier<TState>>();
+            _baseline = _copier.Copy(read);
+        }
+
+        return read;
+    }
+
+    private async Task WriteMergingAsync()
+    {
+        for (var attempt = 1; ; attempt++)
+        {
+            try
+            {
+                await store.WriteStateAsync();
+                _baseline = store.State;
+                return;
+            }
+            catch (InconsistentStateException exception) when (MergesConflicts && _baseline is not null && attempt < MaxMergeAttempts)
+            {
+                var written = store.State;
+                await store.ReadStateAsync();
+                var stored = store.State;
+                LogMerging(logger, exception, this.GetGrainId(), attempt);
+                Merge(written, _baseline, stored);
+                Merge(State, _baseline, stored);
+                _baseline = stored;
+                store.State = written;
+            }
         }
     }
 
@@ -147,6 +202,11 @@ public abstract partial class WriteBehindGrain<TState>(
             MarkDirty();
         }
     }
+
+    private const int MaxMergeAttempts = 5;
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "State of {GrainId} was written by another activation meanwhile (attempt {Attempt}); merging this activation's changes into it")]
+    private static partial void LogMerging(ILogger logger, Exception exception, GrainId grainId, int attempt);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Writing state of {GrainId} failed; will retry")]
     private static partial void LogFlushFailed(ILogger logger, Exception exception, GrainId grainId);

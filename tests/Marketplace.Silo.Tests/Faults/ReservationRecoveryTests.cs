@@ -92,8 +92,23 @@ public sealed class ReservationRecoveryTests(PostgresFixture postgres)
         }
     }
 
-    private static async Task<JsonElement> GetAccountAsync(HttpClient admin, string accountId) =>
-        JsonDocument.Parse(await admin.GetStringAsync($"/admin/accounts/{accountId}", TestContext.Current.CancellationToken)).RootElement.Clone();
+    // Right after the kill a read may meet the dead silo (the grain directory entry it held) and answer 503 "try again"
+    // until the cluster has declared it dead (~1-2 s): read again then.
+    private static async Task<JsonElement> GetAccountAsync(HttpClient admin, string accountId)
+    {
+        var clock = Stopwatch.StartNew();
+        while (true)
+        {
+            using var response = await admin.GetAsync($"/admin/accounts/{accountId}", TestContext.Current.CancellationToken);
+            if (response.StatusCode != System.Net.HttpStatusCode.ServiceUnavailable || clock.Elapsed > TimeSpan.FromSeconds(15))
+            {
+                response.EnsureSuccessStatusCode();
+                return JsonDocument.Parse(await response.Content.ReadAsStringAsync(TestContext.Current.CancellationToken)).RootElement.Clone();
+            }
+
+            await Task.Delay(50, TestContext.Current.CancellationToken);
+        }
+    }
 
     private static async Task<JsonElement> PollAccountAsync(HttpClient admin, string accountId, Func<JsonElement, bool> done, TimeSpan deadline)
     {
