@@ -150,7 +150,8 @@ public sealed partial class SettlementBatcher(
 
     // Sends one batch without making the loop wait. A batch refused before it ran (the silo holding the grain is
     // stopping: Orleans rejects requests to it, and would silently drop a one-way message) is sent again, which cannot
-    // count it twice; any other failure may have happened after the grain applied it, so it is logged, not repeated.
+    // count it twice. Any other failure, SiloUnavailableException included (the silo went away with the request, which
+    // it may have applied), is logged and not repeated: a lost count is money the consumer keeps, a repeat could charge twice.
     private void Deliver(Func<Task> send, string target)
     {
         var delivery = DeliverAsync(send, target);
@@ -171,7 +172,7 @@ public sealed partial class SettlementBatcher(
                 await send();
                 return;
             }
-            catch (OrleansMessageRejectionException) when (attempt < MaxDeliveryAttempts)
+            catch (OrleansMessageRejectionException exception) when (exception is not SiloUnavailableException && attempt < MaxDeliveryAttempts)
             {
                 await Task.Delay(RejectedRetryDelay * attempt, time);
             }
