@@ -128,20 +128,20 @@ public sealed partial class SettlementBatcher(
         {
             var account = grains.GetGrain<IAccountGrain>(accountId);
             var settlement = new SettlementBatch(sums.Released, sums.Charged, sums.Services.ToDeltas(), sums.Releases());
-            Deliver(() => account.SettleBatchAsync(settlement), accountId);
+            Deliver(() => account.SettleBatchAsync(settlement), accountId, settlement.Services.Sum(service => service.Calls));
         }
 
         foreach (var (keyId, sums) in batch.Keys)
         {
             var key = grains.GetGrain<IApiKeyGrain>(keyId);
             var usage = sums.ToDeltas();
-            Deliver(() => key.RecordBatchAsync(usage), keyId);
+            Deliver(() => key.RecordBatchAsync(usage), keyId, usage.Sum(service => service.Calls));
         }
 
         foreach (var delta in batch.Services.ToDeltas())
         {
             var service = grains.GetGrain<IDataServiceGrain>(delta.ServiceId);
-            Deliver(() => service.RecordBatchAsync(delta), delta.ServiceId);
+            Deliver(() => service.RecordBatchAsync(delta), delta.ServiceId, delta.Calls);
         }
     }
 
@@ -152,9 +152,9 @@ public sealed partial class SettlementBatcher(
     // stopping: Orleans rejects requests to it, and would silently drop a one-way message) is sent again, which cannot
     // count it twice. Any other failure, SiloUnavailableException included (the silo went away with the request, which
     // it may have applied), is logged and not repeated: a lost count is money the consumer keeps, a repeat could charge twice.
-    private void Deliver(Func<Task> send, string target)
+    private void Deliver(Func<Task> send, string target, long calls)
     {
-        var delivery = DeliverAsync(send, target);
+        var delivery = DeliverAsync(send, target, calls);
         if (!delivery.IsCompleted)
         {
             _inFlight.TryAdd(delivery, 0);
@@ -163,7 +163,7 @@ public sealed partial class SettlementBatcher(
         }
     }
 
-    private async Task DeliverAsync(Func<Task> send, string target)
+    private async Task DeliverAsync(Func<Task> send, string target, long calls)
     {
         for (var attempt = 1; ; attempt++)
         {
@@ -178,7 +178,7 @@ public sealed partial class SettlementBatcher(
             }
             catch (Exception exception)
             {
-                LogDeliveryFailed(logger, exception, target, attempt);
+                LogDeliveryFailed(logger, exception, calls, target, attempt);
                 return;
             }
         }
@@ -233,8 +233,8 @@ public sealed partial class SettlementBatcher(
         }
     }
 
-    [LoggerMessage(Level = LogLevel.Error, Message = "Settled calls for {Target} were not delivered after {Attempts} attempt(s); their counts are lost")]
-    private static partial void LogDeliveryFailed(ILogger logger, Exception exception, string target, int attempts);
+    [LoggerMessage(Level = LogLevel.Error, Message = "Settlement of {Calls} calls for {Target} was not delivered after {Attempts} attempt(s); their counts are lost")]
+    private static partial void LogDeliveryFailed(ILogger logger, Exception exception, long calls, string target, int attempts);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Stopping with {Count} settlement batches still unanswered")]
     private static partial void LogStopDrainIncomplete(ILogger logger, int count);

@@ -31,6 +31,10 @@ public abstract partial class WriteBehindGrain<TState>(
 
     // The state as this activation last read or wrote it: what a merge after a version conflict compares against.
     private TState? _baseline;
+
+    // A snapshot whose write failed without saying whether it was stored (a timeout): if it was, the next write's
+    // version conflict is with this activation's own write, which must not be merged in a second time.
+    private TState? _uncertain;
     private Task _lastWrite = Task.CompletedTask;
     private bool _armed;
     private bool _dirty;
@@ -155,6 +159,7 @@ public abstract partial class WriteBehindGrain<TState>(
             {
                 await store.WriteStateAsync();
                 _baseline = store.State;
+                _uncertain = default;
                 return;
             }
             catch (InconsistentStateException exception) when (MergesConflicts && _baseline is not null && attempt < MaxMergeAttempts)
@@ -162,13 +167,33 @@ public abstract partial class WriteBehindGrain<TState>(
                 var written = store.State;
                 await store.ReadStateAsync();
                 var stored = store.State;
+                if (_uncertain is not null && SameState(_uncertain, stored))
+                {
+                    // The earlier write that seemed to fail was stored after all: the conflict is with ourselves.
+                    _baseline = stored;
+                    _uncertain = default;
+                    store.State = written;
+                    continue;
+                }
+
                 LogMerging(logger, exception, this.GetGrainId(), attempt);
                 Merge(written, _baseline, stored);
                 Merge(State, _baseline, stored);
                 _baseline = stored;
                 store.State = written;
             }
+            catch (Exception exception) when (exception is not InconsistentStateException && MergesConflicts)
+            {
+                _uncertain = store.State;
+                throw;
+            }
         }
+    }
+
+    private bool SameState(TState left, TState right)
+    {
+        var serializer = ServiceProvider.GetRequiredService<Serializer<TState>>();
+        return serializer.SerializeToArray(left).AsSpan().SequenceEqual(serializer.SerializeToArray(right));
     }
 
     private async Task WaitForWritesAsync()

@@ -16,15 +16,13 @@ namespace Marketplace.Silo.Tests.Faults;
 /// graceful shutdown. At the end all three get SIGTERM together, a fresh process starts, and the account, key and
 /// service must hold exactly what the live cluster held before, and the call log one row for each call answered.
 /// <para>The rolling restart itself may fail the calls in flight to the stopping silo's grains (an admission sent
-/// to a key grain there fails with SiloUnavailableException, answered 500), at most one per loop still in the load per
-/// restart; it must count none twice. It should also lose none, but does not yet (4 runs in 7 lost some; the test prints
-/// the figures, see step 4): a stopping
-/// silo drops one-way settlement batches from the other front doors to its grains ("Dropping message OneWay ...
-/// RecordBatchAsync since this silo is blocking application messages"), and once an account grain's state write on
-/// deactivation failed its version check (InconsistentStateException: a second activation of the account had written
-/// meanwhile, the default grain directory being only eventually consistent while silos leave and join), losing the
-/// charges it held. Orleans' DistributedGrainDirectory avoids the duplicate, but with it a SIGKILLed or SIGSTOPped
-/// silo's grains took 20-30 s to come back (<see cref="SiloFailoverTests"/>), so it is not used.</para>
+/// to a key grain there fails with SiloUnavailableException, answered 503), at most one per loop still in the load per
+/// restart; it must count none twice and lose none. Two causes of loss were found and fixed while this was written: a
+/// stopping silo dropped the one-way settlement batches other front doors sent to its grains (batches are now answered,
+/// and resent when refused), and Orleans' grain directory, only eventually consistent while silos leave and join, ran a
+/// second activation of an account whose write then failed its version check (writes now merge). What remains: a batch
+/// whose silo went away with it (SiloUnavailableException) may or may not have been applied, so it is reported and not
+/// resent; losses are allowed only up to what the processes reported that way.</para>
 /// </remarks>
 [Collection(PostgresCollection.Name)]
 public sealed class RollingUpgradeTests(PostgresFixture postgres)
@@ -36,7 +34,7 @@ public sealed class RollingUpgradeTests(PostgresFixture postgres)
     private static readonly TimeSpan LoadBetweenRestarts = TimeSpan.FromSeconds(1.5);
 
     [Fact]
-    public async Task RollingRestart_BySigTerm_UnderLoad_OnlyInFlightCallsFail_NoneChargedTwice_AndShutdownWritesEveryGrainAndTheCallLog()
+    public async Task RollingRestart_BySigTerm_UnderLoad_OnlyInFlightCallsFail_NoneLostOrChargedTwice_AndShutdownWritesEveryGrainAndTheCallLog()
     {
         await using var provider = await TestHosts.StartProviderAsync();
         var settings = new Dictionary<string, string>
@@ -134,13 +132,17 @@ public sealed class RollingUpgradeTests(PostgresFixture postgres)
             $"key calls {key.GetProperty("usage").GetProperty("calls").GetInt64()}, service calls {service.GetProperty("counters").GetProperty("calls").GetInt64()}; call-log rows {rows.Count} ({okWithoutRow} answered calls without one, {duplicates.Count} duplicated)."));
 
         TestContext.Current.TestOutputHelper?.WriteLine("Warnings and errors of the processes:\n" + cluster.Problems());
-        // 1. Graceful shutdown writes everything: what a fresh process reads is exactly what the live cluster held, and
-        //    the call log (flushed only by the shutdowns) has one row for every call answered.
-        Assert.Equal(liveCharged, charged);
-        Assert.Equal(Balance - liveCharged, account.GetProperty("balance").GetInt64());
-        Assert.Equal(liveCharged, account.GetProperty("usage").GetProperty("calls").GetInt64());
-        Assert.Equal(liveKeyCalls, key.GetProperty("usage").GetProperty("calls").GetInt64());
-        Assert.Equal(liveServiceCalls, service.GetProperty("counters").GetProperty("calls").GetInt64());
+        // What the database holds after the final shutdown is the truth: every figure was written by a graceful shutdown
+        // (the intervals are longer than the test), merged with a duplicate activation's when there was one. The values
+        // read live before the final shutdown are printed only: while two activations of a grain run, a read sees one.
+        var storedCharged = charged;
+        var storedKeyCalls = key.GetProperty("usage").GetProperty("calls").GetInt64();
+        var storedServiceCalls = service.GetProperty("counters").GetProperty("calls").GetInt64();
+
+        // 1. Graceful shutdown writes everything: the account is consistent, and the call log (flushed only by the
+        //    shutdowns) has one row for every call answered.
+        Assert.Equal(Balance - storedCharged, account.GetProperty("balance").GetInt64());
+        Assert.Equal(storedCharged, account.GetProperty("usage").GetProperty("calls").GetInt64());
         Assert.Equal(0, okWithoutRow);
         Assert.Empty(duplicates);
 
@@ -150,15 +152,25 @@ public sealed class RollingUpgradeTests(PostgresFixture postgres)
         Assert.True(failed.Count <= inFlightBound, $"{failed.Count} calls failed during the rolling restart (bound {inFlightBound}), e.g. {failed.FirstOrDefault()}");
 
         // 3. Nothing charged or counted twice by the rolling restart (a call whose answer failed may have been charged).
-        Assert.True(liveCharged <= ok.Count + failed.Count, $"the account holds {liveCharged} charges for {ok.Count} answered calls (+{failed.Count} failed)");
-        Assert.True(liveKeyCalls <= ok.Count + failed.Count, $"the key counted {liveKeyCalls} calls for {ok.Count} answered (+{failed.Count} failed)");
-        Assert.True(liveServiceCalls <= ok.Count + failed.Count, $"the service counted {liveServiceCalls} calls for {ok.Count} answered (+{failed.Count} failed)");
+        Assert.True(storedCharged <= ok.Count + failed.Count, $"the account holds {storedCharged} charges for {ok.Count} answered calls (+{failed.Count} failed)");
+        Assert.True(storedKeyCalls <= ok.Count + failed.Count, $"the key counted {storedKeyCalls} calls for {ok.Count} answered (+{failed.Count} failed)");
+        Assert.True(storedServiceCalls <= ok.Count + failed.Count, $"the service counted {storedServiceCalls} calls for {ok.Count} answered (+{failed.Count} failed)");
 
-        // 4. What the rolling restart itself lost is measured and printed, not asserted: it is a known gap (see the
-        //    remarks and the README's fault table). Turn this into Assert.Equal(0, ...) once settlement survives a
-        //    stopping silo and a duplicate activation's write is merged instead of refused.
+        // 4. Nothing lost by the rolling restart, except calls whose settlement a front door reported as not delivered:
+        //    the silo holding the grain went away with the batch (SiloUnavailableException), which it may have applied,
+        //    so it is not resent (that could charge twice). Batches a stopping silo refused are resent; a duplicate
+        //    activation's write is merged. Each loss must lie within what was reported undelivered.
+        var lostCharges = ok.Count - storedCharged;
+        var lostKeyCalls = ok.Count - storedKeyCalls;
+        var lostServiceCalls = ok.Count - storedServiceCalls;
+        var undeliveredAccount = cluster.UndeliveredSettlements(consumer.AccountId);
+        var undeliveredKey = cluster.UndeliveredSettlements(consumer.KeyId);
+        var undeliveredService = cluster.UndeliveredSettlements(consumer.ServiceId);
         TestContext.Current.TestOutputHelper?.WriteLine(FormattableString.Invariant(
-            $"Lost by the rolling restart: {ok.Count - liveCharged} charges, {ok.Count - liveKeyCalls} key and {ok.Count - liveServiceCalls} service counts of {ok.Count} answered calls."));
+            $"Lost by the rolling restart: {lostCharges} charges, {lostKeyCalls} key and {lostServiceCalls} service counts of {ok.Count} answered calls; reported undelivered: {undeliveredAccount} account, {undeliveredKey} key, {undeliveredService} service."));
+        Assert.True(lostCharges <= undeliveredAccount, $"{lostCharges} charges lost, {undeliveredAccount} reported undelivered");
+        Assert.True(lostKeyCalls <= undeliveredKey, $"{lostKeyCalls} key counts lost, {undeliveredKey} reported undelivered");
+        Assert.True(lostServiceCalls <= undeliveredService, $"{lostServiceCalls} service counts lost, {undeliveredService} reported undelivered");
     }
 
     private static CallLoad StartLoad(SiloCluster cluster, int slot, Consumer consumer, string callPath, Stopwatch clock)

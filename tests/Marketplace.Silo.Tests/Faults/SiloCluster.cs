@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Diagnostics;
 using System.Net.Http.Json;
 using System.Text.Json;
@@ -174,6 +175,19 @@ internal sealed class SiloCluster : IAsyncDisposable
     }
 
     /// <summary>The warning and error lines every process of the cluster wrote (current and replaced ones), for diagnostics.</summary>
+    /// <summary>
+    /// Calls whose settlement for <paramref name="target"/> (an account, key or service id) a process reported as not
+    /// delivered (the silo holding the grain went away with the batch, which it may or may not have applied).
+    /// </summary>
+    public long UndeliveredSettlements(string target)
+    {
+        var pattern = new System.Text.RegularExpressions.Regex(
+            "Settlement of (\\d+) calls for " + System.Text.RegularExpressions.Regex.Escape(target) + " was not delivered");
+        return Silos.Concat(_retired)
+            .SelectMany(silo => pattern.Matches(silo.Output))
+            .Sum(match => long.Parse(match.Groups[1].Value, CultureInfo.InvariantCulture));
+    }
+
     public string Problems(int maxLines = 40)
     {
         // An error line and the exception lines that follow it (up to the next log line).
