@@ -26,6 +26,10 @@ public sealed partial class AccountGrain(
     // carrying it; recalled when the balance runs low. A key leaves the set once it has returned its lease having seen
     // that newest one, or when the lease's hold expires (the key activation holding it may be gone).
     private readonly Dictionary<string, (long Sequence, long Hold)> _lessees = new(StringComparer.Ordinal);
+
+    // When each lessee was last asked to hand its lease back.
+    private readonly Dictionary<string, DateTimeOffset> _recalled = new(StringComparer.Ordinal);
+    private static readonly TimeSpan RecallInterval = TimeSpan.FromMilliseconds(50);
     private long _leaseSequence;
 
     // A lease is granted only while the available balance is this many times what would then be leased.
@@ -180,9 +184,16 @@ public sealed partial class AccountGrain(
                 return ValueTask.FromResult(new LeaseGrant(false, available, State.Currency, false, 0, false));
             }
 
+            // One recall per lessee per interval: thousands of admissions retrying at once would otherwise send a
+            // recall each, and the keys' answers would queue behind the flood they cause.
+            var now = time.GetUtcNow();
             foreach (var lessee in _lessees.Keys)
             {
-                _ = GrainFactory.GetGrain<IApiKeyGrain>(lessee).RecallLeaseAsync();
+                if (!_recalled.TryGetValue(lessee, out var at) || now - at >= RecallInterval)
+                {
+                    _recalled[lessee] = now;
+                    _ = GrainFactory.GetGrain<IApiKeyGrain>(lessee).RecallLeaseAsync();
+                }
             }
 
             return ValueTask.FromResult(new LeaseGrant(false, available, State.Currency, false, 0, true));
@@ -222,6 +233,7 @@ public sealed partial class AccountGrain(
         if (_lessees.TryGetValue(keyId, out var newest) && newest.Sequence <= seen)
         {
             _lessees.Remove(keyId);
+            _recalled.Remove(keyId);
         }
     }
 
@@ -247,6 +259,7 @@ public sealed partial class AccountGrain(
             foreach (var keyId in gone ?? [])
             {
                 _lessees.Remove(keyId);
+                _recalled.Remove(keyId);
             }
         }
 

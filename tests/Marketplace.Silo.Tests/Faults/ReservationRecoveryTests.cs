@@ -9,8 +9,11 @@ namespace Marketplace.Silo.Tests.Faults;
 /// <summary>
 /// "A crash between admission and settlement never charges twice, and any reservation left behind is released after a
 /// bounded time": two real host processes on one database; calls admitted through front door B hang at the upstream,
-/// B is SIGKILLed, and the account (living on A) must give the held money back after Metering:ReservationTimeout —
-/// not before, and without charging anything.
+/// B is SIGKILLed, and the account (living on A, checked) must give the held money back after Metering:ReservationTimeout —
+/// and without charging anything. (When the killed silo held the account's grain-directory entry, the cluster's recovery
+/// re-activates the account, whose in-memory reservations go with the old activation, sooner than the timeout: either
+/// way the money is free within the bound. That the timeout itself never releases early is proven on a manual clock by
+/// ReservationTimeoutTests.)
 /// </summary>
 [Collection(PostgresCollection.Name)]
 public sealed class ReservationRecoveryTests(PostgresFixture postgres)
@@ -25,17 +28,18 @@ public sealed class ReservationRecoveryTests(PostgresFixture postgres)
         var cancel = TestContext.Current.CancellationToken;
         await using var provider = await TestHosts.StartProviderAsync();
         var providerUrl = provider.Urls.First();
-        var connectionString = await postgres.CreateDatabaseAsync("reservations");
-        var cluster = "resv-" + Guid.NewGuid().ToString("N")[..8];
         var settings = new Dictionary<string, string> { ["Metering:ReservationTimeout"] = "00:00:05" };
-        await using var survivor = new SiloProcess(connectionString, cluster, settings: settings);
-        await using var victim = new SiloProcess(connectionString, cluster, settings: settings);
-        await Task.WhenAll(survivor.StartAsync(cancel), victim.StartAsync(cancel));
+        await using var cluster = await SiloCluster.StartAsync(postgres, "reservations", 2, settings: settings);
+        using var setup = cluster.Admin(0);
+        var consumer = await new AdminApi(setup, providerUrl).CreateConsumerAsync(balance: Price * (Hanging + 1), price: Price, timeoutMs: 120_000);
 
-        // Created through A's admin API, so the account and key grains are activated on A (placement prefers the caller's silo).
+        // The victim is the silo that does not hold the account: the account must outlive the front door that admitted.
+        var accountHost = (await cluster.HostsAsync(grains => [grains.GetGrain<IAccountGrain>(consumer.AccountId)]))[0];
+        Assert.True(accountHost >= 0, "the account grain is not active after its top-up");
+        var survivor = cluster.Silos[accountHost];
+        var victim = cluster.Silos[1 - accountHost];
         using var admin = new HttpClient { BaseAddress = survivor.BaseAddress };
         admin.DefaultRequestHeaders.Add("X-Admin-Key", TestHosts.AdminKey);
-        var consumer = await new AdminApi(admin, providerUrl).CreateConsumerAsync(balance: Price * (Hanging + 1), price: Price, timeoutMs: 120_000);
 
         using (var provCtl = new HttpClient { BaseAddress = new Uri(providerUrl) })
         {
