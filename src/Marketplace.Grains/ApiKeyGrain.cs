@@ -496,12 +496,12 @@ public sealed class ApiKeyGrain(
         return null;
     }
 
-    // Empties the lease, returning its parts to hand back.
-    private List<HoldRelease> TakeLease()
+    // Empties the lease, returning its parts to hand back (no allocation when there is none).
+    private IReadOnlyList<HoldRelease> TakeLease()
     {
         if (_leaseParts.Count == 0)
         {
-            return [];
+            return Array.Empty<HoldRelease>();
         }
 
         var parts = _leaseParts.ConvertAll(p => new HoldRelease(p.Hold, p.Amount));
