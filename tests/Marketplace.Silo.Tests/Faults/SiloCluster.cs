@@ -11,8 +11,10 @@ using Orleans.Configuration;
 namespace Marketplace.Silo.Tests.Faults;
 
 /// <summary>
-/// A cluster of real host processes (silo and front door each, role <c>all</c>) on one database: start, replace a
-/// member on the same ports, and read the membership table the way the survivors' silos write it.
+/// A cluster of real host processes on one database: start, replace a member on the same ports, and read the
+/// membership table the way the survivors' silos write it. Each process is silo and front door (role <c>all</c>), or,
+/// when front doors are asked for, the silos run role <c>silo</c> and the front doors are separate processes
+/// (role <c>frontdoor</c>, Orleans clients of the silos).
 /// </summary>
 internal sealed class SiloCluster : IAsyncDisposable
 {
@@ -27,13 +29,15 @@ internal sealed class SiloCluster : IAsyncDisposable
     private readonly IReadOnlyDictionary<string, string> _settings;
     private readonly List<SiloProcess> _retired = [];
 
-    private SiloCluster(string connectionString, string clusterId, TimeSpan? writeBehindInterval, IReadOnlyDictionary<string, string> settings, SiloProcess[] silos)
+    private SiloCluster(string connectionString, string clusterId, TimeSpan? writeBehindInterval, IReadOnlyDictionary<string, string> settings, SiloProcess[] silos,
+        SiloProcess[] frontDoors)
     {
         ConnectionString = connectionString;
         _clusterId = clusterId;
         _writeBehindInterval = writeBehindInterval;
         _settings = settings;
         Silos = silos;
+        FrontDoors = frontDoors;
     }
 
     public string ConnectionString { get; }
@@ -41,9 +45,17 @@ internal sealed class SiloCluster : IAsyncDisposable
     /// <summary>The current member in each slot (a replaced member's slot holds its successor).</summary>
     public SiloProcess[] Silos { get; }
 
-    /// <summary>Starts <paramref name="count"/> processes: the first alone (it applies the migrations), then the rest together.</summary>
+    /// <summary>The separate front doors (role <c>frontdoor</c>); empty when every silo is its own front door.</summary>
+    public SiloProcess[] FrontDoors { get; }
+
+    private IEnumerable<SiloProcess> Everyone => FrontDoors.Concat(Silos).Concat(_retired);
+
+    /// <summary>
+    /// Starts <paramref name="count"/> silos: the first alone (it applies the migrations), then the rest together; then,
+    /// once they are active, <paramref name="frontDoors"/> separate front doors together (none: each silo is a front door too).
+    /// </summary>
     public static async Task<SiloCluster> StartAsync(PostgresFixture postgres, string prefix, int count, TimeSpan? writeBehindInterval = null,
-        IReadOnlyDictionary<string, string>? settings = null)
+        IReadOnlyDictionary<string, string>? settings = null, int frontDoors = 0)
     {
         var connectionString = await postgres.CreateDatabaseAsync(prefix);
         var clusterId = prefix + "-" + Guid.NewGuid().ToString("N")[..8];
@@ -53,13 +65,20 @@ internal sealed class SiloCluster : IAsyncDisposable
             merged[key] = value;
         }
 
-        var silos = Enumerable.Range(0, count).Select(_ => new SiloProcess(connectionString, clusterId, writeBehindInterval, settings: merged)).ToArray();
-        var cluster = new SiloCluster(connectionString, clusterId, writeBehindInterval, merged, silos);
+        var siloRole = frontDoors > 0 ? "silo" : null;
+        var silos = Enumerable.Range(0, count)
+            .Select(_ => new SiloProcess(connectionString, clusterId, writeBehindInterval, settings: merged, role: siloRole)).ToArray();
+        var doors = Enumerable.Range(0, frontDoors)
+            .Select(_ => new SiloProcess(connectionString, clusterId, writeBehindInterval, settings: merged, role: "frontdoor")).ToArray();
+        var cluster = new SiloCluster(connectionString, clusterId, writeBehindInterval, merged, silos, doors);
         try
         {
             await silos[0].StartAsync(TestContext.Current.CancellationToken);
             await Task.WhenAll(silos.Skip(1).Select(silo => silo.StartAsync(TestContext.Current.CancellationToken)));
             await cluster.WaitForActiveAsync(count, TimeSpan.FromSeconds(30));
+
+            // A front door is ready once it holds a gateway connection; with every silo active it sees them all.
+            await Task.WhenAll(doors.Select(door => door.StartAsync(TestContext.Current.CancellationToken)));
         }
         catch
         {
@@ -79,7 +98,7 @@ internal sealed class SiloCluster : IAsyncDisposable
             throw new InvalidOperationException($"Silo {slot} is still running.");
         }
 
-        var next = new SiloProcess(ConnectionString, _clusterId, _writeBehindInterval, old.SiloPort, old.GatewayPort, old.HttpPort, _settings);
+        var next = new SiloProcess(ConnectionString, _clusterId, _writeBehindInterval, old.SiloPort, old.GatewayPort, old.HttpPort, _settings, old.Role);
         _retired.Add(old);
         Silos[slot] = next;
         await next.StartAsync(TestContext.Current.CancellationToken);
@@ -174,7 +193,6 @@ internal sealed class SiloCluster : IAsyncDisposable
         }
     }
 
-    /// <summary>The warning and error lines every process of the cluster wrote (current and replaced ones), for diagnostics.</summary>
     /// <summary>
     /// Calls whose settlement for <paramref name="target"/> (an account, key or service id) a process reported as not
     /// delivered (the silo holding the grain went away with the batch, which it may or may not have applied).
@@ -183,17 +201,19 @@ internal sealed class SiloCluster : IAsyncDisposable
     {
         var pattern = new System.Text.RegularExpressions.Regex(
             "Settlement of (\\d+) calls for " + System.Text.RegularExpressions.Regex.Escape(target) + " was not delivered");
-        return Silos.Concat(_retired)
+        return Everyone
             .SelectMany(silo => pattern.Matches(silo.Output))
             .Sum(match => long.Parse(match.Groups[1].Value, CultureInfo.InvariantCulture));
     }
 
+    /// <summary>The warning and error lines every process of the cluster wrote (current and replaced ones), for diagnostics.</summary>
     public string Problems(int maxLines = 40)
     {
         // An error line and the exception lines that follow it (up to the next log line).
         var lines = new List<string>();
-        foreach (var silo in Silos.Concat(_retired))
+        foreach (var silo in Everyone)
         {
+            var label = silo.Role == "frontdoor" ? "front door " + silo.HttpPort.ToString(CultureInfo.InvariantCulture) : silo.SiloPort.ToString(CultureInfo.InvariantCulture);
             var following = 0;
             foreach (var line in silo.Output.Split('\n'))
             {
@@ -211,7 +231,7 @@ internal sealed class SiloCluster : IAsyncDisposable
                     continue;
                 }
 
-                lines.Add($"[{silo.SiloPort}] {line.TrimEnd()}");
+                lines.Add($"[{label}] {line.TrimEnd()}");
             }
         }
 
@@ -219,22 +239,31 @@ internal sealed class SiloCluster : IAsyncDisposable
     }
 
     /// <summary>An admin client on the front door of <paramref name="slot"/>.</summary>
-    public HttpClient Admin(int slot)
+    public HttpClient Admin(int slot) => Admin(Silos[slot]);
+
+    /// <summary>An admin client on <paramref name="frontDoor"/> (a silo of role <c>all</c> or a separate front door).</summary>
+    public static HttpClient Admin(SiloProcess frontDoor)
     {
-        var client = new HttpClient { BaseAddress = Silos[slot].BaseAddress, Timeout = TimeSpan.FromSeconds(30) };
+        var client = new HttpClient { BaseAddress = frontDoor.BaseAddress, Timeout = TimeSpan.FromSeconds(30) };
         client.DefaultRequestHeaders.Add("X-Admin-Key", TestHosts.AdminKey);
         return client;
     }
 
     /// <summary>Reads an admin resource as JSON through the front door of <paramref name="slot"/>.</summary>
-    public async Task<JsonElement> GetJsonAsync(int slot, string path)
+    public Task<JsonElement> GetJsonAsync(int slot, string path) => GetJsonAsync(Silos[slot], path);
+
+    /// <summary>Reads an admin resource as JSON through <paramref name="frontDoor"/>.</summary>
+    public static async Task<JsonElement> GetJsonAsync(SiloProcess frontDoor, string path)
     {
-        using var admin = Admin(slot);
+        using var admin = Admin(frontDoor);
         return (await admin.GetFromJsonAsync<JsonElement>(path)).Clone();
     }
 
     public async ValueTask DisposeAsync()
     {
+        // Separate front doors first, so their last settlements and call-log rows reach the silos and the database.
+        await Task.WhenAll(FrontDoors.Select(door => door.DisposeAsync().AsTask()));
+
         // Frozen ones are killed, the rest stopped together (each waits for its own exit).
         await Task.WhenAll(Silos.Concat(_retired).Select(silo => silo.DisposeAsync().AsTask()));
     }

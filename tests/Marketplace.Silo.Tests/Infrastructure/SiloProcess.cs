@@ -42,6 +42,7 @@ public sealed class SiloProcess : IAsyncDisposable
         GatewayPort = gatewayPort ?? Ports.Free();
         HttpPort = httpPort ?? Ports.Free();
         ClusterId = clusterId;
+        Role = role;
         BaseAddress = new Uri($"http://127.0.0.1:{HttpPort.ToString(CultureInfo.InvariantCulture)}/");
 
         var values = new Dictionary<string, string>
@@ -77,6 +78,9 @@ public sealed class SiloProcess : IAsyncDisposable
     public Uri BaseAddress { get; }
 
     public string ClusterId { get; }
+
+    /// <summary>Host:Role as given (null: the host's default, <c>all</c>); a replacement takes the same.</summary>
+    public string? Role { get; }
 
     public int SiloPort { get; }
 
