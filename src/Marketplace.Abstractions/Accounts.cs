@@ -76,7 +76,7 @@ public interface IAccountGrain : IGrainWithStringKey
     /// the leases are recalled: refusals are only final once nothing is leased, so the count of admitted calls stays exact.
     /// </summary>
     [Alias("ReserveWithLeaseAsync")]
-    ValueTask<LeaseGrant> ReserveWithLeaseAsync(LeaseRequest request);
+    ValueTask<LeaseGrant> ReserveWithLeaseAsync(LeaseRequest request, CancellationToken cancellationToken = default);
 
     /// <summary>
     /// Gives back what is left of a key's lease, by the hold each part was made in; <paramref name="seen"/> is the
@@ -98,7 +98,7 @@ public interface IAccountGrain : IGrainWithStringKey
     /// stopping silo refused (never applied) is sent again rather than lost.
     /// </summary>
     [Alias("SettleBatchAsync")]
-    Task SettleBatchAsync(SettlementBatch batch);
+    Task SettleBatchAsync(SettlementBatch batch, CancellationToken cancellationToken = default);
 
     /// <summary>Remembers that a key belongs to this account.</summary>
     [Alias("AttachKeyAsync")]
@@ -144,7 +144,8 @@ public sealed record SettlementBatch(
     [property: Id(0)] long ReservedReleased,
     [property: Id(1)] long Charged,
     [property: Id(2)] IReadOnlyList<ServiceUsageDelta> Services,
-    [property: Id(3)] IReadOnlyList<HoldRelease>? Releases = null);
+    [property: Id(3)] IReadOnlyList<HoldRelease>? Releases = null,
+    [property: Id(4)] DeliveryId? Delivery = null);
 
 /// <summary>An amount to release from one of an account's holds.</summary>
 [GenerateSerializer, Immutable, Alias("mk.HoldRelease")]

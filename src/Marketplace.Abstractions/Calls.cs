@@ -58,6 +58,15 @@ public enum CallOutcome
 
     /// <summary>The Idempotency-Key is in use by a running call, or was used for another request; not charged.</summary>
     IdempotencyConflict = 12,
+
+    /// <summary>
+    /// The cluster failed the call: a marketplace node it needed did not answer within the hot-path timeout, its connection
+    /// dropped, or it went away. Answered 503 with Retry-After; not charged unless the upstream already answered.
+    /// </summary>
+    ClusterUnavailable = 13,
+
+    /// <summary>An unexpected error in the marketplace; answered 500, not charged.</summary>
+    InternalError = 14,
 }
 
 /// <summary>The result of a call: the upstream's answer or the reason it was refused.</summary>

@@ -32,13 +32,13 @@ public interface IIdempotencyGrain : IGrainWithStringKey
 {
     /// <summary>Claims the key for a request with this fingerprint, or says what an earlier call with it did.</summary>
     [Alias("BeginAsync")]
-    Task<IdempotencyStart> BeginAsync(string fingerprint, TimeSpan window);
+    Task<IdempotencyStart> BeginAsync(string fingerprint, TimeSpan window, CancellationToken cancellationToken = default);
 
     /// <summary>Stores the result the key answers with until the window ends (stored before it returns).</summary>
     [Alias("CompleteAsync")]
-    Task CompleteAsync(string fingerprint, CallResult result);
+    Task CompleteAsync(string fingerprint, CallResult result, CancellationToken cancellationToken = default);
 
     /// <summary>Releases the key after a call that charged nothing, so a retry runs again.</summary>
     [Alias("AbandonAsync")]
-    Task AbandonAsync(string fingerprint);
+    Task AbandonAsync(string fingerprint, CancellationToken cancellationToken = default);
 }

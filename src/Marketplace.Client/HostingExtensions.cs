@@ -24,8 +24,9 @@ public sealed record MarketplaceClusterSettings(
 /// <summary>Connects an internal .NET service (or a separate front door) to the marketplace cluster as an Orleans client.</summary>
 public static class HostingExtensions
 {
-    // A client learns of silos that joined (a restarted one has a new address) from the membership table this often.
-    private static readonly TimeSpan GatewayListRefreshPeriod = TimeSpan.FromSeconds(5);
+    // A client learns of silos that joined (a restarted one has a new address) and of silos declared dead (a hung
+    // gateway whose connection stays open) from the membership table this often: one small query per second.
+    private static readonly TimeSpan GatewayListRefreshPeriod = TimeSpan.FromSeconds(1);
 
     /// <summary>
     /// Adds an Orleans client that finds the cluster's gateways in the PostgreSQL membership table, and registers

@@ -159,7 +159,7 @@ public sealed partial class AccountGrain(
         return new Reservation(true, available - amount, State.Currency, Hold: hold);
     }
 
-    public ValueTask<LeaseGrant> ReserveWithLeaseAsync(LeaseRequest request)
+    public ValueTask<LeaseGrant> ReserveWithLeaseAsync(LeaseRequest request, CancellationToken cancellationToken = default)
     {
         ExpireHolds();
         TakeBack(request.KeyId, request.Returning, request.Seen);
@@ -288,9 +288,9 @@ public sealed partial class AccountGrain(
         return Task.CompletedTask;
     }
 
-    public Task SettleBatchAsync(SettlementBatch batch)
+    public Task SettleBatchAsync(SettlementBatch batch, CancellationToken cancellationToken = default)
     {
-        if (!Exists)
+        if (!Exists || !DeliveryMarks.TryAccept(State.Deliveries, batch.Delivery, time.GetUtcNow()))
         {
             return Task.CompletedTask;
         }
@@ -355,6 +355,7 @@ public sealed partial class AccountGrain(
         target.CreditLimit = StateMerge.Setting(target.CreditLimit, baseline.CreditLimit, stored.CreditLimit);
         target.MonthlyCallCap = StateMerge.Setting(target.MonthlyCallCap, baseline.MonthlyCallCap, stored.MonthlyCallCap);
         StateMerge.Listed(target.KeyIds, baseline.KeyIds, stored.KeyIds, id => id);
+        DeliveryMarks.Merge(target.Deliveries, stored.Deliveries);
         var since = baseline.Ledger.Count > 0 ? baseline.Ledger[^1].At : DateTimeOffset.MinValue;
         target.Ledger.AddRange(stored.Ledger.Where(entry => entry.At > since && !target.Ledger.Exists(mine => mine.At == entry.At && mine.Amount == entry.Amount)));
         target.Ledger.Sort((x, y) => x.At.CompareTo(y.At));

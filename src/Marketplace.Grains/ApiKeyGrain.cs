@@ -20,6 +20,7 @@ public sealed class ApiKeyGrain(
     IOptions<GrainPersistenceOptions> options,
     IOptions<TokenOptions> tokenOptions,
     IOptions<MeteringOptions> metering,
+    IOptions<HotPathOptions> hotPath,
     ILogger<ApiKeyGrain> logger,
     TimeProvider time,
     MarketplaceMetrics metrics) : WriteBehindGrain<ApiKeyState>(store, options, logger), IApiKeyGrain, IAlertWatcher
@@ -225,7 +226,7 @@ public sealed class ApiKeyGrain(
         return true;
     }
 
-    public async ValueTask<AdmitResult> AdmitAsync(AdmitRequest request)
+    public async ValueTask<AdmitResult> AdmitAsync(AdmitRequest request, CancellationToken cancellationToken = default)
     {
         var now = time.GetUtcNow();
         var refusal = request.Kind == CredentialKind.AccessToken ? CheckToken(request.Secret, now) : CheckSecret(request.Secret, now);
@@ -299,7 +300,7 @@ public sealed class ApiKeyGrain(
         Reservation reservation;
         try
         {
-            reservation = await ReserveAsync(request.Price);
+            reservation = await ReserveAsync(request.Price, cancellationToken);
         }
         catch
         {
@@ -404,7 +405,7 @@ public sealed class ApiKeyGrain(
     }
 
     // The price of one call from the key's lease when a part covers it, otherwise from the account (returning the lease's rest).
-    private async Task<Reservation> ReserveAsync(long price)
+    private async Task<Reservation> ReserveAsync(long price, CancellationToken cancellationToken)
     {
         if (price > 0 && TakeFromLease(price) is { } hold)
         {
@@ -414,12 +415,15 @@ public sealed class ApiKeyGrain(
 
         var account = GrainFactory.GetGrain<IAccountGrain>(State.AccountId);
         var keyId = this.GetPrimaryKeyString();
-        var giveUpAt = time.GetUtcNow() + LeaseRecallWait;
+        // A refusal waits for recalls only as long as the caller waits for the admission (the hot-path timeout) allows.
+        var callTimeout = hotPath.Value.GrainCallTimeout;
+        var giveUpAt = time.GetUtcNow() + TimeSpan.FromTicks(Math.Min(LeaseRecallWait.Ticks, callTimeout.Ticks * 4 / 5));
         var delay = LeaseRetryDelay;
         while (true)
         {
             var returning = TakeLease();
-            var grant = await account.ReserveWithLeaseAsync(new LeaseRequest(keyId, price, returning, price > 0 ? metering.Value.LeaseCalls : 0, _leaseSeen));
+            var grant = await AskAccountAsync(account, new LeaseRequest(keyId, price, returning, price > 0 ? metering.Value.LeaseCalls : 0, _leaseSeen),
+                callTimeout, cancellationToken);
             _leaseSeen = Math.Max(_leaseSeen, grant.Sequence);
             if (grant.Granted)
             {
@@ -446,8 +450,24 @@ public sealed class ApiKeyGrain(
                 return new Reservation(false, grant.Available, grant.Currency, grant.CapReached);
             }
 
-            await Task.Delay(delay, time);
+            await Task.Delay(delay, time, cancellationToken);
             delay = TimeSpan.FromTicks(Math.Min(delay.Ticks * 2, LeaseRetryMaxDelay.Ticks));
+        }
+    }
+
+    // The lease refill is a grain call of the call path: bounded like the admission that waits on it, so an account on a
+    // hung silo costs this key's admissions the timeout, not Orleans' 30 s, and the caller's cancellation reaches it.
+    private async ValueTask<LeaseGrant> AskAccountAsync(IAccountGrain account, LeaseRequest request, TimeSpan timeout, CancellationToken cancellationToken)
+    {
+        using var bounded = new CancellationTokenSource(timeout, time);
+        using var caller = cancellationToken.UnsafeRegister(static state => ((CancellationTokenSource)state!).Cancel(), bounded);
+        try
+        {
+            return await account.ReserveWithLeaseAsync(request, bounded.Token);
+        }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+        {
+            throw new TimeoutException($"The account did not answer the key within {timeout.TotalSeconds:0.#} s.");
         }
     }
 
@@ -545,9 +565,10 @@ public sealed class ApiKeyGrain(
         target.ExpiresAt = StateMerge.Setting(target.ExpiresAt, baseline.ExpiresAt, stored.ExpiresAt);
         StateMerge.Keyed(target.Tokens, baseline.Tokens, stored.Tokens);
         StateMerge.Listed(target.Secrets, baseline.Secrets, stored.Secrets, secret => secret.Id);
+        DeliveryMarks.Merge(target.Deliveries, stored.Deliveries);
     }
 
-    public ValueTask<bool> VerifyAsync(string proof, CredentialKind kind)
+    public ValueTask<bool> VerifyAsync(string proof, CredentialKind kind, CancellationToken cancellationToken = default)
     {
         var now = time.GetUtcNow();
         return ValueTask.FromResult(Exists && (kind == CredentialKind.AccessToken ? CheckToken(proof, now) : CheckSecret(proof, now)) is null);
@@ -567,9 +588,9 @@ public sealed class ApiKeyGrain(
         return Task.CompletedTask;
     }
 
-    public Task RecordBatchAsync(IReadOnlyList<ServiceUsageDelta> usage)
+    public Task RecordBatchAsync(IReadOnlyList<ServiceUsageDelta> usage, DeliveryId? delivery = null, CancellationToken cancellationToken = default)
     {
-        if (Exists)
+        if (Exists && DeliveryMarks.TryAccept(State.Deliveries, delivery, time.GetUtcNow()))
         {
             foreach (var service in usage)
             {

@@ -11,12 +11,14 @@ namespace Marketplace.Grains;
 /// <summary>
 /// One call from admission to settlement, the same for HTTP callers and internal .NET callers:
 /// route lookup (cached), one grain call to admit (authenticate, entitle, reserve the price), the upstream request,
-/// then settlement sent one-way so the caller never waits for metering.
+/// then settlement sent in a batch so the caller never waits for metering. Every grain call is bounded by
+/// <see cref="HotPathCalls"/>, and every call is written to the call log, whatever ended it.
 /// </summary>
 public sealed partial class CallPipeline(
     IGrainFactory grains,
     IHttpClientFactory httpClients,
     ServiceRouteCache routes,
+    HotPathCalls hotPath,
     UpstreamLimiter upstreamLimiter,
     UpstreamProtection protection,
     SettlementBatcher settlements,
@@ -39,7 +41,10 @@ public sealed partial class CallPipeline(
     /// <summary>Largest upstream response body the pipeline buffers.</summary>
     public const int MaxResponseBytes = 8 * 1024 * 1024;
 
-    /// <summary>Runs one call and records it in the call log. Never throws for upstream failures; they become outcomes.</summary>
+    /// <summary>
+    /// Runs one call and records it in the call log. Never throws but for the caller's own cancellation (which is logged
+    /// too): upstream failures, cluster faults and unexpected errors become outcomes.
+    /// </summary>
     public async Task<CallResult> CallAsync(CallRequest request, CancellationToken cancellationToken = default)
     {
         var started = Stopwatch.GetTimestamp();
@@ -52,12 +57,38 @@ public sealed partial class CallPipeline(
         }
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
         {
-            await LogAsync(request, trace, at, started, Refused(trace.TrackId, CallOutcome.ClientCancelled, null, null) with { Version = trace.Version }, CancellationToken.None);
+            await LogAsync(request, trace, at, started, Refused(trace.TrackId, CallOutcome.ClientCancelled, null, trace.Route) with { Version = trace.Version }, CancellationToken.None);
             throw;
         }
+        catch (Exception exception)
+        {
+            result = Failed(trace, exception);
+        }
 
-        await LogAsync(request, trace, at, started, result, cancellationToken);
+        // The row is written even when the caller has gone meanwhile: the call happened.
+        await LogAsync(request, trace, at, started, result, CancellationToken.None);
         return result;
+    }
+
+    // A call that a cluster fault or an unexpected error ended: 503 and safe to repeat, or 500 with the details in the log.
+    private CallResult Failed(CallTrace trace, Exception exception)
+    {
+        if (HotPathCalls.IsClusterFault(exception))
+        {
+            LogClusterFault(logger, trace.ServiceId, exception.Message);
+            return Refused(trace.TrackId, CallOutcome.ClusterUnavailable, null, trace.Route) with
+            {
+                Version = trace.Version, RetryAfterSeconds = 1,
+                Detail = (exception is ClusterUnavailableException ? exception.Message : "A marketplace node went away while handling the call.")
+                    + " The call was not forwarded; repeating it is safe.",
+            };
+        }
+
+        LogUnexpected(logger, exception, trace.ServiceId);
+        return Refused(trace.TrackId, CallOutcome.InternalError, null, trace.Route) with
+        {
+            Version = trace.Version, Detail = "An unexpected error occurred; quote the TrackId when you report it.",
+        };
     }
 
     private ValueTask LogAsync(CallRequest request, CallTrace trace, DateTimeOffset at, long started, CallResult result, CancellationToken cancellationToken)
@@ -83,6 +114,10 @@ public sealed partial class CallPipeline(
     {
         public string TrackId { get; init; } = string.Empty;
 
+        public string? ServiceId { get; set; }
+
+        public ServiceRoute? Route { get; set; }
+
         public string? KeyId { get; set; }
 
         public string? AccountId { get; set; }
@@ -102,6 +137,7 @@ public sealed partial class CallPipeline(
             return Refused(trackId, CallOutcome.UnknownService, null, null);
         }
 
+        trace.ServiceId = request.ServiceId;
         var compiled = await routes.GetAsync(request.ServiceId);
         if (compiled is null || compiled.Route.Status is ServiceStatus.Draft or ServiceStatus.Retired)
         {
@@ -109,6 +145,7 @@ public sealed partial class CallPipeline(
         }
 
         var route = compiled.Route;
+        trace.Route = route;
         if (route.Status == ServiceStatus.Suspended)
         {
             return Refused(trackId, CallOutcome.ServiceSuspended, null, route) with { RetryAfterSeconds = 60 };
@@ -156,23 +193,41 @@ public sealed partial class CallPipeline(
             // without the API key's secret (or token) can claim or read its keys.
             IIdempotencyGrain? idempotency = null;
             string? fingerprint = null;
-            if (request.IdempotencyKey is { } idempotencyKey && await key.VerifyAsync(proof, kind))
+            if (request.IdempotencyKey is { } idempotencyKey
+                && await hotPath.CallAsync(token => key.VerifyAsync(proof, kind, token), HotPathRetry.WhenSafe, "API key"))
             {
                 fingerprint = Fingerprint(request);
                 idempotency = grains.GetGrain<IIdempotencyGrain>(keyId + "/" + idempotencyKey);
-                var start = await idempotency.BeginAsync(fingerprint, _idempotencyWindow);
+                var claim = idempotency;
+                var claimed = fingerprint;
+
+                // Not repeated after a fault that may have stored the claim: the repeat would find its own claim "in progress".
+                var start = await hotPath.CallAsync(token => new ValueTask<IdempotencyStart>(claim.BeginAsync(claimed, _idempotencyWindow, token)),
+                    HotPathRetry.WhenNotRun, "Idempotency-Key");
                 if (start.Status != IdempotencyStatus.Started)
                 {
                     return Replay(trackId, start, route, adapter?.Id);
                 }
             }
 
-            var admission = await key.AdmitAsync(new AdmitRequest(proof, route.ServiceId, route.PricePerCall, route.Currency, trackId, kind));
+            // Not repeated after a fault that may have admitted it (quota and balance would count it twice).
+            var admitRequest = new AdmitRequest(proof, route.ServiceId, route.PricePerCall, route.Currency, trackId, kind);
+            AdmitResult admission;
+            try
+            {
+                admission = await hotPath.CallAsync(token => key.AdmitAsync(admitRequest, token), HotPathRetry.WhenNotRun, "API key");
+            }
+            catch (Exception exception) when (idempotency is not null && HotPathCalls.IsClusterFault(exception))
+            {
+                await AbandonAsync(idempotency, fingerprint!);
+                throw;
+            }
+
             if (admission.Outcome != AdmitOutcome.Admitted)
             {
                 if (idempotency is not null)
                 {
-                    await idempotency.AbandonAsync(fingerprint!);
+                    await AbandonAsync(idempotency, fingerprint!);
                 }
 
                 LogRejected(logger, route.ServiceId, keyId, admission.Outcome);
@@ -185,7 +240,7 @@ public sealed partial class CallPipeline(
                 settlements.Record(admission.AccountId!, keyId, route.ServiceId, admission.Reserved, 0, false, admission.Hold);
                 if (idempotency is not null)
                 {
-                    await idempotency.AbandonAsync(fingerprint!);
+                    await AbandonAsync(idempotency, fingerprint!);
                 }
 
                 return lateShed with { Available = admission.Available + admission.Reserved };
@@ -199,16 +254,22 @@ public sealed partial class CallPipeline(
             {
                 forwarded = await ForwardAsync(adapter!, guard!, request, trackId, cancellationToken);
             }
-            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+            catch (Exception exception)
             {
-                // The caller went away: release the reservation (and the Idempotency-Key), charge nothing.
+                // The caller went away, or something unexpected broke: release the reservation (and the Idempotency-Key),
+                // charge nothing.
                 settlements.Record(admission.AccountId!, keyId, route.ServiceId, admission.Reserved, 0, false, admission.Hold);
                 if (idempotency is not null)
                 {
-                    await idempotency.AbandonAsync(fingerprint!);
+                    await AbandonAsync(idempotency, fingerprint!);
                 }
 
-                throw;
+                if (exception is OperationCanceledException && cancellationToken.IsCancellationRequested)
+                {
+                    throw;
+                }
+
+                throw new UnexpectedCallException(exception);
             }
 
             trace.UpstreamMs = Stopwatch.GetElapsedTime(started).TotalMilliseconds;
@@ -240,12 +301,28 @@ public sealed partial class CallPipeline(
         }
     }
 
-    // A charged or successful result is kept for retries; a failure that charged nothing releases the key so a retry runs again.
-    private static Task RememberAsync(IIdempotencyGrain idempotency, string fingerprint, CallResult result)
+    // Releases an Idempotency-Key after a call that charged nothing. A release that fails leaves the claim to lapse.
+    private async Task AbandonAsync(IIdempotencyGrain idempotency, string fingerprint)
+    {
+        try
+        {
+            await hotPath.CallAsync(token => idempotency.AbandonAsync(fingerprint, token), HotPathRetry.WhenSafe, "Idempotency-Key");
+        }
+        catch (ClusterUnavailableException exception)
+        {
+            LogIdempotencyNotStored(logger, exception.Message);
+        }
+    }
+
+    // A charged or successful result is kept for retries; a failure that charged nothing releases the key so a retry runs
+    // again. The caller was answered by the upstream (and maybe charged) whatever happens here, so a cluster fault in
+    // storing the result does not turn the answer into a failure.
+    private async Task RememberAsync(IIdempotencyGrain idempotency, string fingerprint, CallResult result)
     {
         if (result.Charged == 0 && result.Outcome != CallOutcome.Succeeded)
         {
-            return idempotency.AbandonAsync(fingerprint);
+            await AbandonAsync(idempotency, fingerprint);
+            return;
         }
 
         var kept = result.Body is { Length: > IdempotencyOptions.MaxStoredBodyBytes }
@@ -255,7 +332,14 @@ public sealed partial class CallPipeline(
                 Detail = "The first call with this Idempotency-Key was answered and charged once; its answer was too large to keep for replays.",
             }
             : result;
-        return idempotency.CompleteAsync(fingerprint, kept);
+        try
+        {
+            await hotPath.CallAsync(token => idempotency.CompleteAsync(fingerprint, kept, token), HotPathRetry.WhenSafe, "Idempotency-Key");
+        }
+        catch (ClusterUnavailableException exception)
+        {
+            LogIdempotencyNotStored(logger, exception.Message);
+        }
     }
 
     private static CallResult Replay(string trackId, IdempotencyStart start, ServiceRoute route, string? version) => start.Status switch
@@ -467,6 +551,15 @@ public sealed partial class CallPipeline(
     private static CallResult Refused(string trackId, CallOutcome outcome, AdmitOutcome? rejection, ServiceRoute? route) =>
         new(trackId, outcome, rejection, 0, null, null, 0, route?.PricePerCall ?? 0, 0, route?.Currency, null);
 
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Call to {ServiceId} failed in the cluster: {Reason}")]
+    private static partial void LogClusterFault(ILogger logger, string? serviceId, string reason);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "Call to {ServiceId} failed unexpectedly")]
+    private static partial void LogUnexpected(ILogger logger, Exception exception, string? serviceId);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Idempotency-Key state not stored: {Reason}")]
+    private static partial void LogIdempotencyNotStored(ILogger logger, string reason);
+
     [LoggerMessage(Level = LogLevel.Information, Message = "Call to {ServiceId} refused for key {KeyId}: {Reason}")]
     private static partial void LogRejected(ILogger logger, string serviceId, string keyId, AdmitOutcome reason);
 
@@ -479,3 +572,6 @@ public sealed partial class CallPipeline(
     [LoggerMessage(Level = LogLevel.Warning, Message = "Upstream of {ServiceId} unreachable: {Reason}")]
     private static partial void LogUpstreamUnreachable(ILogger logger, string serviceId, string reason);
 }
+
+/// <summary>An unexpected error after admission, whose reservation was already released; answered 500.</summary>
+internal sealed class UnexpectedCallException(Exception inner) : Exception("The call failed unexpectedly after admission.", inner);

@@ -171,7 +171,7 @@ public sealed class DataServiceGrain(
         return ToInfo();
     }
 
-    public ValueTask<ServiceRoute?> GetRouteAsync()
+    public ValueTask<ServiceRoute?> GetRouteAsync(CancellationToken cancellationToken = default)
     {
         if (!Exists)
         {
@@ -219,11 +219,12 @@ public sealed class DataServiceGrain(
         target.Succeeded = StateMerge.Counter(target.Succeeded, baseline.Succeeded, stored.Succeeded);
         target.Failed = StateMerge.Counter(target.Failed, baseline.Failed, stored.Failed);
         target.Revenue = StateMerge.Counter(target.Revenue, baseline.Revenue, stored.Revenue);
+        DeliveryMarks.Merge(target.Deliveries, stored.Deliveries);
     }
 
-    public Task RecordBatchAsync(ServiceUsageDelta usage)
+    public Task RecordBatchAsync(ServiceUsageDelta usage, DeliveryId? delivery = null, CancellationToken cancellationToken = default)
     {
-        if (!Exists)
+        if (!Exists || !DeliveryMarks.TryAccept(State.Deliveries, delivery, time.GetUtcNow()))
         {
             return Task.CompletedTask;
         }

@@ -8,7 +8,7 @@ public sealed class IdempotencyGrain(
     /// <summary>How long a started call holds the key before a retry may assume it died with its silo or front door.</summary>
     public static readonly TimeSpan InFlightLimit = TimeSpan.FromMinutes(3);
 
-    public async Task<IdempotencyStart> BeginAsync(string fingerprint, TimeSpan window)
+    public async Task<IdempotencyStart> BeginAsync(string fingerprint, TimeSpan window, CancellationToken cancellationToken = default)
     {
         var now = time.GetUtcNow();
         var state = store.State;
@@ -37,7 +37,7 @@ public sealed class IdempotencyGrain(
         return new IdempotencyStart(IdempotencyStatus.Started);
     }
 
-    public async Task CompleteAsync(string fingerprint, CallResult result)
+    public async Task CompleteAsync(string fingerprint, CallResult result, CancellationToken cancellationToken = default)
     {
         if (store.State.Fingerprint != fingerprint)
         {
@@ -48,7 +48,7 @@ public sealed class IdempotencyGrain(
         await store.WriteStateAsync();
     }
 
-    public async Task AbandonAsync(string fingerprint)
+    public async Task AbandonAsync(string fingerprint, CancellationToken cancellationToken = default)
     {
         if (store.State.Fingerprint == fingerprint && store.State.Result is null)
         {

@@ -41,6 +41,16 @@ public static class ServiceCollectionExtensions
         services.TryAddSingleton(TimeProvider.System);
         services.AddOptions<SecretsOptions>().BindConfiguration(SecretsOptions.Section);
         services.AddSingleton<UpstreamSecrets>();
+        services.AddOptions<HotPathOptions>()
+            .BindConfiguration(HotPathOptions.Section)
+            .ValidateDataAnnotations()
+            .ValidateOnStart();
+        services.AddSingleton<HotPathCalls>();
+        services.AddOptions<RoutingOptions>()
+            .BindConfiguration(RoutingOptions.Section)
+            .ValidateDataAnnotations()
+            .ValidateOnStart();
+        services.AddSingleton<IRouteSource, GrainRouteSource>();
         services.AddSingleton<ServiceRouteCache>();
         services.AddSingleton<UpstreamProtection>();
         services.AddSingleton<UpstreamLimiter>();

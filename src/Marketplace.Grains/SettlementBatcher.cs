@@ -43,6 +43,10 @@ public sealed class MeteringOptions
 /// account, key or data service receives a few messages per interval instead of one per call. Reservations stay
 /// held until their batch arrives, so batching delays a charge by at most the interval and never lets a balance
 /// pass its credit limit. On shutdown the last batch is sent before the silo stops.
+/// <para>Every delivery carries a <see cref="DeliveryId"/> (this process's id and a sequence number), and a grain has at
+/// most one delivery from this process in flight: what is settled meanwhile waits for the next cycle. So a delivery
+/// whose outcome is unknown (its silo went away, its connection dropped, it timed out) is sent again until it is
+/// answered, and the grain, remembering the highest number it applied per sender, applies it once.</para>
 /// While batching, the loop beats in <see cref="BackgroundLoops"/> as <see cref="LoopName"/> on every cycle.
 /// </summary>
 public sealed partial class SettlementBatcher(
@@ -50,7 +54,8 @@ public sealed partial class SettlementBatcher(
     IOptions<MeteringOptions> options,
     TimeProvider time,
     ILogger<SettlementBatcher> logger,
-    BackgroundLoops? loops = null) : BackgroundService
+    BackgroundLoops? loops = null,
+    HotPathCalls? hotPath = null) : BackgroundService
 {
     /// <summary>The batcher's name in <see cref="BackgroundLoops"/>.</summary>
     public const string LoopName = "settlement-batcher";
@@ -58,14 +63,22 @@ public sealed partial class SettlementBatcher(
     // A cycle takes microseconds (sends are not awaited): this long without one means the loop is stuck or gone.
     private static readonly TimeSpan MaxSilence = TimeSpan.FromSeconds(30);
 
-    // A stopping silo refuses requests for about as long as its grains take to deactivate: retried for ~10 s in all.
-    private const int MaxDeliveryAttempts = 20;
-    private static readonly TimeSpan RejectedRetryDelay = TimeSpan.FromMilliseconds(50);
+    // A delivery is sent again until it is answered, for this long at most (a killed silo's grains are active elsewhere
+    // within seconds); then its calls are logged as not delivered. Far below how long grains remember a sender.
+    private static readonly TimeSpan DeliveryDeadline = TimeSpan.FromMinutes(1);
+    private static readonly TimeSpan ResendDelay = TimeSpan.FromMilliseconds(50);
+    private static readonly TimeSpan ResendMaxDelay = TimeSpan.FromSeconds(1);
     private static readonly TimeSpan StopDrainTimeout = TimeSpan.FromSeconds(15);
 
     private readonly System.Collections.Concurrent.ConcurrentDictionary<Task, byte> _inFlight = new();
-    private readonly object _gate = new();
+    private readonly HotPathCalls _hotPath = hotPath ?? new HotPathCalls(Options.Create(new HotPathOptions()), time);
+    private readonly Guid _sender = Guid.NewGuid();
+    private readonly Lock _gate = new();
+
+    // Grains with a delivery from this process in flight ("a:", "k:" or "s:" and the id); guarded by _gate.
+    private readonly HashSet<string> _busy = new(StringComparer.Ordinal);
     private Pending _pending = new();
+    private long _sequence;
     private long _flushes;
 
     /// <summary>Settled calls recorded and not yet sent.</summary>
@@ -107,7 +120,7 @@ public sealed partial class SettlementBatcher(
         }
     }
 
-    /// <summary>Sends everything recorded so far.</summary>
+    /// <summary>Sends everything recorded so far, but to grains that still have a delivery in flight (they get it next time).</summary>
     public void Flush()
     {
         Pending batch;
@@ -118,8 +131,31 @@ public sealed partial class SettlementBatcher(
                 return;
             }
 
-            batch = _pending;
-            _pending = new Pending();
+            batch = _busy.Count == 0 ? _pending : _pending.TakeAllBut(_busy);
+            if (ReferenceEquals(batch, _pending))
+            {
+                _pending = new Pending();
+            }
+
+            foreach (var accountId in batch.Accounts.Keys)
+            {
+                _busy.Add("a:" + accountId);
+            }
+
+            foreach (var keyId in batch.Keys.Keys)
+            {
+                _busy.Add("k:" + keyId);
+            }
+
+            foreach (var serviceId in batch.Services.Ids)
+            {
+                _busy.Add("s:" + serviceId);
+            }
+        }
+
+        if (batch.IsEmpty)
+        {
+            return;
         }
 
         Interlocked.Increment(ref _flushes);
@@ -127,32 +163,33 @@ public sealed partial class SettlementBatcher(
         foreach (var (accountId, sums) in batch.Accounts)
         {
             var account = grains.GetGrain<IAccountGrain>(accountId);
-            var settlement = new SettlementBatch(sums.Released, sums.Charged, sums.Services.ToDeltas(), sums.Releases());
-            Deliver(() => account.SettleBatchAsync(settlement), accountId, settlement.Services.Sum(service => service.Calls));
+            var settlement = new SettlementBatch(sums.Released, sums.Charged, sums.Services.ToDeltas(), sums.Releases(), NextDelivery());
+            Deliver(token => account.SettleBatchAsync(settlement, token), "a:" + accountId, sums.Calls);
         }
 
         foreach (var (keyId, sums) in batch.Keys)
         {
             var key = grains.GetGrain<IApiKeyGrain>(keyId);
             var usage = sums.ToDeltas();
-            Deliver(() => key.RecordBatchAsync(usage), keyId, usage.Sum(service => service.Calls));
+            var delivery = NextDelivery();
+            Deliver(token => key.RecordBatchAsync(usage, delivery, token), "k:" + keyId, usage.Sum(service => service.Calls));
         }
 
         foreach (var delta in batch.Services.ToDeltas())
         {
             var service = grains.GetGrain<IDataServiceGrain>(delta.ServiceId);
-            Deliver(() => service.RecordBatchAsync(delta), delta.ServiceId, delta.Calls);
+            var delivery = NextDelivery();
+            Deliver(token => service.RecordBatchAsync(delta, delivery, token), "s:" + delta.ServiceId, delta.Calls);
         }
     }
 
     /// <summary>Batches sent and not yet answered.</summary>
     public int InFlight => _inFlight.Count;
 
-    // Sends one batch without making the loop wait. A batch refused before it ran (the silo holding the grain is
-    // stopping: Orleans rejects requests to it, and would silently drop a one-way message) is sent again, which cannot
-    // count it twice. Any other failure, SiloUnavailableException included (the silo went away with the request, which
-    // it may have applied), is logged and not repeated: a lost count is money the consumer keeps, a repeat could charge twice.
-    private void Deliver(Func<Task> send, string target, long calls)
+    private DeliveryId NextDelivery() => new(_sender, Interlocked.Increment(ref _sequence));
+
+    // Sends one batch without making the loop wait.
+    private void Deliver(Func<CancellationToken, Task> send, string target, long calls)
     {
         var delivery = DeliverAsync(send, target, calls);
         if (!delivery.IsCompleted)
@@ -163,23 +200,44 @@ public sealed partial class SettlementBatcher(
         }
     }
 
-    private async Task DeliverAsync(Func<Task> send, string target, long calls)
+    // Each attempt is bounded by the hot-path timeout and fails at once when its connection drops. Any cluster fault is
+    // followed by another attempt with the same delivery id (the grain applies it once), until the deadline; a failure
+    // the grain itself reported is not repeated.
+    private async Task DeliverAsync(Func<CancellationToken, Task> send, string target, long calls)
     {
-        for (var attempt = 1; ; attempt++)
+        var deadline = time.GetUtcNow() + DeliveryDeadline;
+        var delay = ResendDelay;
+        try
         {
-            try
+            for (var attempt = 1; ; attempt++)
             {
-                await send();
-                return;
+                try
+                {
+                    await _hotPath.CallAsync(send, HotPathRetry.Never, "settled calls' grain");
+                    return;
+                }
+                catch (ClusterUnavailableException exception) when (time.GetUtcNow() + delay < deadline)
+                {
+                    if (attempt == 1)
+                    {
+                        LogResending(logger, calls, target, exception.Message);
+                    }
+
+                    await Task.Delay(delay, time);
+                    delay = TimeSpan.FromTicks(Math.Min(delay.Ticks * 2, ResendMaxDelay.Ticks));
+                }
+                catch (Exception exception)
+                {
+                    LogDeliveryFailed(logger, exception, calls, target, attempt);
+                    return;
+                }
             }
-            catch (OrleansMessageRejectionException exception) when (exception is not SiloUnavailableException && attempt < MaxDeliveryAttempts)
+        }
+        finally
+        {
+            lock (_gate)
             {
-                await Task.Delay(RejectedRetryDelay * attempt, time);
-            }
-            catch (Exception exception)
-            {
-                LogDeliveryFailed(logger, exception, calls, target, attempt);
-                return;
+                _busy.Remove(target);
             }
         }
     }
@@ -233,6 +291,9 @@ public sealed partial class SettlementBatcher(
         }
     }
 
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Settlement of {Calls} calls for {Target} is sent again: {Reason}")]
+    private static partial void LogResending(ILogger logger, long calls, string target, string reason);
+
     [LoggerMessage(Level = LogLevel.Error, Message = "Settlement of {Calls} calls for {Target} was not delivered after {Attempts} attempt(s); their counts are lost")]
     private static partial void LogDeliveryFailed(ILogger logger, Exception exception, long calls, string target, int attempts);
 
@@ -252,7 +313,43 @@ public sealed partial class SettlementBatcher(
 
         public int Calls { get; set; }
 
-        public bool IsEmpty => Accounts.Count == 0 && Keys.Count == 0;
+        public bool IsEmpty => Accounts.Count == 0 && Keys.Count == 0 && Services.Ids.Count == 0;
+
+        // Moves out everything but what goes to the busy grains, which stays here for the next cycle.
+        public Pending TakeAllBut(HashSet<string> busy)
+        {
+            var taken = new Pending();
+            foreach (var (accountId, sums) in Accounts)
+            {
+                if (!busy.Contains("a:" + accountId))
+                {
+                    taken.Accounts[accountId] = sums;
+                    taken.Calls += (int)sums.Calls;
+                }
+            }
+
+            foreach (var accountId in taken.Accounts.Keys)
+            {
+                Accounts.Remove(accountId);
+            }
+
+            foreach (var (keyId, sums) in Keys)
+            {
+                if (!busy.Contains("k:" + keyId))
+                {
+                    taken.Keys[keyId] = sums;
+                }
+            }
+
+            foreach (var keyId in taken.Keys.Keys)
+            {
+                Keys.Remove(keyId);
+            }
+
+            Services.MoveTo(taken.Services, serviceId => !busy.Contains("s:" + serviceId));
+            Calls -= taken.Calls;
+            return taken;
+        }
     }
 
     private sealed class AccountSums
@@ -279,6 +376,8 @@ public sealed partial class SettlementBatcher(
 
         public List<HoldRelease> Releases() => _byHold;
 
+        public long Calls => Services.Calls;
+
         public long Charged { get; set; }
 
         public ServiceSums Services { get; } = new();
@@ -287,6 +386,38 @@ public sealed partial class SettlementBatcher(
     private sealed class ServiceSums
     {
         private readonly Dictionary<string, long[]> _byService = new(StringComparer.Ordinal);
+
+        public IReadOnlyCollection<string> Ids => _byService.Keys;
+
+        public long Calls
+        {
+            get
+            {
+                long calls = 0;
+                foreach (var sums in _byService.Values)
+                {
+                    calls += sums[0];
+                }
+
+                return calls;
+            }
+        }
+
+        public void MoveTo(ServiceSums target, Func<string, bool> movable)
+        {
+            foreach (var (serviceId, sums) in _byService)
+            {
+                if (movable(serviceId))
+                {
+                    target._byService[serviceId] = sums;
+                }
+            }
+
+            foreach (var serviceId in target._byService.Keys)
+            {
+                _byService.Remove(serviceId);
+            }
+        }
 
         public void Add(string serviceId, long charge, bool succeeded)
         {

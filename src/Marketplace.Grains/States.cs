@@ -43,6 +43,7 @@ public sealed class DataServiceState
     [Id(21)] public Dictionary<string, ServiceVersionState> Versions { get; set; } = new(StringComparer.Ordinal);
     [Id(22)] public ReleaseState Release { get; set; } = new();
     [Id(23)] public List<ReleaseState> ReleaseHistory { get; set; } = [];
+    [Id(24)] public Dictionary<Guid, DeliveryMark> Deliveries { get; set; } = [];
 }
 
 /// <summary>Stored state of one version of a data service; secret header values are stored encrypted.</summary>
@@ -183,6 +184,7 @@ public sealed class AccountState
     [Id(10)] public long? MonthlyCallCap { get; set; }
     [Id(11)] public DateTimeOffset MonthStart { get; set; }
     [Id(12)] public long CallsThisMonth { get; set; }
+    [Id(13)] public Dictionary<Guid, DeliveryMark> Deliveries { get; set; } = [];
 }
 
 /// <summary>An audited change of balance made by an admin (top-up or adjustment).</summary>
@@ -212,6 +214,7 @@ public sealed class ApiKeyState
     [Id(11)] public LimitsState Limits { get; set; } = new();
     [Id(12)] public Dictionary<string, QuotaCounterState> Quotas { get; set; } = new(StringComparer.Ordinal);
     [Id(13)] public Dictionary<string, TokenState> Tokens { get; set; } = new(StringComparer.Ordinal);
+    [Id(14)] public Dictionary<Guid, DeliveryMark> Deliveries { get; set; } = [];
 }
 
 /// <summary>One secret of a key: salted hash only.</summary>

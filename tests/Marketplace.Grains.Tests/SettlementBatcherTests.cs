@@ -59,6 +59,52 @@ public sealed class SettlementBatcherTests(ClusterFixture fixture)
         Assert.Equal(15 * 3, a.Counters.Revenue);
     }
 
+    [Fact]
+    public async Task SettleAndRecordBatch_SameDeliverySentAgain_AppliedOnce()
+    {
+        var accountId = await fixture.CreateAccountAsync(balance: 1_000);
+        var serviceId = await CreateServiceAsync();
+        var (keyId, _, _) = await fixture.CreateKeyAsync(accountId, [serviceId]);
+        var account = fixture.Grains.GetGrain<IAccountGrain>(accountId);
+        var key = fixture.Grains.GetGrain<IApiKeyGrain>(keyId);
+        var service = fixture.Grains.GetGrain<IDataServiceGrain>(serviceId);
+        var sender = Guid.NewGuid();
+        var usage = new ServiceUsageDelta(serviceId, 4, 4, 0, 12);
+
+        // The first delivery's outcome was unknown to the sender, so it sends the same one again; then the next one.
+        foreach (var sequence in new long[] { 1, 1, 2 })
+        {
+            var delivery = new DeliveryId(sender, sequence);
+            await account.SettleBatchAsync(new SettlementBatch(0, 12, [usage], null, delivery));
+            await key.RecordBatchAsync([usage], delivery);
+            await service.RecordBatchAsync(usage, delivery);
+        }
+
+        // Another sender's deliveries are its own.
+        await account.SettleBatchAsync(new SettlementBatch(0, 12, [usage], null, new DeliveryId(Guid.NewGuid(), 1)));
+
+        Assert.Equal(1_000 - (3 * 12), (await account.GetAsync())!.Balance);
+        Assert.Equal(8, (await key.GetAsync())!.Usage.Calls);
+        Assert.Equal(24, (await service.GetAsync())!.Counters.Revenue);
+    }
+
+    [Fact]
+    public void DeliveryMarks_OldSendersPrunedOnlyPastTheRetention()
+    {
+        var now = DateTimeOffset.UnixEpoch;
+        var marks = new Dictionary<Guid, DeliveryMark>();
+        var first = Guid.NewGuid();
+        Assert.True(DeliveryMarks.TryAccept(marks, new DeliveryId(first, 5), now));
+        for (var i = 0; i < 40; i++)
+        {
+            Assert.True(DeliveryMarks.TryAccept(marks, new DeliveryId(Guid.NewGuid(), 1), now + DeliveryMarks.Retention));
+        }
+
+        Assert.False(DeliveryMarks.TryAccept(marks, new DeliveryId(first, 5), now + DeliveryMarks.Retention));
+        Assert.True(DeliveryMarks.TryAccept(marks, new DeliveryId(first, 6), now + DeliveryMarks.Retention));
+        Assert.True(DeliveryMarks.TryAccept(marks, null, now));
+    }
+
     private async Task<string> CreateServiceAsync()
     {
         var providerId = TestIds.Provider();

@@ -172,6 +172,11 @@ public static class CallApi
             case CallOutcome.UpstreamRateLimited:
                 return Problems.Create(StatusCodes.Status429TooManyRequests, "service-rate-limited", "The data service is taking no more calls right now.",
                     "The service's limit towards its provider is reached; retry after the Retry-After seconds.");
+            case CallOutcome.ClusterUnavailable:
+                return Problems.Create(StatusCodes.Status503ServiceUnavailable, "cluster-unavailable", "A marketplace node needed by the call is unavailable.",
+                    result.Detail + Charged(result));
+            case CallOutcome.InternalError:
+                return Problems.Create(StatusCodes.Status500InternalServerError, "internal", "An unexpected error occurred.", result.Detail + Charged(result));
             case CallOutcome.UnknownService:
                 return Problems.Create(StatusCodes.Status404NotFound, "unknown-service", "No such data service.", "Check the service id against GET /v1/services.");
             default:

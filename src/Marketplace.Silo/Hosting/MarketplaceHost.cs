@@ -241,6 +241,7 @@ public sealed partial class MarketplaceHost : IAsyncDisposable
         builder.UseOrleansClient(client => client.UseMarketplaceCluster(
             new MarketplaceClusterSettings(connectionString, options.ClusterId, options.ServiceId)));
         builder.Services.AddMarketplaceCallPipeline();
+        builder.Services.AddSingleton<IClusterConnectionStatusObserver, ConnectionDropObserver>();
         builder.Services.AddOptions<AlertOptions>().BindConfiguration(AlertOptions.Section).ValidateDataAnnotations().ValidateOnStart();
         builder.Services.AddHealthChecks().AddCheck<ClusterClientHealthCheck>("cluster", tags: ["ready"]);
     }

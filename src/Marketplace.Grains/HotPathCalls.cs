@@ -1,0 +1,149 @@
+using Microsoft.Extensions.Options;
+using Polly;
+using Polly.Retry;
+using Polly.Timeout;
+
+namespace Marketplace.Grains;
+
+/// <summary>What may be repeated when a grain call on the call path meets a fault.</summary>
+public enum HotPathRetry
+{
+    /// <summary>Never: the call changes state and its effect cannot be recognised when repeated.</summary>
+    Never = 0,
+
+    /// <summary>Once, when the cluster refused the request before any grain ran it (a stopping silo's rejection).</summary>
+    WhenNotRun = 1,
+
+    /// <summary>Once, after any cluster fault but a timeout: the call reads, or repeating it changes nothing.</summary>
+    WhenSafe = 2,
+}
+
+/// <summary>
+/// Runs the grain calls of the call path with a bound of <see cref="HotPathOptions.GrainCallTimeout"/> each (Orleans'
+/// own response timeout is 30 s), fails the calls in flight at once when a connection to a silo drops (Orleans
+/// would let a call sent through a dead gateway wait for its timeout), and repeats a call once where that is safe.
+/// Every fault becomes a <see cref="ClusterUnavailableException"/>; the caller's own cancellation stays an
+/// <see cref="OperationCanceledException"/>.
+/// </summary>
+public sealed class HotPathCalls
+{
+    private readonly ResiliencePipeline _never;
+    private readonly ResiliencePipeline _whenNotRun;
+    private readonly ResiliencePipeline _whenSafe;
+    private CancellationTokenSource _connections = new();
+
+    /// <summary>Creates the pipelines from the options.</summary>
+    public HotPathCalls(IOptions<HotPathOptions> options, TimeProvider time)
+    {
+        Timeout = options.Value.GrainCallTimeout;
+        _never = Build(time, null);
+        _whenNotRun = Build(time, IsRefusedBeforeRun);
+        _whenSafe = Build(time, IsRepeatable);
+    }
+
+    /// <summary>The bound on each grain call.</summary>
+    public TimeSpan Timeout { get; }
+
+    private long _connectionDrops;
+
+    /// <summary>Connection drops seen so far.</summary>
+    public long ConnectionDrops => Interlocked.Read(ref _connectionDrops);
+
+    /// <summary>
+    /// Says that a connection to a silo dropped: every grain call of the call path in flight now fails at once (and is
+    /// repeated once where that is safe), since its answer may never come. Calls through the connections still open
+    /// fail with them; on a killed silo that is a few calls, against every call through it waiting for the timeout.
+    /// </summary>
+    public void ConnectionDropped()
+    {
+        var dropped = Interlocked.Exchange(ref _connections, new CancellationTokenSource());
+        Interlocked.Increment(ref _connectionDrops);
+
+        // Not disposed: calls in flight may still be linking to its token.
+        dropped.Cancel();
+    }
+
+    /// <summary>Runs one grain call of the call path.</summary>
+    public async ValueTask<T> CallAsync<T>(Func<CancellationToken, ValueTask<T>> call, HotPathRetry retry, string what,
+        CancellationToken cancellationToken = default)
+    {
+        var pipeline = retry switch
+        {
+            HotPathRetry.WhenSafe => _whenSafe,
+            HotPathRetry.WhenNotRun => _whenNotRun,
+            _ => _never,
+        };
+        try
+        {
+            return await pipeline.ExecuteAsync(static async (state, token) =>
+            {
+                var connection = Volatile.Read(ref state.Self._connections).Token;
+                using var linked = CancellationTokenSource.CreateLinkedTokenSource(token, connection);
+                try
+                {
+                    return await state.Call(linked.Token);
+                }
+                catch (OperationCanceledException) when (connection.IsCancellationRequested && !token.IsCancellationRequested)
+                {
+                    throw new ConnectionDroppedException();
+                }
+            }, (Self: this, Call: call), cancellationToken);
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            throw;
+        }
+        catch (Exception exception) when (IsClusterFault(exception))
+        {
+            throw new ClusterUnavailableException(Describe(exception, what), exception);
+        }
+    }
+
+    /// <inheritdoc cref="CallAsync{T}(Func{CancellationToken, ValueTask{T}}, HotPathRetry, string, CancellationToken)"/>
+    public async ValueTask CallAsync(Func<CancellationToken, Task> call, HotPathRetry retry, string what, CancellationToken cancellationToken = default) =>
+        await CallAsync(async token =>
+        {
+            await call(token);
+            return true;
+        }, retry, what, cancellationToken);
+
+    /// <summary>True for the exceptions by which the cluster, not the marketplace's rules, failed a grain call.</summary>
+    public static bool IsClusterFault(Exception exception) => exception is ClusterUnavailableException or ConnectionDroppedException
+        or TimeoutRejectedException or TimeoutException or OrleansMessageRejectionException or SiloUnavailableException
+        or Orleans.Runtime.Messaging.ConnectionFailedException;
+
+    private string Describe(Exception exception, string what) => exception switch
+    {
+        ClusterUnavailableException => exception.Message,
+        TimeoutRejectedException or TimeoutException => $"The marketplace node holding the {what} did not answer within {Timeout.TotalSeconds:0.#} s.",
+        ConnectionDroppedException => $"The connection to the marketplace node holding the {what} dropped.",
+        _ => $"The marketplace node holding the {what} went away.",
+    };
+
+    // SiloUnavailableException derives from the rejection: it means the silo went away holding the request, which it may have run.
+    private static bool IsRefusedBeforeRun(Exception exception) =>
+        exception is OrleansMessageRejectionException and not SiloUnavailableException;
+
+    private static bool IsRepeatable(Exception exception) =>
+        exception is ConnectionDroppedException or OrleansMessageRejectionException or Orleans.Runtime.Messaging.ConnectionFailedException;
+
+    private ResiliencePipeline Build(TimeProvider time, Func<Exception, bool>? repeatable)
+    {
+        var builder = new ResiliencePipelineBuilder { TimeProvider = time };
+        if (repeatable is not null)
+        {
+            builder.AddRetry(new RetryStrategyOptions
+            {
+                MaxRetryAttempts = 1,
+                Delay = TimeSpan.Zero,
+                ShouldHandle = arguments => ValueTask.FromResult(arguments.Outcome.Exception is { } exception && repeatable(exception)),
+            });
+        }
+
+        // Each attempt has its own bound.
+        return builder.AddTimeout(Timeout).Build();
+    }
+
+    /// <summary>The call's connection to a silo dropped while it waited for the answer.</summary>
+    private sealed class ConnectionDroppedException() : Exception("The connection to a marketplace node dropped.");
+}
