@@ -86,7 +86,8 @@ public sealed record CallResult(
     [property: Id(11)] LimitStatus? Limit = null,
     [property: Id(12)] string? Version = null,
     [property: Id(13)] int? RetryAfterSeconds = null,
-    [property: Id(14)] bool Replayed = false);
+    [property: Id(14)] bool Replayed = false,
+    [property: Id(15)] Guid CallId = default);
 
 /// <summary>
 /// The call pipeline as a grain, so internal .NET services connected as Orleans clients get the same

@@ -1,7 +1,13 @@
 namespace Marketplace.Grains;
 
-/// <summary>One call as the call log stores it: one row per call, keyed by its TrackId and start time.</summary>
+/// <summary>One call as the call log (the journal) stores it: one row per call.</summary>
+/// <param name="CallId">
+/// The call's own id, assigned by the marketplace when the call starts: a UUIDv7 of <paramref name="At"/>
+/// (<see cref="Guid.CreateVersion7(DateTimeOffset)"/>), so the id names the day partition and the millisecond of its row.
+/// </param>
+/// <param name="TrackId">The caller's TrackId (or a generated one): kept and searchable, never a key; calls may share one.</param>
 public sealed record CallRecord(
+    Guid CallId,
     string TrackId,
     DateTimeOffset At,
     string? AccountId,

@@ -49,7 +49,7 @@ public sealed partial class CallPipeline(
     {
         var started = Stopwatch.GetTimestamp();
         var at = time.GetUtcNow();
-        var trace = new CallTrace { TrackId = TrackIds.AcceptOrNew(request.TrackId) };
+        var trace = new CallTrace { CallId = Guid.CreateVersion7(at), TrackId = TrackIds.AcceptOrNew(request.TrackId) };
         CallResult result;
         try
         {
@@ -66,6 +66,7 @@ public sealed partial class CallPipeline(
         }
 
         // The row is written even when the caller has gone meanwhile: the call happened.
+        result = result with { CallId = trace.CallId };
         await LogAsync(request, trace, at, started, result, CancellationToken.None);
         return result;
     }
@@ -104,7 +105,7 @@ public sealed partial class CallPipeline(
         }
 
         return _callLog.WriteAsync(new CallRecord(
-            result.TrackId, at, trace.AccountId, trace.KeyId, request.ServiceId, result.Version, result.Outcome, result.Rejection, result.UpstreamStatus,
+            trace.CallId, result.TrackId, at, trace.AccountId, trace.KeyId, request.ServiceId, result.Version, result.Outcome, result.Rejection, result.UpstreamStatus,
             trace.UpstreamMs, total.TotalMilliseconds, result.Price, result.Charged, result.Currency, request.IdempotencyKey),
             cancellationToken);
     }
@@ -112,6 +113,8 @@ public sealed partial class CallPipeline(
     // What the call log needs beyond the result, filled in as the call goes.
     private sealed class CallTrace
     {
+        public Guid CallId { get; init; }
+
         public string TrackId { get; init; } = string.Empty;
 
         public string? ServiceId { get; set; }

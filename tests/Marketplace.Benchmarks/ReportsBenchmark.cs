@@ -12,7 +12,7 @@ namespace Marketplace.Benchmarks;
 /// <c>reports [accounts=1000] [data-directory]</c>: starts an embedded PostgreSQL, applies the migrations, fills the usage
 /// rollups with one day of rows as the call-log writer makes them (accounts × 3 keys × 20 services × 4 outcomes, 70 calls
 /// per combination and hour: 100.8 million calls for 1,000 accounts), then times each report query (the API's own
-/// <see cref="ReportsApi.QueryAsync"/>) and the call-log insert with rollups (<see cref="CallLogWriter.InsertAsync"/>).
+/// <see cref="ReportsApi.QueryAsync"/>) and the call-log insert with rollups (<see cref="JournalBatch.WriteAsync"/>).
 /// With a data directory the database is kept and reused by the next run; without one it lives in a temp directory.
 /// </summary>
 public static class ReportsBenchmark
@@ -194,7 +194,8 @@ public static class ReportsBenchmark
                 var s = random.Next(1, serviceCount + 1);
                 var outcome = random.Next(100) switch { < 90 => CallOutcome.Succeeded, < 95 => CallOutcome.UpstreamFailed, _ => CallOutcome.UpstreamRejected };
                 var charged = outcome == CallOutcome.Succeeded ? 1 + (s % 5) : 0;
-                return new CallRecord(Guid.NewGuid().ToString("N"), now.AddMilliseconds(-random.Next(1000)), $"acct-{a:D5}", $"key-{a:D5}-{random.Next(1, keyCount + 1)}",
+                var at = now.AddMilliseconds(-random.Next(1000));
+                return new CallRecord(Guid.CreateVersion7(at), Guid.NewGuid().ToString("N"), at, $"acct-{a:D5}", $"key-{a:D5}-{random.Next(1, keyCount + 1)}",
                     $"svc-{s:D2}", "v1", outcome, null, outcome == CallOutcome.Succeeded ? 200 : 502, 3, 2 + (random.NextDouble() * 40), 1 + (s % 5), charged, "EUR", null);
             })];
         }
@@ -211,16 +212,18 @@ public static class ReportsBenchmark
             foreach (var writers in new[] { 1, 2 })
             {
                 const int BatchesPerWriter = 20;
-                await CallLogWriter.InsertAsync(database, Batch(accountCount, keyCount, serviceCount), CancellationToken.None);
+                await JournalBatch.WriteAsync(database, Guid.NewGuid(), 1, Batch(accountCount, keyCount, serviceCount), CancellationToken.None);
                 var batches = Enumerable.Range(0, writers)
                     .Select(_ => Enumerable.Range(0, BatchesPerWriter).Select(_ => Batch(accountCount, keyCount, serviceCount)).ToList()).ToList();
                 var cpuBefore = PostgresCpu(root);
                 var watch = Stopwatch.StartNew();
                 await Task.WhenAll(batches.Select(async own =>
                 {
+                    var sender = Guid.NewGuid();
+                    var sequence = 0L;
                     foreach (var batch in own)
                     {
-                        await CallLogWriter.InsertAsync(database, batch, CancellationToken.None);
+                        await JournalBatch.WriteAsync(database, sender, ++sequence, batch, CancellationToken.None);
                     }
                 }));
                 var elapsed = watch.Elapsed;

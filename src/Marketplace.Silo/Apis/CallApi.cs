@@ -15,6 +15,9 @@ public static class CallApi
     /// <summary>Header that makes a call idempotent: a retry with the same value gets the first answer and no second charge.</summary>
     public const string IdempotencyKeyHeader = "Idempotency-Key";
 
+    /// <summary>Response header with the call's own id (its journal row: <c>/admin/calls/id/{callId}</c>).</summary>
+    public const string CallIdHeader = "X-Call-Id";
+
     private static readonly string[] CallMethods = ["GET", "POST", "PUT", "PATCH", "DELETE"];
 
     /// <summary>Maps <c>/v1/call/{serviceId}/...</c> and <c>/v1/usage</c>.</summary>
@@ -116,6 +119,11 @@ public static class CallApi
     private static IResult ToHttp(HttpContext context, CallResult result)
     {
         var headers = context.Response.Headers;
+        if (result.CallId != Guid.Empty)
+        {
+            headers[CallIdHeader] = result.CallId.ToString();
+        }
+
         if (result.Limit is { } limit)
         {
             WriteRateLimitHeaders(headers, limit, refused: result.Outcome is CallOutcome.Rejected or CallOutcome.UpstreamRateLimited);

@@ -8,7 +8,7 @@ namespace Marketplace.Silo.Apis;
 
 /// <summary>One row of the call log as admins and consumers read it.</summary>
 public sealed record CallLogEntry(
-    string TrackId, DateTimeOffset At, string? AccountId, string? KeyId, string ServiceId, string? Version, string Outcome, string? Rejection,
+    Guid CallId, string TrackId, DateTimeOffset At, string? AccountId, string? KeyId, string ServiceId, string? Version, string Outcome, string? Rejection,
     int Status, double? UpstreamMs, double TotalMs, long Price, long Charged, string? Currency, string? IdempotencyKey);
 
 /// <summary>What the call log and the account grain say about one account's calls and charges, and whether they agree.</summary>
@@ -21,11 +21,18 @@ public static class CallsApi
 {
     private const int MaxRows = 100;
 
-    /// <summary>Maps <c>/admin/calls/{trackId}</c> and <c>/admin/reconciliation/accounts/{id}</c>.</summary>
+    private const string Columns =
+        "call_id, track_id, at, account_id, key_id, service_id, version, outcome, rejection, status, upstream_ms, total_ms, price, charged, " +
+        "currency, idempotency_key";
+
+    /// <summary>Maps <c>/admin/calls/{trackId}</c>, <c>/admin/calls/id/{callId}</c> and <c>/admin/reconciliation/accounts/{id}</c>.</summary>
     public static RouteGroupBuilder MapAdminCallsApi(this RouteGroupBuilder admin)
     {
         admin.MapGet("/calls/{trackId}", (string trackId, NpgsqlDataSource database, CancellationToken cancellationToken) =>
             LookUpAsync(database, trackId, null, cancellationToken)).WithTags("Calls");
+        admin.MapGet("/calls/id/{callId}", LookUpByIdAsync).WithTags("Calls")
+            .WithName("GetCallById").WithSummary("One call by its call id (the X-Call-Id answer header)")
+            .WithDescription("Reads one day partition and the millisecond the id's UUIDv7 timestamp names.");
         admin.MapGet("/reconciliation/accounts/{id}", ReconcileAsync).WithTags("Calls");
         return admin;
     }
@@ -51,21 +58,62 @@ public static class CallsApi
         }
 
         await using var command = database.CreateCommand(
-            "SELECT track_id, at, account_id, key_id, service_id, version, outcome, rejection, status, upstream_ms, total_ms, price, charged, " +
-            "currency, idempotency_key FROM marketplace_call_log WHERE track_id = $1 AND ($2::varchar IS NULL OR account_id = $2) ORDER BY at LIMIT " + MaxRows);
+            $"SELECT {Columns} FROM marketplace_call_log WHERE track_id = $1 AND ($2::varchar IS NULL OR account_id = $2) ORDER BY at LIMIT {MaxRows}");
         command.Parameters.AddWithValue(trackId);
         command.Parameters.Add(new NpgsqlParameter { Value = (object?)accountId ?? DBNull.Value, NpgsqlDbType = NpgsqlTypes.NpgsqlDbType.Varchar });
+        var rows = await ReadAsync(command, cancellationToken);
+        return rows.Count == 0 ? Problems.NotFound("call", trackId) : TypedResults.Ok<IReadOnlyList<CallLogEntry>>(rows);
+    }
+
+    /// <summary>
+    /// The call with this id. A call id is a UUIDv7 of the call's start: its millisecond bounds <c>at</c>, so the query reads
+    /// one day partition and a millisecond of its BRIN index on <c>at</c>, however large the log.
+    /// </summary>
+    public static async Task<Results<Ok<CallLogEntry>, ProblemHttpResult>> LookUpByIdAsync(
+        string callId, NpgsqlDataSource database, CancellationToken cancellationToken)
+    {
+        if (!Guid.TryParse(callId, out var id) || id.Version != 7)
+        {
+            return Problems.NotFound("call", callId);
+        }
+
+        var started = CallIdTime(id);
+        await using var command = database.CreateCommand(
+            $"SELECT {Columns} FROM marketplace_call_log WHERE call_id = $1 AND at >= $2 AND at <= $3 LIMIT 1");
+        command.Parameters.AddWithValue(id);
+        command.Parameters.AddWithValue(started);
+        // The timestamp keeps microseconds and the id milliseconds: "at" is in the id's millisecond (its end included).
+        command.Parameters.AddWithValue(started.AddMilliseconds(1));
+        var rows = await ReadAsync(command, cancellationToken);
+        return rows.Count == 0 ? Problems.NotFound("call", callId) : TypedResults.Ok(rows[0]);
+    }
+
+    /// <summary>The start time (Unix milliseconds) a UUIDv7 call id carries in its first 48 bits.</summary>
+    public static DateTimeOffset CallIdTime(Guid callId)
+    {
+        var bytes = callId.ToByteArray(bigEndian: true);
+        var milliseconds = 0L;
+        for (var i = 0; i < 6; i++)
+        {
+            milliseconds = (milliseconds << 8) | bytes[i];
+        }
+
+        return DateTimeOffset.FromUnixTimeMilliseconds(milliseconds);
+    }
+
+    private static async Task<List<CallLogEntry>> ReadAsync(NpgsqlCommand command, CancellationToken cancellationToken)
+    {
         var rows = new List<CallLogEntry>();
         await using var reader = await command.ExecuteReaderAsync(cancellationToken);
         while (await reader.ReadAsync(cancellationToken))
         {
             rows.Add(new CallLogEntry(
-                reader.GetString(0), reader.GetFieldValue<DateTimeOffset>(1), Nullable(reader, 2), Nullable(reader, 3), reader.GetString(4), Nullable(reader, 5),
-                reader.GetString(6), Nullable(reader, 7), reader.GetInt16(8), reader.IsDBNull(9) ? null : reader.GetFloat(9), reader.GetFloat(10),
-                reader.GetInt64(11), reader.GetInt64(12), Nullable(reader, 13), Nullable(reader, 14)));
+                reader.GetGuid(0), reader.GetString(1), reader.GetFieldValue<DateTimeOffset>(2), Nullable(reader, 3), Nullable(reader, 4), reader.GetString(5),
+                Nullable(reader, 6), reader.GetString(7), Nullable(reader, 8), reader.GetInt16(9), reader.IsDBNull(10) ? null : reader.GetFloat(10),
+                reader.GetFloat(11), reader.GetInt64(12), reader.GetInt64(13), Nullable(reader, 14), Nullable(reader, 15)));
         }
 
-        return rows.Count == 0 ? Problems.NotFound("call", trackId) : TypedResults.Ok<IReadOnlyList<CallLogEntry>>(rows);
+        return rows;
     }
 
     /// <summary>

@@ -55,11 +55,12 @@ public sealed class CallLogOptions
 }
 
 /// <summary>
-/// The database-backed call log: records queue in a bounded channel and a background loop writes them in batches with one
-/// multi-row insert (<c>unnest</c> of arrays) per batch, which also adds the rows to the usage rollups. A failed batch is
-/// retried as it was until it is stored; the insert ignores rows already there, so retries never duplicate (nor count
-/// twice), even when an attempt that timed out on this side did commit. In strict mode each caller waits for its batch to
-/// commit.
+/// The database-backed call log, the journal: records queue in a bounded channel and a background loop writes them in
+/// batches, one transaction per batch (<see cref="JournalBatch"/>: binary COPY of the rows, then the batch's rollups and
+/// totals aggregated in memory). The writer has a sender id, new at every start, and numbers its batches 1, 2, 3... with
+/// one batch in flight at a time; a failed batch is retried with the same number until it is stored, and the number makes
+/// its commit exactly-once, even when an attempt that timed out on this side did commit. In strict mode each caller waits
+/// for its batch to commit, and the calls that arrive while one batch commits form the next one (group commit).
 /// The loop also keeps day partitions (three days ahead are created, those past the retention are dropped) and deletes
 /// minute (and, when configured, hour) rollup rows past their retention.
 /// </summary>
@@ -76,9 +77,12 @@ public sealed partial class CallLogWriter : BackgroundService, ICallLog
     private const int RetentionChunk = 10_000;
     private static readonly TimeSpan MaxRetryDelay = TimeSpan.FromSeconds(2);
 
+    private readonly Guid _sender = Guid.NewGuid();
+    private long _sequence;
     private DateOnly _partitionsCheckedFor;
     private DateTimeOffset _rollupsTrimmedFor;
     private long _written;
+    private long _batches;
     private long _lastStoredTicks;
 
     /// <summary>Creates the writer.</summary>
@@ -109,6 +113,12 @@ public sealed partial class CallLogWriter : BackgroundService, ICallLog
 
     /// <summary>Rows written since start.</summary>
     public long Written => Interlocked.Read(ref _written);
+
+    /// <summary>Batches stored since start (each one database transaction): in strict mode, how many commits the callers shared.</summary>
+    public long Batches => Interlocked.Read(ref _batches);
+
+    /// <summary>This writer's sender id in <c>marketplace_journal_senders</c> (new at every process start).</summary>
+    public Guid Sender => _sender;
 
     /// <summary>How long records have waited since the last stored batch; zero when none wait.</summary>
     public TimeSpan Lag => QueueLength == 0
@@ -221,21 +231,29 @@ public sealed partial class CallLogWriter : BackgroundService, ICallLog
     private async Task InsertWithRetryAsync(List<Pending> batch, CancellationToken cancellationToken)
     {
         var records = batch.ConvertAll(pending => pending.Record);
+        var sequence = ++_sequence;
         var delay = TimeSpan.FromMilliseconds(100);
         while (true)
         {
             try
             {
-                await WithTimeoutAsync(token => InsertAsync(_database, records, token), cancellationToken);
+                var committed = true;
+                await WithTimeoutAsync(async token => committed = await JournalBatch.WriteAsync(_database, _sender, sequence, records, token), cancellationToken);
+                if (!committed)
+                {
+                    LogBatchAlreadyStored(_logger, sequence, batch.Count);
+                }
+
+                Interlocked.Increment(ref _batches);
                 Interlocked.Add(ref _written, batch.Count);
                 Interlocked.Exchange(ref _lastStoredTicks, _time.GetUtcNow().UtcTicks);
                 return;
             }
             catch (Exception exception) when (IsDatabaseFailure(exception, cancellationToken))
             {
-                // The same batch is tried again until the database takes it; meanwhile the queue fills and, once full, callers wait.
-                // An attempt abandoned after the timeout may still commit on the server: its rows are then skipped by the retry
-                // (ON CONFLICT DO NOTHING) and, not being returned by the retry's insert, not counted in the rollups twice.
+                // The same batch, with the same number, is tried again until the database takes it; meanwhile the queue fills and,
+                // once full, callers wait. An attempt abandoned after the timeout may still commit on the server: the retry then
+                // finds its number already stored (or waits on the sender row until that attempt ends) and writes nothing.
                 _loops.Failed(LoopName, exception);
                 LogFlushFailed(_logger, exception, batch.Count, delay.TotalMilliseconds);
                 await Task.Delay(delay, _time, cancellationToken);
@@ -247,7 +265,7 @@ public sealed partial class CallLogWriter : BackgroundService, ICallLog
     // Runs one database operation with the command timeout, connecting included. The token makes Npgsql cancel the
     // statement on the server; a hung server answers neither that nor a connection attempt (Npgsql would wait for its own
     // timeouts, 15 s to connect and 30 s per command), so the writer stops waiting at the timeout in any case and leaves the
-    // attempt to end on its own. Should that attempt still commit, the retry skips its rows (see InsertWithRetryAsync).
+    // attempt to end on its own. Should that attempt still commit, the retry writes nothing (see InsertWithRetryAsync).
     private async Task WithTimeoutAsync(Func<CancellationToken, Task> operation, CancellationToken cancellationToken)
     {
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
@@ -269,124 +287,10 @@ public sealed partial class CallLogWriter : BackgroundService, ICallLog
         exception is NpgsqlException or TimeoutException or InvalidOperationException && !cancellationToken.IsCancellationRequested;
 
     /// <summary>
-    /// Writes one batch in one statement: the rows into the call log, skipping those already there (a retried batch), and
-    /// the rows it did add into the minute, hour and day rows of <c>marketplace_usage_rollup</c> (per account and key) and
-    /// <c>marketplace_usage_service_rollup</c> (per service). All commit or none does, so the rollups always equal a count
-    /// of the log.
-    /// </summary>
-    public static async Task InsertAsync(NpgsqlDataSource database, IReadOnlyList<CallRecord> records, CancellationToken cancellationToken)
-    {
-        var n = records.Count;
-        var trackIds = new string[n];
-        var at = new DateTime[n];
-        var accounts = new string?[n];
-        var keys = new string?[n];
-        var services = new string[n];
-        var versions = new string?[n];
-        var outcomes = new string[n];
-        var rejections = new string?[n];
-        var statuses = new short[n];
-        var upstreamMs = new float?[n];
-        var totalMs = new float[n];
-        var prices = new long[n];
-        var charged = new long[n];
-        var currencies = new string?[n];
-        var idempotencyKeys = new string?[n];
-        for (var i = 0; i < n; i++)
-        {
-            var r = records[i];
-            trackIds[i] = r.TrackId;
-            at[i] = r.At.UtcDateTime;
-            accounts[i] = r.AccountId;
-            keys[i] = r.KeyId;
-            services[i] = r.ServiceId;
-            versions[i] = r.Version;
-            outcomes[i] = OutcomeName(r.Outcome);
-            rejections[i] = r.Rejection is { } rejection ? rejection.ToString() : null;
-            statuses[i] = (short)Math.Clamp(r.Status, short.MinValue, short.MaxValue);
-            upstreamMs[i] = r.UpstreamMs is { } u ? (float)u : null;
-            totalMs[i] = (float)r.TotalMs;
-            prices[i] = r.Price;
-            charged[i] = r.Charged;
-            currencies[i] = r.Currency;
-            idempotencyKeys[i] = r.IdempotencyKey;
-        }
-
-        await using var command = database.CreateCommand(InsertSql);
-        command.Parameters.Add(new NpgsqlParameter { Value = trackIds, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Varchar });
-        command.Parameters.Add(new NpgsqlParameter { Value = at, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.TimestampTz });
-        command.Parameters.Add(new NpgsqlParameter { Value = accounts, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Varchar });
-        command.Parameters.Add(new NpgsqlParameter { Value = keys, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Varchar });
-        command.Parameters.Add(new NpgsqlParameter { Value = services, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Varchar });
-        command.Parameters.Add(new NpgsqlParameter { Value = versions, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Varchar });
-        command.Parameters.Add(new NpgsqlParameter { Value = outcomes, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Varchar });
-        command.Parameters.Add(new NpgsqlParameter { Value = rejections, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Varchar });
-        command.Parameters.Add(new NpgsqlParameter { Value = statuses, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Smallint });
-        command.Parameters.Add(new NpgsqlParameter { Value = upstreamMs, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Real });
-        command.Parameters.Add(new NpgsqlParameter { Value = totalMs, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Real });
-        command.Parameters.Add(new NpgsqlParameter { Value = prices, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Bigint });
-        command.Parameters.Add(new NpgsqlParameter { Value = charged, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Bigint });
-        command.Parameters.Add(new NpgsqlParameter { Value = currencies, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Char });
-        command.Parameters.Add(new NpgsqlParameter { Value = idempotencyKeys, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Varchar });
-        await command.ExecuteNonQueryAsync(cancellationToken);
-    }
-
-    /// <summary>
     /// Upper bounds (ms, exclusive) of the rollups' latency histogram of total call time; one more bucket holds the slower
     /// calls. Fixed: migration 0005 and every stored histogram use these.
     /// </summary>
     public static IReadOnlyList<int> LatencyBoundsMs { get; } = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 30000];
-
-    // RETURNING yields only the rows this statement added, so a retried batch adds nothing to the rollups. The rollup rows
-    // are upserted in key order: concurrent writers (several silos) then lock shared rows in the same order and do not
-    // deadlock each other. width_bucket gives 0 below the first bound and the number of bounds at or above the last one.
-    // The per-service upsert is a WITH query nothing reads, which PostgreSQL runs after the main query (the per-account
-    // upsert): its few rows, which every writer's batch updates, stay locked only for the end of the transaction.
-    private static readonly string Histogram =
-        string.Join(", ", Enumerable.Range(0, LatencyBoundsMs.Count + 1).Select(b => $"count(*) FILTER (WHERE latency_bucket = {b})"));
-
-    private static readonly string HistogramSum =
-        string.Join(", ", Enumerable.Range(1, LatencyBoundsMs.Count + 1).Select(b => $"r.latency_buckets[{b}] + excluded.latency_buckets[{b}]"));
-
-    private static readonly string InsertSql = $$"""
-        WITH ins AS (
-            INSERT INTO marketplace_call_log (track_id, at, account_id, key_id, service_id, version, outcome, rejection, status,
-                                              upstream_ms, total_ms, price, charged, currency, idempotency_key)
-            SELECT * FROM unnest($1::varchar[], $2::timestamptz[], $3::varchar[], $4::varchar[], $5::varchar[], $6::varchar[],
-                                 $7::varchar[], $8::varchar[], $9::smallint[], $10::real[], $11::real[], $12::bigint[], $13::bigint[],
-                                 $14::char(3)[], $15::varchar[])
-            ON CONFLICT DO NOTHING
-            RETURNING at, account_id, key_id, service_id, version, outcome, currency, charged, total_ms
-        ), added AS (
-            SELECT g.granularity, date_trunc(g.granularity, i.at, 'UTC') AS bucket_start, coalesce(i.account_id, '') AS account_id,
-                   coalesce(i.key_id, '') AS key_id, i.service_id, coalesce(i.version, '') AS version, i.outcome,
-                   coalesce(rtrim(i.currency), '') AS currency, i.charged,
-                   width_bucket(i.total_ms, '{{{string.Join(',', LatencyBoundsMs)}}}'::real[]) AS latency_bucket
-            FROM ins i CROSS JOIN (VALUES ('minute'), ('hour'), ('day')) AS g (granularity)
-        ), per_service AS (
-            INSERT INTO marketplace_usage_service_rollup AS r (granularity, bucket_start, service_id, version, outcome, currency, calls, charged,
-                                                               latency_buckets)
-            SELECT granularity, bucket_start, service_id, version, outcome, currency, count(*), sum(charged)::bigint, ARRAY[{{Histogram}}]
-            FROM added
-            GROUP BY granularity, bucket_start, service_id, version, outcome, currency
-            ORDER BY granularity, bucket_start, service_id, version, outcome, currency
-            ON CONFLICT (granularity, bucket_start, service_id, version, outcome, currency) DO UPDATE
-            SET calls = r.calls + excluded.calls,
-                charged = r.charged + excluded.charged,
-                latency_buckets = ARRAY[{{HistogramSum}}]
-        )
-        INSERT INTO marketplace_usage_rollup AS r (granularity, bucket_start, account_id, key_id, service_id, version, outcome, currency,
-                                                   calls, charged, latency_buckets)
-        SELECT granularity, bucket_start, account_id, key_id, service_id, version, outcome, currency, count(*), sum(charged)::bigint,
-               ARRAY[{{Histogram}}]
-        FROM added
-        GROUP BY granularity, bucket_start, account_id, key_id, service_id, version, outcome, currency
-        ORDER BY granularity, bucket_start, account_id, key_id, service_id, version, outcome, currency
-        ON CONFLICT (granularity, bucket_start, account_id, key_id, service_id, version, outcome, currency) DO UPDATE
-        SET calls = r.calls + excluded.calls,
-            charged = r.charged + excluded.charged,
-            latency_buckets = ARRAY[{{HistogramSum}}]
-        """;
 
     /// <summary>The outcome as stored (and shown): camelCase of the enum name.</summary>
     public static string OutcomeName(CallOutcome outcome)
@@ -472,6 +376,12 @@ public sealed partial class CallLogWriter : BackgroundService, ICallLog
                 cancellationToken);
             if (deleted < RetentionChunk)
             {
+                // And the batch numbers of writers gone for a week (stopped processes; a retry never comes that late).
+                await WithTimeoutAsync(async token =>
+                {
+                    await using var forget = _database.CreateCommand("DELETE FROM marketplace_journal_senders WHERE updated_at < now() - interval '7 days'");
+                    await forget.ExecuteNonQueryAsync(token);
+                }, cancellationToken);
                 _rollupsTrimmedFor = hour;
             }
 
@@ -526,6 +436,9 @@ public sealed partial class CallLogWriter : BackgroundService, ICallLog
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Call log: a batch of {Count} rows could not be written; retrying in {DelayMs} ms")]
     private static partial void LogFlushFailed(ILogger logger, Exception exception, int count, double delayMs);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Call log: batch {Sequence} ({Count} rows) was already stored by an earlier attempt")]
+    private static partial void LogBatchAlreadyStored(ILogger logger, long sequence, int count);
 
     [LoggerMessage(Level = LogLevel.Error, Message = "Call log: {Count} records were still queued when shutdown ended")]
     private static partial void LogDrainIncomplete(ILogger logger, int count);

@@ -1,7 +1,11 @@
 using System.Diagnostics;
 using System.Net;
 using System.Text.Json;
+using Marketplace.Grains;
+using Marketplace.Silo.Database;
 using Marketplace.Silo.Tests.Infrastructure;
+using Microsoft.Extensions.DependencyInjection;
+using Npgsql;
 
 namespace Marketplace.Silo.Tests.Metering;
 
@@ -166,6 +170,108 @@ public sealed class CallLogHttpTests(MeteringFixture fixture) : IClassFixture<Me
         Assert.Equal("QuotaExhausted", rejected.GetProperty("rejection").GetString());
         Assert.Equal(consumer.KeyId, rejected.GetProperty("keyId").GetString());
         Assert.Equal(0, rejected.GetProperty("charged").GetInt64());
+    }
+
+    [Fact]
+    public async Task TrackId_ReusedByTwoCalls_BothLoggedAndBothCharged()
+    {
+        const long price = 7;
+        var consumer = await M.Api.CreateConsumerAsync(balance: 100, price: price);
+        var trackId = "meter-reused-" + Guid.NewGuid().ToString("N");
+
+        // At once, so that their start times are as close as they get; each call still gets its own id and row.
+        var responses = await Task.WhenAll(M.CallAsync(consumer, Verify, trackId), M.CallAsync(consumer, Verify, trackId));
+        var callIds = responses.Select(r => Guid.Parse(r.Headers.GetValues("X-Call-Id").Single())).ToArray();
+        var rows = await WaitForRowsAsync(trackId, 2);
+        var (reconciliation, account) = await WaitForReconciliationAsync(consumer.AccountId, TimeSpan.FromSeconds(15));
+        using var byId = await M.Admin.GetAsync($"/admin/calls/id/{callIds[0]}");
+        var found = JsonDocument.Parse(await byId.Content.ReadAsStringAsync()).RootElement;
+        foreach (var response in responses)
+        {
+            response.Dispose();
+        }
+
+        Assert.All(responses, r => Assert.Equal(HttpStatusCode.OK, r.StatusCode));
+        Assert.All(responses, r => Assert.Equal(trackId, r.Headers.GetValues("X-Track-Id").Single()));
+        Assert.NotEqual(callIds[0], callIds[1]);
+        Assert.All(callIds, id => Assert.Equal(7, id.Version));
+        Assert.Equal(callIds.Order(), rows.Select(r => r.GetProperty("callId").GetGuid()).Order());
+        Assert.All(rows, row => Assert.Equal(price, row.GetProperty("charged").GetInt64()));
+        Assert.True(reconciliation.GetProperty("consistent").GetBoolean(), reconciliation.ToString());
+        Assert.Equal(2, reconciliation.GetProperty("logCalls").GetInt64());
+        Assert.Equal(2 * price, reconciliation.GetProperty("logCharged").GetInt64());
+        Assert.Equal(100 - (2 * price), account.GetProperty("balance").GetInt64());
+        Assert.Equal(HttpStatusCode.OK, byId.StatusCode);
+        Assert.Equal(callIds[0], found.GetProperty("callId").GetGuid());
+        Assert.Equal(trackId, found.GetProperty("trackId").GetString());
+    }
+
+    [Theory]
+    [InlineData("not-a-guid")]
+    [InlineData("4f9a1c2e-8d6b-4c1a-9e2f-0a1b2c3d4e5f")] // a version 4 id: never a call id
+    [InlineData("0190a6b2-7c3d-7e4f-8a1b-2c3d4e5f6a7b")] // a well-formed UUIDv7 nobody was given
+    public async Task CallById_UnknownOrMalformed_Is404(string callId)
+    {
+        using var response = await M.Admin.GetAsync($"/admin/calls/id/{callId}");
+
+        await Problem.AssertAsync(response, HttpStatusCode.NotFound, "not-found");
+    }
+
+    [Fact]
+    public async Task StrictDurability_CallsArrivingDuringACommit_ShareTheNextCommit()
+    {
+        var strict = await fixture.StrictAsync();
+        var writer = strict.Host.App.Services.GetRequiredService<CallLogWriter>();
+        await using var database = strict.Host.App.Services.GetRequiredService<NpgsqlDataSource>().CreateConnection();
+        await database.OpenAsync();
+        var at = DateTimeOffset.UtcNow;
+        CallRecord Record(int i) => new(Guid.CreateVersion7(at), $"group-{i}-{Guid.NewGuid():N}", at, "acct-group", "key-group", "svc-group", "v1",
+            CallOutcome.Succeeded, null, 200, 1, 2, 3, 3, "EUR", null);
+
+        // Hold the first batch's commit: the writer's batch transaction starts by updating its row in this table.
+        await using var hold = await database.BeginTransactionAsync();
+        await using (var lockSenders = new NpgsqlCommand("LOCK TABLE marketplace_journal_senders IN EXCLUSIVE MODE", database, hold))
+        {
+            await lockSenders.ExecuteNonQueryAsync();
+        }
+
+        var batches = writer.Batches;
+        var first = writer.WriteAsync(Record(0), CancellationToken.None).AsTask();
+        await WaitUntilAsync(() => writer.QueueLength == 0, "the writer never took the first record");
+        var others = Enumerable.Range(1, 40).Select(i => writer.WriteAsync(Record(i), CancellationToken.None).AsTask()).ToArray();
+        await WaitUntilAsync(() => writer.QueueLength == 40, "the 40 records were not all queued");
+        Assert.False(first.IsCompleted, "a strict write completed before its commit");
+        await hold.RollbackAsync();
+        await Task.WhenAll(others.Append(first));
+
+        // One commit for the first record, one shared by the 40 that arrived while it was in flight.
+        Assert.Equal(batches + 2, writer.Batches);
+    }
+
+    private static async Task WaitUntilAsync(Func<bool> condition, string failure)
+    {
+        var until = DateTimeOffset.UtcNow + TimeSpan.FromSeconds(10);
+        while (!condition())
+        {
+            Assert.True(DateTimeOffset.UtcNow < until, failure);
+            await Task.Delay(5);
+        }
+    }
+
+    private async Task<JsonElement[]> WaitForRowsAsync(string trackId, int count)
+    {
+        var until = DateTimeOffset.UtcNow + TimeSpan.FromSeconds(10);
+        while (true)
+        {
+            var rows = (await M.WaitForCallAsync(trackId)).EnumerateArray().ToArray();
+            if (rows.Length >= count)
+            {
+                return rows;
+            }
+
+            Assert.True(DateTimeOffset.UtcNow < until, $"only {rows.Length} of {count} rows of {trackId} reached the call log");
+            await Task.Delay(20);
+        }
     }
 
     [Fact]

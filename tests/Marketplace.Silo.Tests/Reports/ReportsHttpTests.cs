@@ -316,44 +316,77 @@ public sealed class ReportsHttpTests(ReportsFixture fixture) : IClassFixture<Rep
     }
 
     [Fact]
-    public async Task Writer_SameBatchInsertedTwice_RollupsCountItOnce()
+    public async Task Writer_BatchCommittedThenRetried_ChangesNoRowTotalOrRollup()
     {
         var account = "racct-dup-" + Guid.NewGuid().ToString("N")[..8];
+        var key = "dupkey-" + account;
+        var service = "svc-dup-" + account;
         var at = new DateTimeOffset(2020, 3, 1, 10, 15, 30, TimeSpan.Zero);
-        var batch = Enumerable.Range(0, 5).Select(i => new CallRecord(
-            $"dup-{account}-{i}", at.AddSeconds(i * 20), account, "dupkey", "svc-dup", "v1", CallOutcome.Succeeded, null, 200, 2.5, 3.0 + i, 4, 4, "EUR", null)).ToList();
-        var extra = batch[0] with { TrackId = $"dup-{account}-extra", TotalMs = 40_000 };
+        var batch = Enumerable.Range(0, 5).Select(i => new CallRecord(Guid.CreateVersion7(at.AddSeconds(i * 20)),
+            $"dup-{account}-{i}", at.AddSeconds(i * 20), account, key, service, "v1", CallOutcome.Succeeded, null, 200, 2.5, 3.0 + i, 4, 4, "EUR", null)).ToList();
+        var extra = batch[0] with { CallId = Guid.CreateVersion7(at), TotalMs = 40_000 };
+        var sender = Guid.NewGuid();
 
-        await CallLogWriter.InsertAsync(fixture.Database, batch, CancellationToken.None);
-        await CallLogWriter.InsertAsync(fixture.Database, batch, CancellationToken.None);
-        await CallLogWriter.InsertAsync(fixture.Database, [batch[1], extra, batch[2]], CancellationToken.None);
+        Assert.True(await JournalBatch.WriteAsync(fixture.Database, sender, 1, batch, CancellationToken.None));
+        var afterFirst = await SnapshotAsync(account, key, service);
+        // The retry of a batch whose commit answer was lost, and the same batch sent again: nothing changes.
+        Assert.False(await JournalBatch.WriteAsync(fixture.Database, sender, 1, batch, CancellationToken.None));
+        Assert.False(await JournalBatch.WriteAsync(fixture.Database, sender, 1, batch, CancellationToken.None));
+        Assert.Equal(afterFirst, await SnapshotAsync(account, key, service));
+        // The next batch counts; after it, late retries of either batch change nothing either.
+        Assert.True(await JournalBatch.WriteAsync(fixture.Database, sender, 2, [extra], CancellationToken.None));
+        var afterSecond = await SnapshotAsync(account, key, service);
+        Assert.False(await JournalBatch.WriteAsync(fixture.Database, sender, 1, batch, CancellationToken.None));
+        Assert.False(await JournalBatch.WriteAsync(fixture.Database, sender, 2, [extra], CancellationToken.None));
+        Assert.Equal(afterSecond, await SnapshotAsync(account, key, service));
 
+        // The extra call has batch[0]'s TrackId and start time: a call of its own all the same.
+        Assert.Equal("log 6/24; account 6/6/0/24; key 6/6/0/24; service 6/6/0/24", afterSecond.Split(" | ")[0]);
         var rows = await RollupAsync(account);
         Assert.Equal(6L, rows[("day", at.Date)].Calls);
         Assert.Equal(24L, rows[("day", at.Date)].Charged);
         Assert.Equal(6L, rows[("hour", at.Date.AddHours(10))].Calls);
-        Assert.Equal(3L, rows[("minute", at.Date.AddHours(10).AddMinutes(15))].Calls); // 10:15:30, 10:15:50 and the extra
+        Assert.Equal(3L, rows[("minute", at.Date.AddHours(10).AddMinutes(15))].Calls); // 10:15:30 twice and 10:15:50
         Assert.Equal(3L, rows[("minute", at.Date.AddHours(10).AddMinutes(16))].Calls); // 10:16:10, :30, :50
         Assert.Equal(4, rows.Count);
         // 3.0 and 4.0 ms are in [2,5), 5.0, 6.0 and 7.0 in [5,10), 40 s beyond the last bound.
         Assert.Equal([0, 0, 2, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], rows[("day", at.Date)].Latency);
         var perService = await ReportsApi.QueryAsync(fixture.Database,
-            new ReportQuery(new ReportWindow(at.Date, at.Date.AddDays(1), "day"), "service", ServiceIds: ["svc-dup"]), CancellationToken.None);
-        Assert.Equal([("svc-dup", 6L, 24L)], perService.Select(r => (r.Group, r.Calls, r.Charged)));
+            new ReportQuery(new ReportWindow(at.Date, at.Date.AddDays(1), "day"), "service", ServiceIds: [service]), CancellationToken.None);
+        Assert.Equal([(service, 6L, 24L)], perService.Select(r => (r.Group, r.Calls, r.Charged)));
     }
 
     [Fact]
-    public async Task CallLog_SameRecordWrittenTwice_RollupsCountItOnce()
+    public async Task Writer_OneBatchSentByConcurrentAttempts_IsStoredOnce()
+    {
+        var account = "racct-race-" + Guid.NewGuid().ToString("N")[..8];
+        var at = new DateTimeOffset(2020, 3, 2, 9, 0, 0, TimeSpan.Zero);
+        var batch = Enumerable.Range(0, 50).Select(i => new CallRecord(Guid.CreateVersion7(at), $"race-{account}-{i}", at, account, "racekey-" + account,
+            "svc-race-" + account, "v1", CallOutcome.Succeeded, null, 200, 1, 2, 5, 5, "EUR", null)).ToList();
+        var sender = Guid.NewGuid();
+
+        // An attempt abandoned by its timeout may still be running when the retry starts: the sender row decides.
+        var committed = await Task.WhenAll(Enumerable.Range(0, 4).Select(_ =>
+            JournalBatch.WriteAsync(fixture.Database, sender, 1, batch, CancellationToken.None)));
+
+        Assert.Single(committed, c => c);
+        Assert.StartsWith("log 50/250; account 50/50/0/250; key 50/50/0/250; service 50/50/0/250",
+            await SnapshotAsync(account, "racekey-" + account, "svc-race-" + account));
+    }
+
+    [Fact]
+    public async Task CallLog_TwoCallsWithOneTrackIdInOneInstant_BothStoredAndCounted()
     {
         var account = "racct-twice-" + Guid.NewGuid().ToString("N")[..8];
         var at = new DateTimeOffset(2020, 4, 2, 8, 0, 0, TimeSpan.Zero);
-        var record = new CallRecord($"twice-{account}", at, account, "twicekey", "svc-twice", "v1", CallOutcome.Succeeded,
-            null, 200, 1, 1.5, 6, 6, "EUR", null);
+        var record = new CallRecord(Guid.CreateVersion7(at), $"twice-{account}", at, account, "twicekey-" + account, "svc-twice-" + account, "v1",
+            CallOutcome.Succeeded, null, 200, 1, 1.5, 6, 6, "EUR", null);
         var writer = fixture.M.Host.App.Services.GetRequiredService<CallLogWriter>();
         var written = writer.Written;
 
+        // Same TrackId, same start: before call ids, the log's key (track_id, at) dropped the second row and kept its charge.
         await writer.WriteAsync(record, CancellationToken.None);
-        await writer.WriteAsync(record, CancellationToken.None);
+        await writer.WriteAsync(record with { CallId = Guid.CreateVersion7(at) }, CancellationToken.None);
         var until = DateTimeOffset.UtcNow + TimeSpan.FromSeconds(10);
         while (writer.Written < written + 2)
         {
@@ -363,7 +396,89 @@ public sealed class ReportsHttpTests(ReportsFixture fixture) : IClassFixture<Rep
 
         var rows = await RollupAsync(account);
         Assert.Equal(3, rows.Count);
-        Assert.All(rows.Values, row => Assert.Equal((1L, 6L), (row.Calls, row.Charged)));
+        Assert.All(rows.Values, row => Assert.Equal((2L, 12L), (row.Calls, row.Charged)));
+        Assert.StartsWith("log 2/12; account 2/2/0/12", await SnapshotAsync(account, "twicekey-" + account, "svc-twice-" + account));
+    }
+
+    [Fact]
+    public async Task Totals_AfterMixedCalls_EqualTheSumsOfTheCallLogAndTheGrainCounters()
+    {
+        var s = await fixture.ScenarioAsync();
+
+        // One statement per table: the log and its totals in one snapshot. Totals count settled calls (rows with an account).
+        foreach (var (table, keyColumns) in new[]
+        {
+            ("marketplace_account_totals", "account_id, coalesce(rtrim(currency), '')"),
+            ("marketplace_key_totals", "key_id, service_id, coalesce(rtrim(currency), '')"),
+            ("marketplace_service_totals", "service_id, coalesce(rtrim(currency), '')"),
+        })
+        {
+            var columns = table switch
+            {
+                "marketplace_account_totals" => "account_id, currency",
+                "marketplace_key_totals" => "key_id, service_id, currency",
+                _ => "service_id, currency",
+            };
+            await using var command = fixture.Database.CreateCommand($"""
+                WITH log AS (
+                    SELECT {keyColumns}, count(*) AS calls, count(*) FILTER (WHERE charged > 0) AS charged_calls,
+                           count(*) FILTER (WHERE outcome <> 'succeeded') AS failed, sum(charged)::bigint AS charged
+                    FROM marketplace_call_log WHERE account_id IS NOT NULL GROUP BY {keyColumns}
+                ), totals AS (SELECT {columns}, calls, charged_calls, failed, charged FROM {table})
+                SELECT (SELECT count(*) FROM (SELECT * FROM log EXCEPT SELECT * FROM totals) AS missing),
+                       (SELECT count(*) FROM (SELECT * FROM totals EXCEPT SELECT * FROM log) AS extra),
+                       (SELECT count(*) FROM log)
+                """);
+            await using var reader = await command.ExecuteReaderAsync();
+            await reader.ReadAsync();
+            var (missing, extra, groups) = (reader.GetInt64(0), reader.GetInt64(1), reader.GetInt64(2));
+            Assert.True(groups >= 2, $"{table}: the log has only {groups} groups"); // the scenario: 2 accounts, 3 keys, 3 services
+            Assert.True(missing == 0 && extra == 0, $"{table}: {missing} log sums missing from the totals, {extra} totals not in the log");
+        }
+
+        // And the grains count what the totals say (the grains settle behind: read until they agree).
+        foreach (var consumer in new[] { s.Ka1, s.Ka2, s.Kb })
+        {
+            var totals = await SnapshotAsync(consumer.AccountId, consumer.KeyId, s.S1);
+            var until = DateTimeOffset.UtcNow + TimeSpan.FromSeconds(10);
+            while (true)
+            {
+                var account = JsonDocument.Parse(await fixture.M.Admin.GetStringAsync($"/admin/accounts/{consumer.AccountId}")).RootElement;
+                var usage = account.GetProperty("usage");
+                var grain = $"account {usage.GetProperty("calls").GetInt64()}/{usage.GetProperty("charged").GetInt64()}/" +
+                    $"{usage.GetProperty("failed").GetInt64()}/{account.GetProperty("totalCharged").GetInt64()}";
+                var expected = totals.Split("; ")[1];
+                if (grain == expected)
+                {
+                    break;
+                }
+
+                Assert.True(DateTimeOffset.UtcNow < until, $"{consumer.AccountId}: grain {grain}, totals {expected}");
+                await Task.Delay(20);
+            }
+        }
+    }
+
+    // The log, the three totals and the rollups of one account, key and service, as one comparable string.
+    private async Task<string> SnapshotAsync(string accountId, string keyId, string serviceId)
+    {
+        await using var command = fixture.Database.CreateCommand("""
+            SELECT (SELECT 'log ' || count(*) || '/' || coalesce(sum(charged), 0) FROM marketplace_call_log WHERE account_id = $1)
+                   || '; account ' || coalesce((SELECT string_agg(calls || '/' || charged_calls || '/' || failed || '/' || charged, ',')
+                                                FROM marketplace_account_totals WHERE account_id = $1), '-')
+                   || '; key ' || coalesce((SELECT string_agg(calls || '/' || charged_calls || '/' || failed || '/' || charged, ',')
+                                            FROM marketplace_key_totals WHERE key_id = $2 AND service_id = $3), '-')
+                   || '; service ' || coalesce((SELECT string_agg(calls || '/' || charged_calls || '/' || failed || '/' || charged, ',')
+                                                FROM marketplace_service_totals WHERE service_id = $3), '-')
+                   || ' | ' || coalesce((SELECT string_agg(granularity || bucket_start || ':' || calls || '/' || charged || '/' || latency_buckets::text, ','
+                                                           ORDER BY granularity, bucket_start) FROM marketplace_usage_rollup WHERE account_id = $1), '-')
+                   || ' | ' || coalesce((SELECT string_agg(granularity || bucket_start || ':' || calls || '/' || charged || '/' || latency_buckets::text, ','
+                                                           ORDER BY granularity, bucket_start) FROM marketplace_usage_service_rollup WHERE service_id = $3), '-')
+            """);
+        command.Parameters.AddWithValue(accountId);
+        command.Parameters.AddWithValue(keyId);
+        command.Parameters.AddWithValue(serviceId);
+        return (string)(await command.ExecuteScalarAsync())!;
     }
 
     private async Task<JsonElement> UsageAsync(string apiKey, string query)

@@ -43,8 +43,8 @@ public sealed class RollupMigrationTests(PostgresFixture postgres)
         Assert.Equal([(string.Empty, 1L), ("acct-m", 2L)], accounts.Select(r => (r.Group, r.Calls)));
 
         // The writer adds to the migrated rows rather than beside them.
-        await CallLogWriter.InsertAsync(database,
-            [new CallRecord("m-4", at, "acct-m", "key-m", "svc-m", "v1", CallOutcome.Succeeded, null, 200, 1, 0.7, 3, 3, "EUR", null)], CancellationToken.None);
+        await JournalBatch.WriteAsync(database, Guid.NewGuid(), 1,
+            [new CallRecord(Guid.CreateVersion7(at), "m-4", at, "acct-m", "key-m", "svc-m", "v1", CallOutcome.Succeeded, null, 200, 1, 0.7, 3, 3, "EUR", null)], CancellationToken.None);
         var after = await ReportsApi.QueryAsync(database, new ReportQuery(new ReportWindow(at.Date, at.Date.AddDays(1), "day"), "account"), CancellationToken.None);
         Assert.Equal([(string.Empty, 1L), ("acct-m", 2L)], after.Select(r => (r.Group, r.Calls)));
         Assert.Equal(3, after.Sum(r => r.LatencyBuckets[0]));
@@ -70,8 +70,8 @@ public sealed class RollupMigrationTests(PostgresFixture postgres)
 
         await runner.ApplyAsync([.. MigrationRunner.Embedded.Where(m => m.Version < 6)]);
         var applied = await runner.ApplyAsync();
-        await CallLogWriter.InsertAsync(database,
-            [new CallRecord("s-4", at, "acct-3", "key-4", "svc-s", "v1", CallOutcome.Succeeded, null, 200, 1, 0.7, 3, 3, "EUR", null)], CancellationToken.None);
+        await JournalBatch.WriteAsync(database, Guid.NewGuid(), 1,
+            [new CallRecord(Guid.CreateVersion7(at), "s-4", at, "acct-3", "key-4", "svc-s", "v1", CallOutcome.Succeeded, null, 200, 1, 0.7, 3, 3, "EUR", null)], CancellationToken.None);
 
         Assert.Contains(applied, name => name.StartsWith("0006", StringComparison.Ordinal));
         foreach (var granularity in new[] { "minute", "hour", "day" })
@@ -99,7 +99,7 @@ public sealed class RollupMigrationTests(PostgresFixture postgres)
             .Concat(Enumerable.Range(0, 5).Select(i => Record($"r-new-{i}", now.AddDays(-2).AddMinutes(i))))
             .Append(Record("r-mid", now.AddDays(-5)))
             .ToList();
-        await CallLogWriter.InsertAsync(database, records, CancellationToken.None);
+        await JournalBatch.WriteAsync(database, Guid.NewGuid(), 1, records, CancellationToken.None);
 
         // Chunks of 2 rows: repeated until a chunk finds less than that.
         var rounds = 0;
@@ -120,12 +120,12 @@ public sealed class RollupMigrationTests(PostgresFixture postgres)
         Assert.True(rounds >= 2, $"{rounds} rounds: the chunk limit was not applied");
 
         // Hour retention 0 keeps hour rows.
-        await CallLogWriter.InsertAsync(database, [Record("r-older", now.AddDays(-400))], CancellationToken.None);
+        await JournalBatch.WriteAsync(database, Guid.NewGuid(), 1, [Record("r-older", now.AddDays(-400))], CancellationToken.None);
         Assert.Equal(0L, await CallLogWriter.DeleteExpiredRollupsAsync(database, now, minuteDays: 3000, hourDays: 0, limit: 100, CancellationToken.None));
         Assert.Equal(3L, (await CountsAsync(database))[("marketplace_usage_rollup", "hour")]);
 
         static CallRecord Record(string trackId, DateTimeOffset at) =>
-            new(trackId, at, "acct-r", "key-r", "svc-r", "v1", CallOutcome.Succeeded, null, 200, 1, 2, 3, 3, "EUR", null);
+            new(Guid.CreateVersion7(at), trackId, at, "acct-r", "key-r", "svc-r", "v1", CallOutcome.Succeeded, null, 200, 1, 2, 3, 3, "EUR", null);
     }
 
     private static async Task<Dictionary<(string Table, string Granularity), long>> CountsAsync(NpgsqlDataSource database)

@@ -1,0 +1,190 @@
+using Marketplace.Grains;
+using Npgsql;
+using NpgsqlTypes;
+
+namespace Marketplace.Silo.Database;
+
+/// <summary>
+/// Writes one batch of the journal (the call log) in one transaction, exactly once per sender and batch number:
+/// <list type="number">
+/// <item>advances the sender's <c>last_seq</c> to the batch's number, only when that is higher; when it cannot, an earlier
+/// attempt of this batch committed (its answer was lost) and nothing more is written;</item>
+/// <item>copies the rows into <c>marketplace_call_log</c> (binary COPY);</item>
+/// <item>upserts the batch, aggregated in memory, into the per-account and per-service rollups (minute, hour, day) and the
+/// per-account, per-key × service and per-service totals (migration 0007 defines what they count).</item>
+/// </list>
+/// All of it commits or none does, so the rollups always equal a count of the log and the totals its sums.
+/// </summary>
+public static partial class JournalBatch
+{
+    private const string ClaimSql = """
+        INSERT INTO marketplace_journal_senders AS s (sender, last_seq, updated_at) VALUES ($1, $2, now())
+        ON CONFLICT (sender) DO UPDATE SET last_seq = excluded.last_seq, updated_at = excluded.updated_at
+        WHERE s.last_seq < excluded.last_seq
+        RETURNING s.last_seq
+        """;
+
+    private const string CopySql =
+        "COPY marketplace_call_log (call_id, track_id, at, account_id, key_id, service_id, version, outcome, rejection, status, " +
+        "upstream_ms, total_ms, price, charged, currency, idempotency_key) FROM STDIN (FORMAT BINARY)";
+
+    private static readonly int Buckets = CallLogWriter.LatencyBoundsMs.Count + 1;
+
+    private static readonly string HistogramColumns = string.Join(", ", Enumerable.Range(0, Buckets).Select(b => $"h{b}"));
+
+    private static readonly string HistogramSum =
+        string.Join(", ", Enumerable.Range(1, Buckets).Select(b => $"r.latency_buckets[{b}] + excluded.latency_buckets[{b}]"));
+
+    // Rows arrive sorted by their key (see Aggregate): concurrent writers (several silos) lock shared rows in the same order
+    // and do not deadlock each other. The per-service tables, whose few rows nearly every writer's batch updates, come last,
+    // so those rows stay locked only for the end of the transaction.
+    private static readonly string AccountRollupSql = $$"""
+        INSERT INTO marketplace_usage_rollup AS r (granularity, bucket_start, account_id, key_id, service_id, version, outcome, currency,
+                                                   calls, charged, latency_buckets)
+        SELECT g, b, a, k, s, v, o, c, n, ch, ARRAY[{{HistogramColumns}}]
+        FROM unnest($1::varchar[], $2::timestamptz[], $3::varchar[], $4::varchar[], $5::varchar[], $6::varchar[], $7::varchar[],
+                    $8::varchar[], $9::bigint[], $10::bigint[], {{Histograms(11)}})
+             AS u (g, b, a, k, s, v, o, c, n, ch, {{HistogramColumns}})
+        ON CONFLICT (granularity, bucket_start, account_id, key_id, service_id, version, outcome, currency) DO UPDATE
+        SET calls = r.calls + excluded.calls,
+            charged = r.charged + excluded.charged,
+            latency_buckets = ARRAY[{{HistogramSum}}]
+        """;
+
+    private static readonly string ServiceRollupSql = $$"""
+        INSERT INTO marketplace_usage_service_rollup AS r (granularity, bucket_start, service_id, version, outcome, currency, calls, charged,
+                                                           latency_buckets)
+        SELECT g, b, s, v, o, c, n, ch, ARRAY[{{HistogramColumns}}]
+        FROM unnest($1::varchar[], $2::timestamptz[], $3::varchar[], $4::varchar[], $5::varchar[], $6::varchar[], $7::bigint[],
+                    $8::bigint[], {{Histograms(9)}})
+             AS u (g, b, s, v, o, c, n, ch, {{HistogramColumns}})
+        ON CONFLICT (granularity, bucket_start, service_id, version, outcome, currency) DO UPDATE
+        SET calls = r.calls + excluded.calls,
+            charged = r.charged + excluded.charged,
+            latency_buckets = ARRAY[{{HistogramSum}}]
+        """;
+
+    private static readonly string AccountTotalsSql = TotalsSql("marketplace_account_totals", "account_id", "currency");
+    private static readonly string KeyTotalsSql = TotalsSql("marketplace_key_totals", "key_id", "service_id", "currency");
+    private static readonly string ServiceTotalsSql = TotalsSql("marketplace_service_totals", "service_id", "currency");
+
+    /// <summary>
+    /// Writes <paramref name="records"/> as batch <paramref name="sequence"/> of <paramref name="sender"/>. Returns true when
+    /// this call committed it, false when an earlier attempt had (then nothing was written). Either way the batch is stored.
+    /// </summary>
+    public static async Task<bool> WriteAsync(NpgsqlDataSource database, Guid sender, long sequence, IReadOnlyList<CallRecord> records,
+        CancellationToken cancellationToken)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(sequence, 1);
+        var sums = Aggregate(records);
+
+        await using var connection = await database.OpenConnectionAsync(cancellationToken);
+        await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
+        await using (var claim = new NpgsqlCommand(ClaimSql, connection, transaction))
+        {
+            claim.Parameters.Add(new NpgsqlParameter { Value = sender, NpgsqlDbType = NpgsqlDbType.Uuid });
+            claim.Parameters.Add(new NpgsqlParameter { Value = sequence, NpgsqlDbType = NpgsqlDbType.Bigint });
+            if (await claim.ExecuteScalarAsync(cancellationToken) is null)
+            {
+                await transaction.RollbackAsync(cancellationToken);
+                return false;
+            }
+        }
+
+        await CopyAsync(connection, records, cancellationToken);
+
+        await using var batch = new NpgsqlBatch(connection, transaction);
+        sums.AddCommands(batch);
+        await batch.ExecuteNonQueryAsync(cancellationToken);
+        await transaction.CommitAsync(cancellationToken);
+        return true;
+    }
+
+    /// <summary>The latency bucket of a call's total time, as PostgreSQL's <c>width_bucket(total_ms, bounds)</c> on the stored real.</summary>
+    public static int LatencyBucket(double totalMs)
+    {
+        var stored = (float)totalMs;
+        var bucket = 0;
+        while (bucket < CallLogWriter.LatencyBoundsMs.Count && stored >= CallLogWriter.LatencyBoundsMs[bucket])
+        {
+            bucket++;
+        }
+
+        return bucket;
+    }
+
+    private static async Task CopyAsync(NpgsqlConnection connection, IReadOnlyList<CallRecord> records, CancellationToken cancellationToken)
+    {
+        await using var copy = await connection.BeginBinaryImportAsync(CopySql, cancellationToken);
+        foreach (var r in records)
+        {
+            await copy.StartRowAsync(cancellationToken);
+            await copy.WriteAsync(r.CallId, NpgsqlDbType.Uuid, cancellationToken);
+            await copy.WriteAsync(r.TrackId, NpgsqlDbType.Varchar, cancellationToken);
+            await copy.WriteAsync(r.At.UtcDateTime, NpgsqlDbType.TimestampTz, cancellationToken);
+            await WriteNullableAsync(copy, r.AccountId, cancellationToken);
+            await WriteNullableAsync(copy, r.KeyId, cancellationToken);
+            await copy.WriteAsync(r.ServiceId, NpgsqlDbType.Varchar, cancellationToken);
+            await WriteNullableAsync(copy, r.Version, cancellationToken);
+            await copy.WriteAsync(CallLogWriter.OutcomeName(r.Outcome), NpgsqlDbType.Varchar, cancellationToken);
+            await WriteNullableAsync(copy, r.Rejection?.ToString(), cancellationToken);
+            await copy.WriteAsync((short)Math.Clamp(r.Status, short.MinValue, short.MaxValue), NpgsqlDbType.Smallint, cancellationToken);
+            if (r.UpstreamMs is { } upstreamMs)
+            {
+                await copy.WriteAsync((float)upstreamMs, NpgsqlDbType.Real, cancellationToken);
+            }
+            else
+            {
+                await copy.WriteNullAsync(cancellationToken);
+            }
+
+            await copy.WriteAsync((float)r.TotalMs, NpgsqlDbType.Real, cancellationToken);
+            await copy.WriteAsync(r.Price, NpgsqlDbType.Bigint, cancellationToken);
+            await copy.WriteAsync(r.Charged, NpgsqlDbType.Bigint, cancellationToken);
+            if (r.Currency is { } currency)
+            {
+                await copy.WriteAsync(currency, NpgsqlDbType.Char, cancellationToken);
+            }
+            else
+            {
+                await copy.WriteNullAsync(cancellationToken);
+            }
+
+            await WriteNullableAsync(copy, r.IdempotencyKey, cancellationToken);
+        }
+
+        await copy.CompleteAsync(cancellationToken);
+    }
+
+    private static async Task WriteNullableAsync(NpgsqlBinaryImporter copy, string? value, CancellationToken cancellationToken)
+    {
+        if (value is null)
+        {
+            await copy.WriteNullAsync(cancellationToken);
+        }
+        else
+        {
+            await copy.WriteAsync(value, NpgsqlDbType.Varchar, cancellationToken);
+        }
+    }
+
+    private static string TotalsSql(string table, params string[] keyColumns)
+    {
+        var columns = string.Join(", ", keyColumns);
+        var arrays = string.Join(", ", keyColumns.Select((_, i) => $"${i + 1}::varchar[]"));
+        var n = keyColumns.Length;
+        return $"""
+            INSERT INTO {table} AS t ({columns}, calls, charged_calls, failed, charged)
+            SELECT * FROM unnest({arrays}, ${n + 1}::bigint[], ${n + 2}::bigint[], ${n + 3}::bigint[], ${n + 4}::bigint[])
+            ON CONFLICT ({columns}) DO UPDATE
+            SET calls = t.calls + excluded.calls,
+                charged_calls = t.charged_calls + excluded.charged_calls,
+                failed = t.failed + excluded.failed,
+                charged = t.charged + excluded.charged
+            """;
+    }
+
+    // One bigint[] parameter per latency bucket, numbered from $first.
+    private static string Histograms(int first) =>
+        string.Join(", ", Enumerable.Range(0, Buckets).Select(b => $"${first + b}::bigint[]"));
+}
