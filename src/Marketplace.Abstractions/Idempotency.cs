@@ -30,9 +30,13 @@ public sealed record IdempotencyStart(
 [Alias("mk.IIdempotencyGrain")]
 public interface IIdempotencyGrain : IGrainWithStringKey
 {
-    /// <summary>Claims the key for a request with this fingerprint, or says what an earlier call with it did.</summary>
+    /// <summary>
+    /// Claims the key for a request with this fingerprint, or says what an earlier call with it did. The claim holds for
+    /// <paramref name="claimFor"/> (the longest a call to the service may run; 3 minutes when not given), after which a
+    /// retry may assume the first call died with its node and run again.
+    /// </summary>
     [Alias("BeginAsync")]
-    Task<IdempotencyStart> BeginAsync(string fingerprint, TimeSpan window, CancellationToken cancellationToken = default);
+    Task<IdempotencyStart> BeginAsync(string fingerprint, TimeSpan window, TimeSpan? claimFor = null, CancellationToken cancellationToken = default);
 
     /// <summary>Stores the result the key answers with until the window ends (stored before it returns).</summary>
     [Alias("CompleteAsync")]

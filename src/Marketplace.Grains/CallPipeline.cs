@@ -203,9 +203,11 @@ public sealed partial class CallPipeline(
                 idempotency = grains.GetGrain<IIdempotencyGrain>(keyId + "/" + idempotencyKey);
                 var claim = idempotency;
                 var claimed = fingerprint;
+                var claimFor = compiled.LongestCall;
 
                 // Not repeated after a fault that may have stored the claim: the repeat would find its own claim "in progress".
-                var start = await hotPath.CallAsync(token => new ValueTask<IdempotencyStart>(claim.BeginAsync(claimed, _idempotencyWindow, token)),
+                // The claim lasts as long as the call may run, so a slow call's retry is not run a second time.
+                var start = await hotPath.CallAsync(token => new ValueTask<IdempotencyStart>(claim.BeginAsync(claimed, _idempotencyWindow, claimFor, token)),
                     HotPathRetry.WhenNotRun, "Idempotency-Key");
                 if (start.Status != IdempotencyStatus.Started)
                 {

@@ -5,10 +5,10 @@ public sealed class IdempotencyGrain(
     [PersistentState("idempotency", StorageNames.Marketplace)] IPersistentState<IdempotencyState> store,
     TimeProvider time) : Grain, IIdempotencyGrain
 {
-    /// <summary>How long a started call holds the key before a retry may assume it died with its silo or front door.</summary>
+    /// <summary>How long a started call holds the key, when the caller does not say, before a retry may assume it died with its node.</summary>
     public static readonly TimeSpan InFlightLimit = TimeSpan.FromMinutes(3);
 
-    public async Task<IdempotencyStart> BeginAsync(string fingerprint, TimeSpan window, CancellationToken cancellationToken = default)
+    public async Task<IdempotencyStart> BeginAsync(string fingerprint, TimeSpan window, TimeSpan? claimFor = null, CancellationToken cancellationToken = default)
     {
         var now = time.GetUtcNow();
         var state = store.State;
@@ -23,7 +23,7 @@ public sealed class IdempotencyGrain(
             return new IdempotencyStart(IdempotencyStatus.Completed, result);
         }
 
-        if (live && now - state.StartedAt < InFlightLimit)
+        if (live && now < (state.ClaimedUntil ?? state.StartedAt + InFlightLimit))
         {
             return new IdempotencyStart(IdempotencyStatus.InProgress);
         }
@@ -31,7 +31,8 @@ public sealed class IdempotencyGrain(
         // Stored before the call goes on, so a duplicate on any silo, or after a restart, sees it.
         state.Fingerprint = fingerprint;
         state.StartedAt = now;
-        state.ExpiresAt = now + window;
+        state.ClaimedUntil = now + (claimFor ?? InFlightLimit);
+        state.ExpiresAt = now + (claimFor is { } claim && claim > window ? claim : window);
         state.Result = null;
         await store.WriteStateAsync();
         return new IdempotencyStart(IdempotencyStatus.Started);

@@ -15,6 +15,30 @@ public sealed class CompiledRoute(ServiceRoute route, IReadOnlyDictionary<string
 
     /// <summary>The release weights in the order the gray release walks them.</summary>
     public KeyValuePair<string, int>[] OrderedWeights { get; } = GrayRelease.Order(route.Weights);
+
+    /// <summary>
+    /// The longest a call to this service may take, over its versions: each attempt's timeout times the attempts its
+    /// protection allows (retries only for idempotent versions), with room for the retries' back-off and for admission
+    /// and settlement around them. An Idempotency-Key stays claimed this long for a call still running.
+    /// </summary>
+    public TimeSpan LongestCall { get; } = Longest(route);
+
+    private static readonly TimeSpan RetryBackoffAllowance = TimeSpan.FromSeconds(2);
+    private static readonly TimeSpan AroundTheUpstream = TimeSpan.FromSeconds(30);
+
+    private static TimeSpan Longest(ServiceRoute route)
+    {
+        var longest = TimeSpan.Zero;
+        foreach (var version in route.Versions)
+        {
+            var protection = version.Spec.Protection ?? ProtectionSpec.Default;
+            var retries = protection.Idempotent ? Math.Max(0, protection.Retries) : 0;
+            var call = (TimeSpan.FromMilliseconds(version.Spec.TimeoutMs) * (retries + 1)) + (RetryBackoffAllowance * retries);
+            longest = call > longest ? call : longest;
+        }
+
+        return longest + AroundTheUpstream;
+    }
 }
 
 /// <summary>

@@ -314,6 +314,7 @@ public sealed class IdempotencyState
     [Id(1)] public DateTimeOffset StartedAt { get; set; }
     [Id(2)] public DateTimeOffset ExpiresAt { get; set; }
     [Id(3)] public CallResult? Result { get; set; }
+    [Id(4)] public DateTimeOffset? ClaimedUntil { get; set; }
 }
 
 /// <summary>Stored state of an alert grain: an account's webhook alerts, what has fired, and deliveries not yet done.</summary>

@@ -132,6 +132,42 @@ public sealed class IdempotencyGrainTests(ClusterFixture fixture)
     }
 
     [Fact]
+    public async Task Begin_CallAllowedTwelveMinutes_ClaimHeldPastThreeMinutesUntilItsOwnLimit()
+    {
+        var grain = NewKey();
+        var longestCall = TimeSpan.FromMinutes(12);
+        await grain.BeginAsync("fingerprint-a", Window, longestCall);
+
+        // A version with a 120 s timeout and 5 retries may still be answering: a retry must not run it a second time.
+        fixture.Time.Advance(IdempotencyGrain.InFlightLimit + TimeSpan.FromMinutes(1));
+        var afterThreeMinutes = await grain.BeginAsync("fingerprint-a", Window, longestCall);
+        fixture.Time.Advance(longestCall - IdempotencyGrain.InFlightLimit - TimeSpan.FromMinutes(1) - TimeSpan.FromSeconds(1));
+        var justBeforeItsLimit = await grain.BeginAsync("fingerprint-a", Window, longestCall);
+        fixture.Time.Advance(TimeSpan.FromSeconds(2));
+        var afterItsLimit = await grain.BeginAsync("fingerprint-a", Window, longestCall);
+
+        Assert.Equal(IdempotencyStatus.InProgress, afterThreeMinutes.Status);
+        Assert.Equal(IdempotencyStatus.InProgress, justBeforeItsLimit.Status);
+        Assert.Equal(IdempotencyStatus.Started, afterItsLimit.Status);
+    }
+
+    [Fact]
+    public void LongestCall_SlowestVersionWithRetries_TimeoutTimesAttemptsPlusRoom()
+    {
+        var slow = new VersionRoute("v1", 1, new ServiceVersionSpec("https://a.example", TimeoutMs: 120_000,
+            Protection: new ProtectionSpec(Retries: 5, Idempotent: true)));
+        var notRetried = new VersionRoute("v2", 1, new ServiceVersionSpec("https://b.example", TimeoutMs: 120_000,
+            Protection: new ProtectionSpec(Retries: 5, Idempotent: false)));
+        var route = new ServiceRoute("svc", 1, "EUR", 1, null, ServiceStatus.Published, ChargeRule.PerSuccess, [slow, notRetried],
+            new Dictionary<string, int> { ["v1"] = 50, ["v2"] = 50 }, new Dictionary<string, string>());
+
+        var longest = new CompiledRoute(route, new Dictionary<string, UpstreamAdapter>()).LongestCall;
+
+        Assert.True(longest >= TimeSpan.FromMinutes(12), $"{longest}");
+        Assert.True(longest <= TimeSpan.FromMinutes(13), $"{longest}");
+    }
+
+    [Fact]
     public async Task State_AfterDeactivation_IsKept()
     {
         var running = NewKey();

@@ -52,12 +52,10 @@ public sealed class SeparateFrontDoorClusterFixture(PostgresFixture postgres) : 
 /// front door answered with a failure was not charged;</item>
 /// <item>the account was charged what the 200s said they charged (X-Charged). After SIGSTOP exactly: the victim holds a
 /// service's grain, not the account's, and a settlement that meets the hung silo (as gateway or as host of a key or
-/// service grain) is resent, not lost. After SIGKILL within the stated loss window, the same kind of bound
-/// <see cref="SiloFailoverTests"/> uses: the charges missing may only be those of 200s answered in the last
-/// <see cref="WriteBehindInterval"/> + <see cref="SettleMargin"/> before the kill, or within <see cref="SettleMargin"/>
-/// after it (a settlement batch leaves up to the settle interval after its call was answered). The victim is the silo
-/// with the most key grains and, when there is a choice, not the account's; so what the bound covers is a settlement
-/// batch on its way through the killed silo as gateway, or, without a choice, the account's unwritten state. Charged
+/// service grain) is resent, not lost. After SIGKILL exactly too: the victim is the silo with the most key grains, never
+/// the account's, and a settlement delivery that met the kill (its gateway connection dropped, its silo went away) is
+/// sent again with the same delivery id until answered, and applied once. (What a killed account silo loses, its
+/// unwritten state, is <see cref="SiloFailoverTests"/>' subject; the loss window that would bound it is printed.) Charged
 /// more than the 200s is a double charge either way.</item>
 /// </list>
 /// The callers are independent (each call is sent at its time whatever the earlier ones are doing), so a call that hangs
@@ -205,8 +203,12 @@ public sealed class SeparateFrontDoorFaultTests(SeparateFrontDoorClusterFixture 
             run.AssertNoLongWait();
             run.AssertEveryAnsweredCallHasOneRowAndFailuresAreNotCharged();
             Assert.True(run.ChargedTwice == 0, $"the account was charged {run.Charged}, more than the {run.OkCharged} the 200s say");
-            Assert.True(run.LostCharges <= lossWindow,
-                $"the account was charged {run.Charged} of the {run.OkCharged} the 200s say: {run.LostCharges} lost, more than the {lossWindow} of the loss window");
+
+            // The account's silo stays up, so no charge may be lost with the killed silo: a settlement delivery that met
+            // the kill (its gateway connection dropped, or its silo went away) is sent again until answered, and applied
+            // once. The loss window printed above is what a killed account silo could lose (its write-behind interval).
+            Assert.True(run.LostCharges == 0,
+                $"the account was charged {run.Charged} of the {run.OkCharged} the 200s say: {run.LostCharges} lost (loss window {lossWindow})");
         }
         finally
         {
