@@ -14,7 +14,7 @@ namespace Marketplace.Benchmarks;
 /// over accounts × 3 keys × 20 services (nearly every call its own minute row), then over 10 accounts × 1 key × 2 services.
 /// Prints rows/s, PostgreSQL CPU µs per row (postmaster and backends, from /proc) and database commits per 1,000 calls
 /// (<c>pg_stat_database.xact_commit</c> of the database, read after the pool's connections closed so that every backend
-/// has reported its counts).
+/// has reported its counts). <c>CALLLOG_DROP_INDEXES</c> (comma-separated index names) measures without those indexes.
 /// </summary>
 public static class CallLogBenchmark
 {
@@ -35,6 +35,13 @@ public static class CallLogBenchmark
             var today = DateOnly.FromDateTime(DateTime.UtcNow);
             await ExecuteAsync(database, $"CREATE TABLE IF NOT EXISTS {CallLogWriter.PartitionName(today)} PARTITION OF marketplace_call_log " +
                 $"FOR VALUES FROM ('{today:yyyy-MM-dd}') TO ('{today.AddDays(1):yyyy-MM-dd}')");
+            // CALLLOG_DROP_INDEXES=name,name: measure without those indexes (what an index costs the writer).
+            foreach (var index in (Environment.GetEnvironmentVariable("CALLLOG_DROP_INDEXES") ?? string.Empty).Split(',', StringSplitOptions.RemoveEmptyEntries))
+            {
+                await ExecuteAsync(database, $"DROP INDEX {index.Trim()}");
+                Console.WriteLine($"dropped index {index.Trim()}");
+            }
+
             var random = new Random(42);
             var writer = new Sender(Guid.NewGuid());
 

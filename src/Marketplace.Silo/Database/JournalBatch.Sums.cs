@@ -20,7 +20,7 @@ public static partial class JournalBatch
             var currency = r.Currency?.TrimEnd() ?? string.Empty;
             var bucket = LatencyBucket(r.TotalMs);
             var at = r.At.UtcDateTime;
-            foreach (var (granularity, start) in Buckets3(at))
+            foreach (var (granularity, start) in RollupBuckets(at))
             {
                 sums.AddRollup(new RollupKey(granularity, start, account, key, r.ServiceId, version, outcome, currency), r.Charged, bucket);
             }
@@ -36,7 +36,7 @@ public static partial class JournalBatch
     }
 
     // The minute, hour and day (UTC) a call falls in, as date_trunc(granularity, at, 'UTC').
-    private static (string Granularity, DateTime Start)[] Buckets3(DateTime at) =>
+    private static (string Granularity, DateTime Start)[] RollupBuckets(DateTime at) =>
     [
         ("minute", new DateTime(at.Ticks - (at.Ticks % TimeSpan.TicksPerMinute), DateTimeKind.Utc)),
         ("hour", new DateTime(at.Ticks - (at.Ticks % TimeSpan.TicksPerHour), DateTimeKind.Utc)),
