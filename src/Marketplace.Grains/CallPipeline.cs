@@ -341,8 +341,9 @@ public sealed partial class CallPipeline(
         {
             await hotPath.CallAsync(token => idempotency.CompleteAsync(fingerprint, kept, token), HotPathRetry.WhenSafe, "Idempotency-Key");
         }
-        catch (ClusterUnavailableException exception)
+        catch (Exception exception)
         {
+            // Whatever failed here, the call was answered and settled: its answer and its row stay what they are.
             LogIdempotencyNotStored(logger, exception.Message);
         }
     }

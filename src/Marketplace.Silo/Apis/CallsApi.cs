@@ -117,8 +117,9 @@ public static class CallsApi
     }
 
     /// <summary>
-    /// Compares the account's counters (calls settled, amount charged) with the call log's rows for it. Both are eventually
-    /// written (the grain within the write-behind interval, the log within the flush interval), so compare after load stops.
+    /// Compares the account's counters (calls settled, amount charged) with the journal's totals for it, which the same
+    /// transaction as the account's call-log rows adds to (so they equal a count of the log). Both are eventually written
+    /// (the grain within the write-behind interval, the journal within the flush interval), so compare after load stops.
     /// </summary>
     public static async Task<Results<Ok<Reconciliation>, ProblemHttpResult>> ReconcileAsync(
         string id, IGrainFactory grains, NpgsqlDataSource database, CallLogWriter writer, CancellationToken cancellationToken)
@@ -129,7 +130,7 @@ public static class CallsApi
         }
 
         await using var command = database.CreateCommand(
-            "SELECT count(*), coalesce(sum(charged), 0) FROM marketplace_call_log WHERE account_id = $1");
+            "SELECT coalesce(sum(calls), 0)::bigint, coalesce(sum(charged), 0)::bigint FROM marketplace_account_totals WHERE account_id = $1");
         command.Parameters.AddWithValue(id);
         await using var reader = await command.ExecuteReaderAsync(cancellationToken);
         await reader.ReadAsync(cancellationToken);
