@@ -76,7 +76,7 @@ public interface IAccountGrain : IGrainWithStringKey
     /// the leases are recalled: refusals are only final once nothing is leased, so the count of admitted calls stays exact.
     /// </summary>
     [Alias("ReserveWithLeaseAsync")]
-    ValueTask<LeaseGrant> ReserveWithLeaseAsync(LeaseRequest request, CancellationToken cancellationToken = default);
+    ValueTask<LeaseGrant> ReserveWithLeaseAsync(LeaseRequest request);
 
     /// <summary>
     /// Gives back what is left of a key's lease, by the hold each part was made in; <paramref name="seen"/> is the
@@ -98,7 +98,7 @@ public interface IAccountGrain : IGrainWithStringKey
     /// stopping silo refused (never applied) is sent again rather than lost.
     /// </summary>
     [Alias("SettleBatchAsync")]
-    Task SettleBatchAsync(SettlementBatch batch, CancellationToken cancellationToken = default);
+    Task SettleBatchAsync(SettlementBatch batch);
 
     /// <summary>Remembers that a key belongs to this account.</summary>
     [Alias("AttachKeyAsync")]

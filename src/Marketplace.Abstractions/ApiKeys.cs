@@ -179,7 +179,7 @@ public interface IApiKeyGrain : IGrainWithStringKey
     /// by the round trip to its account; quota checks wait for undecided admissions near the limit, so they stay exact.
     /// </remarks>
     [AlwaysInterleave, Alias("AdmitAsync")]
-    ValueTask<AdmitResult> AdmitAsync(AdmitRequest request, CancellationToken cancellationToken = default);
+    ValueTask<AdmitResult> AdmitAsync(AdmitRequest request);
 
     /// <summary>Verifies a secret without admitting a call (used to read one's own usage).</summary>
     [Alias("AuthenticateAsync")]
@@ -187,7 +187,7 @@ public interface IApiKeyGrain : IGrainWithStringKey
 
     /// <summary>True when the secret or access token is valid for this key now (active, not expired); consumes nothing.</summary>
     [Alias("VerifyAsync")]
-    ValueTask<bool> VerifyAsync(string proof, CredentialKind kind, CancellationToken cancellationToken = default);
+    ValueTask<bool> VerifyAsync(string proof, CredentialKind kind);
 
     /// <summary>Counts a settled call; fire and forget.</summary>
     [OneWay, Alias("RecordAsync")]
@@ -199,7 +199,7 @@ public interface IApiKeyGrain : IGrainWithStringKey
 
     /// <summary>Counts many settled calls at once (answered, so a batch refused by a stopping silo is sent again).</summary>
     [Alias("RecordBatchAsync")]
-    Task RecordBatchAsync(IReadOnlyList<ServiceUsageDelta> usage, DeliveryId? delivery = null, CancellationToken cancellationToken = default);
+    Task RecordBatchAsync(IReadOnlyList<ServiceUsageDelta> usage, DeliveryId? delivery = null);
 
     /// <summary>Changes name, entitlements, expiry or limits.</summary>
     [Alias("UpdateAsync")]

@@ -213,7 +213,7 @@ public interface IDataServiceGrain : IGrainWithStringKey
 
     /// <summary>The routing data, or null when the service does not exist.</summary>
     [Alias("GetRouteAsync")]
-    ValueTask<ServiceRoute?> GetRouteAsync(CancellationToken cancellationToken = default);
+    ValueTask<ServiceRoute?> GetRouteAsync();
 
     /// <summary>Adds one settled call to the counters; fire and forget.</summary>
     [OneWay, Alias("RecordAsync")]
@@ -221,7 +221,7 @@ public interface IDataServiceGrain : IGrainWithStringKey
 
     /// <summary>Adds many settled calls to the counters (answered, so a batch refused by a stopping silo is sent again).</summary>
     [Alias("RecordBatchAsync")]
-    Task RecordBatchAsync(ServiceUsageDelta usage, DeliveryId? delivery = null, CancellationToken cancellationToken = default);
+    Task RecordBatchAsync(ServiceUsageDelta usage, DeliveryId? delivery = null);
 }
 
 /// <summary>A catalog line: what consumers browse.</summary>

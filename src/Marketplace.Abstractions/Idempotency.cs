@@ -36,13 +36,13 @@ public interface IIdempotencyGrain : IGrainWithStringKey
     /// retry may assume the first call died with its node and run again.
     /// </summary>
     [Alias("BeginAsync")]
-    Task<IdempotencyStart> BeginAsync(string fingerprint, TimeSpan window, TimeSpan? claimFor = null, CancellationToken cancellationToken = default);
+    Task<IdempotencyStart> BeginAsync(string fingerprint, TimeSpan window, TimeSpan? claimFor = null);
 
     /// <summary>Stores the result the key answers with until the window ends (stored before it returns).</summary>
     [Alias("CompleteAsync")]
-    Task CompleteAsync(string fingerprint, CallResult result, CancellationToken cancellationToken = default);
+    Task CompleteAsync(string fingerprint, CallResult result);
 
     /// <summary>Releases the key after a call that charged nothing, so a retry runs again.</summary>
     [Alias("AbandonAsync")]
-    Task AbandonAsync(string fingerprint, CancellationToken cancellationToken = default);
+    Task AbandonAsync(string fingerprint);
 }

@@ -159,7 +159,7 @@ public sealed partial class AccountGrain(
         return new Reservation(true, available - amount, State.Currency, Hold: hold);
     }
 
-    public ValueTask<LeaseGrant> ReserveWithLeaseAsync(LeaseRequest request, CancellationToken cancellationToken = default)
+    public ValueTask<LeaseGrant> ReserveWithLeaseAsync(LeaseRequest request)
     {
         ExpireHolds();
         TakeBack(request.KeyId, request.Returning, request.Seen);
@@ -288,7 +288,7 @@ public sealed partial class AccountGrain(
         return Task.CompletedTask;
     }
 
-    public Task SettleBatchAsync(SettlementBatch batch, CancellationToken cancellationToken = default)
+    public Task SettleBatchAsync(SettlementBatch batch)
     {
         if (!Exists || !DeliveryMarks.TryAccept(State.Deliveries, batch.Delivery, time.GetUtcNow()))
         {

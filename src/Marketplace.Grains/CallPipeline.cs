@@ -197,7 +197,7 @@ public sealed partial class CallPipeline(
             IIdempotencyGrain? idempotency = null;
             string? fingerprint = null;
             if (request.IdempotencyKey is { } idempotencyKey
-                && await hotPath.CallAsync(token => key.VerifyAsync(proof, kind, token), HotPathRetry.WhenSafe, "API key"))
+                && await hotPath.CallAsync(() => key.VerifyAsync(proof, kind), HotPathRetry.WhenSafe, "API key"))
             {
                 fingerprint = Fingerprint(request);
                 idempotency = grains.GetGrain<IIdempotencyGrain>(keyId + "/" + idempotencyKey);
@@ -207,7 +207,7 @@ public sealed partial class CallPipeline(
 
                 // Not repeated after a fault that may have stored the claim: the repeat would find its own claim "in progress".
                 // The claim lasts as long as the call may run, so a slow call's retry is not run a second time.
-                var start = await hotPath.CallAsync(token => new ValueTask<IdempotencyStart>(claim.BeginAsync(claimed, _idempotencyWindow, claimFor, token)),
+                var start = await hotPath.CallAsync(() => new ValueTask<IdempotencyStart>(claim.BeginAsync(claimed, _idempotencyWindow, claimFor)),
                     HotPathRetry.WhenNotRun, "Idempotency-Key");
                 if (start.Status != IdempotencyStatus.Started)
                 {
@@ -220,7 +220,7 @@ public sealed partial class CallPipeline(
             AdmitResult admission;
             try
             {
-                admission = await hotPath.CallAsync(token => key.AdmitAsync(admitRequest, token), HotPathRetry.WhenNotRun, "API key");
+                admission = await hotPath.CallAsync(() => key.AdmitAsync(admitRequest), HotPathRetry.WhenNotRun, "API key");
             }
             catch (Exception exception) when (idempotency is not null && HotPathCalls.IsClusterFault(exception))
             {
@@ -311,7 +311,7 @@ public sealed partial class CallPipeline(
     {
         try
         {
-            await hotPath.CallAsync(token => idempotency.AbandonAsync(fingerprint, token), HotPathRetry.WhenSafe, "Idempotency-Key");
+            await hotPath.CallAsync(() => idempotency.AbandonAsync(fingerprint), HotPathRetry.WhenSafe, "Idempotency-Key");
         }
         catch (ClusterUnavailableException exception)
         {
@@ -339,7 +339,7 @@ public sealed partial class CallPipeline(
             : result;
         try
         {
-            await hotPath.CallAsync(token => idempotency.CompleteAsync(fingerprint, kept, token), HotPathRetry.WhenSafe, "Idempotency-Key");
+            await hotPath.CallAsync(() => idempotency.CompleteAsync(fingerprint, kept), HotPathRetry.WhenSafe, "Idempotency-Key");
         }
         catch (Exception exception)
         {

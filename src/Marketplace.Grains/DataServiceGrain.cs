@@ -171,7 +171,7 @@ public sealed class DataServiceGrain(
         return ToInfo();
     }
 
-    public ValueTask<ServiceRoute?> GetRouteAsync(CancellationToken cancellationToken = default)
+    public ValueTask<ServiceRoute?> GetRouteAsync()
     {
         if (!Exists)
         {
@@ -222,7 +222,7 @@ public sealed class DataServiceGrain(
         DeliveryMarks.Merge(target.Deliveries, stored.Deliveries);
     }
 
-    public Task RecordBatchAsync(ServiceUsageDelta usage, DeliveryId? delivery = null, CancellationToken cancellationToken = default)
+    public Task RecordBatchAsync(ServiceUsageDelta usage, DeliveryId? delivery = null)
     {
         if (!Exists || !DeliveryMarks.TryAccept(State.Deliveries, delivery, time.GetUtcNow()))
         {

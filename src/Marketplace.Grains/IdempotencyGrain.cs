@@ -8,7 +8,7 @@ public sealed class IdempotencyGrain(
     /// <summary>How long a started call holds the key, when the caller does not say, before a retry may assume it died with its node.</summary>
     public static readonly TimeSpan InFlightLimit = TimeSpan.FromMinutes(3);
 
-    public async Task<IdempotencyStart> BeginAsync(string fingerprint, TimeSpan window, TimeSpan? claimFor = null, CancellationToken cancellationToken = default)
+    public async Task<IdempotencyStart> BeginAsync(string fingerprint, TimeSpan window, TimeSpan? claimFor = null)
     {
         var now = time.GetUtcNow();
         var state = store.State;
@@ -38,7 +38,7 @@ public sealed class IdempotencyGrain(
         return new IdempotencyStart(IdempotencyStatus.Started);
     }
 
-    public async Task CompleteAsync(string fingerprint, CallResult result, CancellationToken cancellationToken = default)
+    public async Task CompleteAsync(string fingerprint, CallResult result)
     {
         if (store.State.Fingerprint != fingerprint)
         {
@@ -49,7 +49,7 @@ public sealed class IdempotencyGrain(
         await store.WriteStateAsync();
     }
 
-    public async Task AbandonAsync(string fingerprint, CancellationToken cancellationToken = default)
+    public async Task AbandonAsync(string fingerprint)
     {
         if (store.State.Fingerprint == fingerprint && store.State.Result is null)
         {

@@ -164,7 +164,7 @@ public sealed partial class SettlementBatcher(
         {
             var account = grains.GetGrain<IAccountGrain>(accountId);
             var settlement = new SettlementBatch(sums.Released, sums.Charged, sums.Services.ToDeltas(), sums.Releases(), NextDelivery());
-            Deliver(token => account.SettleBatchAsync(settlement, token), "a:" + accountId, sums.Calls);
+            Deliver(() => account.SettleBatchAsync(settlement), "a:" + accountId, sums.Calls);
         }
 
         foreach (var (keyId, sums) in batch.Keys)
@@ -172,14 +172,14 @@ public sealed partial class SettlementBatcher(
             var key = grains.GetGrain<IApiKeyGrain>(keyId);
             var usage = sums.ToDeltas();
             var delivery = NextDelivery();
-            Deliver(token => key.RecordBatchAsync(usage, delivery, token), "k:" + keyId, usage.Sum(service => service.Calls));
+            Deliver(() => key.RecordBatchAsync(usage, delivery), "k:" + keyId, usage.Sum(service => service.Calls));
         }
 
         foreach (var delta in batch.Services.ToDeltas())
         {
             var service = grains.GetGrain<IDataServiceGrain>(delta.ServiceId);
             var delivery = NextDelivery();
-            Deliver(token => service.RecordBatchAsync(delta, delivery, token), "s:" + delta.ServiceId, delta.Calls);
+            Deliver(() => service.RecordBatchAsync(delta, delivery), "s:" + delta.ServiceId, delta.Calls);
         }
     }
 
@@ -189,7 +189,7 @@ public sealed partial class SettlementBatcher(
     private DeliveryId NextDelivery() => new(_sender, Interlocked.Increment(ref _sequence));
 
     // Sends one batch without making the loop wait.
-    private void Deliver(Func<CancellationToken, Task> send, string target, long calls)
+    private void Deliver(Func<Task> send, string target, long calls)
     {
         var delivery = DeliverAsync(send, target, calls);
         if (!delivery.IsCompleted)
@@ -203,7 +203,7 @@ public sealed partial class SettlementBatcher(
     // Each attempt is bounded by the hot-path timeout and fails at once when its connection drops. Any cluster fault is
     // followed by another attempt with the same delivery id (the grain applies it once), until the deadline; a failure
     // the grain itself reported is not repeated.
-    private async Task DeliverAsync(Func<CancellationToken, Task> send, string target, long calls)
+    private async Task DeliverAsync(Func<Task> send, string target, long calls)
     {
         var deadline = time.GetUtcNow() + DeliveryDeadline;
         var delay = ResendDelay;

@@ -157,7 +157,7 @@ public sealed class RouteCacheStalenessTests
 
         public int Asked => Volatile.Read(ref _count);
 
-        public ValueTask<ServiceRoute?> GetRouteAsync(string serviceId, CancellationToken cancellationToken = default)
+        public ValueTask<ServiceRoute?> GetRouteAsync(string serviceId)
         {
             Interlocked.Increment(ref _count);
             var pending = new TaskCompletionSource<ServiceRoute?>();
