@@ -36,7 +36,6 @@ public sealed class HotPathCalls
     private readonly ResiliencePipeline _whenSafe;
     private readonly TimeProvider _time;
     private CancellationTokenSource _connections = new();
-    private long _connectionDrops;
 
     /// <summary>Creates the pipelines from the options.</summary>
     public HotPathCalls(IOptions<HotPathOptions> options, TimeProvider time)
@@ -51,9 +50,6 @@ public sealed class HotPathCalls
     /// <summary>The bound on each grain call.</summary>
     public TimeSpan Timeout { get; }
 
-    /// <summary>Connection drops seen so far.</summary>
-    public long ConnectionDrops => Interlocked.Read(ref _connectionDrops);
-
     /// <summary>
     /// Says that a connection to a silo dropped: every grain call of the call path in flight now fails at once (and is
     /// repeated once where that is safe), since its answer may never come. Calls through the connections still open
@@ -62,7 +58,6 @@ public sealed class HotPathCalls
     public void ConnectionDropped()
     {
         var dropped = Interlocked.Exchange(ref _connections, new CancellationTokenSource());
-        Interlocked.Increment(ref _connectionDrops);
 
         // Not disposed: calls in flight may still be waiting on its token.
         dropped.Cancel();

@@ -67,14 +67,6 @@ public sealed partial class ServiceRouteCache(
     /// <summary>How long a cached route is used before it must be fetched again.</summary>
     public TimeSpan MaxAge => _options.MaxAge;
 
-    /// <summary>How long the last known route serves while its grain cannot be reached.</summary>
-    public TimeSpan MaxStaleness => _options.MaxStaleness;
-
-    /// <summary>Fetches started so far (for tests and metrics).</summary>
-    public long Fetches => Interlocked.Read(ref _fetches);
-
-    private long _fetches;
-
     /// <summary>
     /// The route of a service, or null when no such service exists. Throws <see cref="ClusterUnavailableException"/>
     /// when there is no route younger than <see cref="RoutingOptions.MaxStaleness"/> and the grain cannot be reached.
@@ -162,7 +154,6 @@ public sealed partial class ServiceRouteCache(
             }
 
             entry.RefetchStartedAt = now;
-            Interlocked.Increment(ref _fetches);
             var fetch = FetchAsync(serviceId, entry);
             entry.InFlight = fetch.IsCompleted ? null : fetch;
 
