@@ -133,6 +133,10 @@ public sealed record AdmitRequest(
 
 /// <summary>The key grain's decision on an <see cref="AdmitRequest"/>.</summary>
 /// <param name="Hold">The account hold carrying <paramref name="Reserved"/>; the settlement names it.</param>
+/// <param name="WindowOffsetMinutes">
+/// Where the key's quota days and months start, in minutes from UTC: the journal counts the call in the key's day and month
+/// at this offset, so the key's quota counters can be rebuilt from it.
+/// </param>
 [GenerateSerializer, Immutable, Alias("mk.AdmitResult")]
 public sealed record AdmitResult(
     [property: Id(0)] AdmitOutcome Outcome,
@@ -141,7 +145,8 @@ public sealed record AdmitResult(
     [property: Id(3)] long Available,
     [property: Id(4)] string? Currency,
     [property: Id(5)] LimitStatus? Limit = null,
-    [property: Id(6)] long Hold = 0);
+    [property: Id(6)] long Hold = 0,
+    [property: Id(7)] int WindowOffsetMinutes = 0);
 
 /// <summary>An access token and the refresh token that replaces it, as issued (the only time they are shown).</summary>
 [GenerateSerializer, Immutable, Alias("mk.TokenPair")]

@@ -6,6 +6,9 @@ namespace Marketplace.Grains;
 /// (<see cref="Guid.CreateVersion7(DateTimeOffset)"/>), so the id names the day partition and the millisecond of its row.
 /// </param>
 /// <param name="TrackId">The caller's TrackId (or a generated one): kept and searchable, never a key; calls may share one.</param>
+/// <param name="Reserved">What admission reserved on the account (released when the settled call reaches the account); not stored.</param>
+/// <param name="Hold">The account hold carrying <paramref name="Reserved"/>; not stored.</param>
+/// <param name="WindowOffsetMinutes">The key's quota window offset from UTC (<see cref="AdmitResult.WindowOffsetMinutes"/>).</param>
 public sealed record CallRecord(
     Guid CallId,
     string TrackId,
@@ -22,7 +25,17 @@ public sealed record CallRecord(
     long Price,
     long Charged,
     string? Currency,
-    string? IdempotencyKey);
+    string? IdempotencyKey,
+    long Reserved = 0,
+    long Hold = 0,
+    int WindowOffsetMinutes = 0)
+{
+    /// <summary>
+    /// True for a settled call: one ApiKeyGrain admitted (the pipeline sets the account only then). Every admitted call is
+    /// settled exactly once, so the journal's totals count exactly what the grains count.
+    /// </summary>
+    public bool Settled => AccountId is not null;
+}
 
 /// <summary>Where the pipeline records each call. The host provides a database-backed log; without one, nothing is kept.</summary>
 public interface ICallLog
