@@ -7,6 +7,9 @@ namespace Marketplace.Grains;
 /// <remarks>
 /// The grain is the only writer of the balance, so the check "balance - reserved + credit limit covers the price"
 /// and the reservation happen as one step however many keys and silos spend the account at once.
+/// <para>Its stored state holds settings and credits (top-ups and adjustments) and is written only when they change. What
+/// calls spent comes from the journal: read at activation (<see cref="IJournalReader"/>), then added as settled batches
+/// arrive, each applied once (the marks, seeded from the same read, name the batches the read already holds).</para>
 /// </remarks>
 public sealed partial class AccountGrain(
     [PersistentState("account", StorageNames.Marketplace)] IPersistentState<AccountState> store,
@@ -14,7 +17,8 @@ public sealed partial class AccountGrain(
     IOptions<MeteringOptions> metering,
     ILogger<AccountGrain> logger,
     TimeProvider time,
-    MarketplaceMetrics metrics) : WriteBehindGrain<AccountState>(store, options, logger), IAccountGrain, IAlertWatcher
+    MarketplaceMetrics metrics,
+    IJournalReader journal) : WriteBehindGrain<AccountState>(store, options, logger), IAccountGrain, IAlertWatcher
 {
     private const int LedgerLimit = 1000;
 
@@ -38,6 +42,36 @@ public sealed partial class AccountGrain(
     // The account's balance alert levels, so only a change that crosses one sends a (one-way) signal.
     private BalanceAlertWatch? _alertWatch;
 
+    // The highest journal batch applied per sender: seeded at activation from the journal read, then advanced by deliveries.
+    private readonly Dictionary<Guid, DeliveryMark> _applied = [];
+
+    public override async Task OnActivateAsync(CancellationToken cancellationToken)
+    {
+        await base.OnActivateAsync(cancellationToken);
+        if (!Exists)
+        {
+            return;
+        }
+
+        var now = time.GetUtcNow();
+        var read = await journal.ReadAccountAsync(this.GetPrimaryKeyString(), State.KeyIds, now);
+
+        // Stored before credits were kept apart: the balance then held credits minus what the stored counters charged.
+        State.Credits ??= State.Balance + State.TotalCharged;
+        State.TotalCharged = read.Totals.Charged;
+        State.Balance = State.Credits.Value - read.Totals.Charged;
+        State.Usage = new UsageState
+        {
+            Calls = read.Totals.Calls,
+            Charged = read.Totals.ChargedCalls,
+            Failed = read.Totals.Failed,
+            CallsByService = new Dictionary<string, long>(read.CallsByService, StringComparer.Ordinal),
+        };
+        State.MonthStart = QuotaWindows.MonthStart(now, TimeSpan.Zero);
+        State.CallsThisMonth = read.CallsThisMonth;
+        DeliveryMarks.Seed(_applied, read.Senders, now);
+    }
+
     public async Task<AccountInfo> CreateAsync(AccountSpec spec)
     {
         var id = this.GetPrimaryKeyString();
@@ -55,6 +89,7 @@ public sealed partial class AccountGrain(
         }
         else
         {
+            State.Credits = 0;
             State.Name = spec.Name;
             State.Currency = spec.Currency;
             State.CreditLimit = spec.CreditLimit;
@@ -111,6 +146,7 @@ public sealed partial class AccountGrain(
 
     private async Task ChangeBalanceAsync(long amount, string reason)
     {
+        State.Credits = checked(State.Credits.GetValueOrDefault() + amount);
         State.Balance = checked(State.Balance + amount);
         State.Ledger.Add(new BalanceEntry { At = time.GetUtcNow(), Amount = amount, Reason = reason, BalanceAfter = State.Balance });
         if (State.Ledger.Count > LedgerLimit)
@@ -152,8 +188,8 @@ public sealed partial class AccountGrain(
         var hold = _reserved.Add(amount, time.GetUtcNow());
         if (State.MonthlyCallCap is not null)
         {
+            // Counted from the journal when the account next activates.
             State.CallsThisMonth++;
-            MarkDirty();
         }
 
         return new Reservation(true, available - amount, State.Currency, Hold: hold);
@@ -277,20 +313,20 @@ public sealed partial class AccountGrain(
             return Task.CompletedTask;
         }
 
+        // In memory only: the journal's batches are what an activation counts.
         // A settlement may reach a newer activation than the one that reserved (after a crash), or come after its hold
         // expired: then it charges and releases nothing.
         _reserved.Release(hold, reserved);
         State.Balance -= charge;
         State.TotalCharged += charge;
         State.Usage.Count(serviceId, succeeded, charge > 0);
-        MarkDirty();
         AlertWatch().Changed(State.Balance + State.CreditLimit + charge, time.GetUtcNow());
         return Task.CompletedTask;
     }
 
     public Task SettleBatchAsync(SettlementBatch batch)
     {
-        if (!Exists || !DeliveryMarks.TryAccept(State.Deliveries, batch.Delivery, time.GetUtcNow()))
+        if (!Exists || !DeliveryMarks.TryAccept(_applied, batch.Delivery, time.GetUtcNow()))
         {
             return Task.CompletedTask;
         }
@@ -314,7 +350,6 @@ public sealed partial class AccountGrain(
             State.Usage.Add(service);
         }
 
-        MarkDirty();
         AlertWatch().Changed(State.Balance + State.CreditLimit + batch.Charged, time.GetUtcNow());
         return Task.CompletedTask;
     }
@@ -333,29 +368,19 @@ public sealed partial class AccountGrain(
 
     protected override bool MergesConflicts => true;
 
-    // Charges, top-ups and counts another activation stored are added to this one's; settings it changed win.
+    // Credits another activation stored are added to this one's; settings it changed win. What calls spent and counted is
+    // the journal's, not stored state's, so there is nothing of it to merge.
     protected override void Merge(AccountState target, AccountState baseline, AccountState stored)
     {
-        target.Balance = StateMerge.Counter(target.Balance, baseline.Balance, stored.Balance);
+        var credited = stored.Credits.GetValueOrDefault() - baseline.Credits.GetValueOrDefault();
+        target.Credits = target.Credits.GetValueOrDefault() + credited;
+        target.Balance += credited;
         target.TotalToppedUp = StateMerge.Counter(target.TotalToppedUp, baseline.TotalToppedUp, stored.TotalToppedUp);
-        target.TotalCharged = StateMerge.Counter(target.TotalCharged, baseline.TotalCharged, stored.TotalCharged);
-        target.Usage.Rebase(baseline.Usage, stored.Usage);
-        if (stored.MonthStart == target.MonthStart)
-        {
-            var theirs = stored.CallsThisMonth - (baseline.MonthStart == stored.MonthStart ? baseline.CallsThisMonth : 0);
-            target.CallsThisMonth += theirs;
-        }
-        else if (stored.MonthStart > target.MonthStart)
-        {
-            target.MonthStart = stored.MonthStart;
-            target.CallsThisMonth = stored.CallsThisMonth;
-        }
 
         target.Name = StateMerge.Setting(target.Name, baseline.Name, stored.Name);
         target.CreditLimit = StateMerge.Setting(target.CreditLimit, baseline.CreditLimit, stored.CreditLimit);
         target.MonthlyCallCap = StateMerge.Setting(target.MonthlyCallCap, baseline.MonthlyCallCap, stored.MonthlyCallCap);
         StateMerge.Listed(target.KeyIds, baseline.KeyIds, stored.KeyIds, id => id);
-        DeliveryMarks.Merge(target.Deliveries, stored.Deliveries);
         var since = baseline.Ledger.Count > 0 ? baseline.Ledger[^1].At : DateTimeOffset.MinValue;
         target.Ledger.AddRange(stored.Ledger.Where(entry => entry.At > since && !target.Ledger.Exists(mine => mine.At == entry.At && mine.Amount == entry.Amount)));
         target.Ledger.Sort((x, y) => x.At.CompareTo(y.At));

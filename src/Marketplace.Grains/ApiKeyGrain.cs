@@ -23,7 +23,8 @@ public sealed class ApiKeyGrain(
     IOptions<HotPathOptions> hotPath,
     ILogger<ApiKeyGrain> logger,
     TimeProvider time,
-    MarketplaceMetrics metrics) : WriteBehindGrain<ApiKeyState>(store, options, logger), IApiKeyGrain, IAlertWatcher
+    MarketplaceMetrics metrics,
+    IJournalReader journal) : WriteBehindGrain<ApiKeyState>(store, options, logger), IApiKeyGrain, IAlertWatcher
 {
     private const int MaxActiveSecrets = 2;
 
@@ -51,6 +52,54 @@ public sealed class ApiKeyGrain(
 
     // The account's quota alert thresholds, so only a call that reaches one sends a (one-way) signal.
     private QuotaAlertWatch? _alertWatch;
+
+    // The highest journal batch applied per sender: seeded at activation from the journal read, then advanced by deliveries.
+    private readonly Dictionary<Guid, DeliveryMark> _applied = [];
+
+    // Usage and quota counts are not stored per call: they are rebuilt here from the journal, which counts every admitted
+    // call once it is settled. Calls admitted by an activation that died and not yet in a durable batch are the ones a
+    // restart does not count (at most the journal's flush interval of them).
+    public override async Task OnActivateAsync(CancellationToken cancellationToken)
+    {
+        await base.OnActivateAsync(cancellationToken);
+        if (!Exists)
+        {
+            return;
+        }
+
+        var now = time.GetUtcNow();
+        var read = await journal.ReadKeyAsync(this.GetPrimaryKeyString());
+        var offset = State.Limits.WindowOffset ?? TimeSpan.Zero;
+        var offsetMinutes = (int)offset.TotalMinutes;
+        var today = JournalWindows.Day(now, offsetMinutes);
+        var month = JournalWindows.Month(now, offsetMinutes);
+        var usage = new UsageState();
+        State.Quotas.Clear();
+        long dayCalls = 0, monthCalls = 0;
+        foreach (var service in read.Services)
+        {
+            usage.Add(new ServiceUsageDelta(service.ServiceId, service.Totals.Calls, service.Totals.ChargedCalls, service.Totals.Failed, service.Totals.Charged));
+            var serviceDay = service.Day == today ? service.DayCalls : 0;
+            var serviceMonth = service.Month == month ? service.MonthCalls : 0;
+            dayCalls += serviceDay;
+            monthCalls += serviceMonth;
+            SeedCounter($"{QuotaWindows.Day}:{service.ServiceId}", QuotaWindows.DayStart(now, offset), serviceDay);
+            SeedCounter($"{QuotaWindows.Month}:{service.ServiceId}", QuotaWindows.MonthStart(now, offset), serviceMonth);
+        }
+
+        SeedCounter(QuotaWindows.Day, QuotaWindows.DayStart(now, offset), dayCalls);
+        SeedCounter(QuotaWindows.Month, QuotaWindows.MonthStart(now, offset), monthCalls);
+        State.Usage = usage;
+        DeliveryMarks.Seed(_applied, read.Senders, now);
+    }
+
+    private void SeedCounter(string counterKey, DateTimeOffset windowStart, long count)
+    {
+        if (count > 0)
+        {
+            State.Quotas[counterKey] = new QuotaCounterState { WindowStart = windowStart, Count = count };
+        }
+    }
 
     public async Task<ApiKeyCreated> CreateAsync(ApiKeySpec spec, string? presetSecret = null)
     {
@@ -326,7 +375,8 @@ public sealed class ApiKeyGrain(
             tightest = Tighter(tightest, serviceBucket.Status("service-rate", now));
         }
 
-        return new AdmitResult(AdmitOutcome.Admitted, State.AccountId, request.Price, reservation.Available, reservation.Currency, tightest, reservation.Hold);
+        return new AdmitResult(AdmitOutcome.Admitted, State.AccountId, request.Price, reservation.Available, reservation.Currency, tightest, reservation.Hold,
+            (int)offset.TotalMinutes);
     }
 
     // True while some quota could be exhausted by the admissions still waiting for their account's answer.
@@ -371,11 +421,6 @@ public sealed class ApiKeyGrain(
         {
             keyBucket?.Refund();
             serviceBucket?.Refund();
-        }
-
-        if (admitted && quotas.Count > 0)
-        {
-            MarkDirty();
         }
 
         var waiters = _undecidedChanged;
@@ -547,31 +592,15 @@ public sealed class ApiKeyGrain(
 
     protected override bool MergesConflicts => true;
 
-    // Calls and quota counts another activation made are added (within the same window); secrets, tokens and the status
-    // it changed win, so a revocation or a token issued there is not undone.
+    // Secrets, tokens and the status another activation changed win, so a revocation or a token issued there is not undone.
+    // Usage and quota counts are the journal's, not stored state's, so there is nothing of them to merge.
     protected override void Merge(ApiKeyState target, ApiKeyState baseline, ApiKeyState stored)
     {
-        target.Usage.Rebase(baseline.Usage, stored.Usage);
-        foreach (var (counterKey, theirs) in stored.Quotas)
-        {
-            var before = baseline.Quotas.GetValueOrDefault(counterKey);
-            var counted = theirs.Count - (before is not null && before.WindowStart == theirs.WindowStart ? before.Count : 0);
-            if (!target.Quotas.TryGetValue(counterKey, out var mine) || theirs.WindowStart > mine.WindowStart)
-            {
-                target.Quotas[counterKey] = new QuotaCounterState { WindowStart = theirs.WindowStart, Count = theirs.Count };
-            }
-            else if (mine.WindowStart == theirs.WindowStart)
-            {
-                mine.Count += counted;
-            }
-        }
-
         target.Status = StateMerge.Setting(target.Status, baseline.Status, stored.Status);
         target.Name = StateMerge.Setting(target.Name, baseline.Name, stored.Name);
         target.ExpiresAt = StateMerge.Setting(target.ExpiresAt, baseline.ExpiresAt, stored.ExpiresAt);
         StateMerge.Keyed(target.Tokens, baseline.Tokens, stored.Tokens);
         StateMerge.Listed(target.Secrets, baseline.Secrets, stored.Secrets, secret => secret.Id);
-        DeliveryMarks.Merge(target.Deliveries, stored.Deliveries);
     }
 
     public ValueTask<bool> VerifyAsync(string proof, CredentialKind kind)
@@ -587,8 +616,8 @@ public sealed class ApiKeyGrain(
     {
         if (Exists)
         {
+            // In memory only: the journal's batches are what an activation counts.
             State.Usage.Count(serviceId, succeeded, charged);
-            MarkDirty();
         }
 
         return Task.CompletedTask;
@@ -596,14 +625,12 @@ public sealed class ApiKeyGrain(
 
     public Task RecordBatchAsync(IReadOnlyList<ServiceUsageDelta> usage, DeliveryId? delivery = null)
     {
-        if (Exists && DeliveryMarks.TryAccept(State.Deliveries, delivery, time.GetUtcNow()))
+        if (Exists && DeliveryMarks.TryAccept(_applied, delivery, time.GetUtcNow()))
         {
             foreach (var service in usage)
             {
                 State.Usage.Add(service);
             }
-
-            MarkDirty();
         }
 
         return Task.CompletedTask;

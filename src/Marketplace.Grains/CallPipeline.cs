@@ -11,7 +11,8 @@ namespace Marketplace.Grains;
 /// <summary>
 /// One call from admission to settlement, the same for HTTP callers and internal .NET callers:
 /// route lookup (cached), one grain call to admit (authenticate, entitle, reserve the price), the upstream request,
-/// then settlement sent in a batch so the caller never waits for metering. Every grain call is bounded by
+/// then the call's record to the journal, whose writer sends the settlement once the record is durable, so the caller never
+/// waits for metering. Every grain call is bounded by
 /// <see cref="HotPathCalls"/>, and every call is written to the call log, whatever ended it.
 /// </summary>
 public sealed partial class CallPipeline(
@@ -21,7 +22,6 @@ public sealed partial class CallPipeline(
     HotPathCalls hotPath,
     UpstreamLimiter upstreamLimiter,
     UpstreamProtection protection,
-    SettlementBatcher settlements,
     MarketplaceMetrics metrics,
     TimeProvider time,
     IServiceProvider services,
@@ -106,7 +106,8 @@ public sealed partial class CallPipeline(
 
         return _callLog.WriteAsync(new CallRecord(
             trace.CallId, result.TrackId, at, trace.AccountId, trace.KeyId, request.ServiceId, result.Version, result.Outcome, result.Rejection, result.UpstreamStatus,
-            trace.UpstreamMs, total.TotalMilliseconds, result.Price, result.Charged, result.Currency, request.IdempotencyKey),
+            trace.UpstreamMs, total.TotalMilliseconds, result.Price, result.Charged, result.Currency, request.IdempotencyKey,
+            trace.Reserved, trace.Hold, trace.WindowOffsetMinutes),
             cancellationToken);
     }
 
@@ -123,7 +124,14 @@ public sealed partial class CallPipeline(
 
         public string? KeyId { get; set; }
 
+        // Set once the key admitted the call: its record is then a settled call, which releases the reservation.
         public string? AccountId { get; set; }
+
+        public long Reserved { get; set; }
+
+        public long Hold { get; set; }
+
+        public int WindowOffsetMinutes { get; set; }
 
         public string? Version { get; set; }
 
@@ -240,9 +248,11 @@ public sealed partial class CallPipeline(
             }
 
             trace.AccountId = admission.AccountId;
+            trace.Reserved = admission.Reserved;
+            trace.Hold = admission.Hold;
+            trace.WindowOffsetMinutes = admission.WindowOffsetMinutes;
             if (adapter is null && Enter(compiled, keyId, admission.AccountId, trackId, out adapter, out guard, out permit) is { } lateShed)
             {
-                settlements.Record(admission.AccountId!, keyId, route.ServiceId, admission.Reserved, 0, false, admission.Hold);
                 if (idempotency is not null)
                 {
                     await AbandonAsync(idempotency, fingerprint!);
@@ -261,9 +271,8 @@ public sealed partial class CallPipeline(
             }
             catch (Exception exception)
             {
-                // The caller went away, or something unexpected broke: release the reservation (and the Idempotency-Key),
-                // charge nothing.
-                settlements.Record(admission.AccountId!, keyId, route.ServiceId, admission.Reserved, 0, false, admission.Hold);
+                // The caller went away, or something unexpected broke: release the Idempotency-Key; the call's record
+                // (charged nothing) releases the reservation.
                 if (idempotency is not null)
                 {
                     await AbandonAsync(idempotency, fingerprint!);
@@ -287,9 +296,7 @@ public sealed partial class CallPipeline(
             };
             var charge = charged ? admission.Reserved : 0;
 
-            // Settlement is one-way and batched: the caller gets its answer without waiting for metering.
-            settlements.Record(admission.AccountId!, keyId, route.ServiceId, admission.Reserved, charge, succeeded, admission.Hold);
-
+            // The call's record settles it once the journal holds it: the caller gets its answer without waiting for metering.
             LogCompleted(logger, route.ServiceId, adapter!.Id, forwarded.Outcome, forwarded.Status, Stopwatch.GetElapsedTime(started).TotalMilliseconds, charge);
             var result = new CallResult(trackId, forwarded.Outcome, null, forwarded.Status, forwarded.ContentType, forwarded.Body, charge, route.PricePerCall,
                 admission.Available + admission.Reserved - charge, route.Currency, forwarded.Detail, admission.Limit, adapter.Id, forwarded.RetryAfterSeconds);

@@ -9,8 +9,12 @@ public sealed class DataServiceGrain(
     IOptions<GrainPersistenceOptions> options,
     ILogger<DataServiceGrain> logger,
     UpstreamSecrets secrets,
-    TimeProvider time) : WriteBehindGrain<DataServiceState>(store, options, logger), IDataServiceGrain
+    TimeProvider time,
+    IJournalReader journal) : WriteBehindGrain<DataServiceState>(store, options, logger), IDataServiceGrain
 {
+    // The highest journal batch applied per sender: seeded at activation from the journal read, then advanced by deliveries.
+    private readonly Dictionary<Guid, DeliveryMark> _applied = [];
+
     /// <summary>The version the <see cref="DataServiceSpec.UpstreamBaseUrl"/> shorthand sets.</summary>
     public const string DefaultVersion = "v1";
 
@@ -205,26 +209,37 @@ public sealed class DataServiceGrain(
         }
 
         State.Revenue += charged;
-        MarkDirty();
         return Task.CompletedTask;
+    }
+
+    // Counters are not stored per call: they are rebuilt from the journal, which counts every settled call.
+    public override async Task OnActivateAsync(CancellationToken cancellationToken)
+    {
+        await base.OnActivateAsync(cancellationToken);
+        if (!Exists)
+        {
+            return;
+        }
+
+        var read = await journal.ReadServiceAsync(this.GetPrimaryKeyString());
+        State.Calls = read.Totals.Calls;
+        State.Succeeded = read.Totals.Calls - read.Totals.Failed;
+        State.Failed = read.Totals.Failed;
+        State.Revenue = read.Totals.Charged;
+        DeliveryMarks.Seed(_applied, read.Senders, time.GetUtcNow());
     }
 
     protected override bool MergesConflicts => true;
 
-    // Calls and revenue another activation counted are added; the service's settings stay this activation's (they are
-    // written at once when changed, so only counters can be pending).
+    // The service's settings stay this activation's (they are written at once when changed); its counters are the
+    // journal's, not stored state's, so there is nothing to merge.
     protected override void Merge(DataServiceState target, DataServiceState baseline, DataServiceState stored)
     {
-        target.Calls = StateMerge.Counter(target.Calls, baseline.Calls, stored.Calls);
-        target.Succeeded = StateMerge.Counter(target.Succeeded, baseline.Succeeded, stored.Succeeded);
-        target.Failed = StateMerge.Counter(target.Failed, baseline.Failed, stored.Failed);
-        target.Revenue = StateMerge.Counter(target.Revenue, baseline.Revenue, stored.Revenue);
-        DeliveryMarks.Merge(target.Deliveries, stored.Deliveries);
     }
 
     public Task RecordBatchAsync(ServiceUsageDelta usage, DeliveryId? delivery = null)
     {
-        if (!Exists || !DeliveryMarks.TryAccept(State.Deliveries, delivery, time.GetUtcNow()))
+        if (!Exists || !DeliveryMarks.TryAccept(_applied, delivery, time.GetUtcNow()))
         {
             return Task.CompletedTask;
         }
@@ -233,7 +248,6 @@ public sealed class DataServiceGrain(
         State.Succeeded += usage.Calls - usage.Failed;
         State.Failed += usage.Failed;
         State.Revenue += usage.Amount;
-        MarkDirty();
         return Task.CompletedTask;
     }
 

@@ -56,6 +56,19 @@ public static class DeliveryMarks
         return true;
     }
 
+    /// <summary>
+    /// Seeds <paramref name="marks"/> with what a journal read holds: each sender's last committed batch number. Deliveries
+    /// of those batches (or earlier ones) are then recognised as already counted.
+    /// </summary>
+    public static void Seed(Dictionary<Guid, DeliveryMark> marks, IReadOnlyDictionary<Guid, long> senders, DateTimeOffset now)
+    {
+        marks.Clear();
+        foreach (var (sender, sequence) in senders)
+        {
+            marks[sender] = new DeliveryMark { Sequence = sequence, SeenAt = now };
+        }
+    }
+
     /// <summary>Merges the marks another activation stored into this one's: the higher sequence per sender.</summary>
     public static void Merge(Dictionary<Guid, DeliveryMark> target, Dictionary<Guid, DeliveryMark> stored)
     {

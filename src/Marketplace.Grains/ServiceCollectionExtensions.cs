@@ -63,6 +63,13 @@ public static class ServiceCollectionExtensions
         services.AddMetrics();
         services.AddSingleton<MarketplaceMetrics>();
         services.AddHostedService(provider => provider.GetRequiredService<SettlementBatcher>());
+
+        // The journal and its reader when the host brings no database (grain tests, benchmarks); the host's own win.
+        // Registered after the batcher, so it stops first and its last batch is delivered before the batcher stops.
+        services.TryAddSingleton<MemoryJournal>();
+        services.TryAddSingleton<ICallLog>(provider => provider.GetRequiredService<MemoryJournal>());
+        services.TryAddSingleton<IJournalReader>(provider => provider.GetRequiredService<MemoryJournal>());
+        services.AddHostedService(provider => provider.GetRequiredService<MemoryJournal>());
         services.AddSingleton<CallPipeline>();
         services.AddHttpClient(CallPipeline.HttpClientName, client =>
             {

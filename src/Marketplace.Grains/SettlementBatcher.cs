@@ -12,8 +12,9 @@ public sealed class MeteringOptions
     public const string Section = "Metering";
 
     /// <summary>
-    /// How long a front door adds up settled calls before it sends them, one message per account, key and service.
-    /// Zero sends every call's settlement on its own.
+    /// How long the in-memory journal (<see cref="MemoryJournal"/>: a process without a database, such as grain tests and
+    /// benchmarks) gathers calls into one batch before it commits them and sends their settlements. Zero commits every call
+    /// on its own. With the database journal, its <c>CallLog:FlushInterval</c> sets the pace instead.
     /// </summary>
     [Range(typeof(TimeSpan), "00:00:00", "00:00:01", ErrorMessage = "Metering:SettleInterval must be between 0 and 1 second.")]
     public TimeSpan SettleInterval { get; set; } = TimeSpan.FromMilliseconds(20);
@@ -39,117 +40,71 @@ public sealed class MeteringOptions
 }
 
 /// <summary>
-/// Adds up the settlements of the calls that passed through this process and sends them in batches, so a hot
-/// account, key or data service receives a few messages per interval instead of one per call. Reservations stay
-/// held until their batch arrives, so batching delays a charge by at most the interval and never lets a balance
-/// pass its credit limit. On shutdown the last batch is sent before the silo stops.
-/// <para>Every delivery carries a <see cref="DeliveryId"/> (this process's id and a sequence number), and a grain has at
-/// most one delivery from this process in flight: what is settled meanwhile waits for the next cycle. So a delivery
-/// whose outcome is unknown (its silo went away, its connection dropped, it timed out) is sent again until it is
-/// answered, and the grain, remembering the highest number it applied per sender, applies it once.</para>
-/// While batching, the loop beats in <see cref="BackgroundLoops"/> as <see cref="LoopName"/> on every cycle.
+/// Sends settled calls to the grains that count them, once their journal batch is durable: one message per account, key
+/// and data service per batch, named by the batch (<see cref="DeliveryId"/>: the journal writer's sender id and the batch
+/// number). A grain seeds its delivery marks from the journal when it activates (<see cref="IJournalReader"/>), so a batch
+/// already in the totals it read is not applied again, and every later one is applied exactly once.
+/// <para>Deliveries to one grain go one at a time, in batch order, and are never merged: a grain that skips batch n because
+/// its totals hold it must still apply n + 1. A delivery whose outcome is unknown (its silo went away, its connection
+/// dropped, it timed out) is sent again until it is answered, for a minute at most; should that run out, the grain's
+/// counters in memory lag until it next activates and reads the journal, which holds the calls in any case.</para>
+/// Reservations stay held until their batch arrives, so a balance never passes its credit limit while the journal writes.
+/// On shutdown the deliveries still queued are sent before the silo or client stops.
 /// </summary>
 public sealed partial class SettlementBatcher(
     IGrainFactory grains,
-    IOptions<MeteringOptions> options,
     TimeProvider time,
     ILogger<SettlementBatcher> logger,
-    BackgroundLoops? loops = null,
-    HotPathCalls? hotPath = null) : BackgroundService
+    HotPathCalls? hotPath = null) : IHostedService
 {
-    /// <summary>The batcher's name in <see cref="BackgroundLoops"/>.</summary>
-    public const string LoopName = "settlement-batcher";
-
-    // A cycle takes microseconds (sends are not awaited): this long without one means the loop is stuck or gone.
-    private static readonly TimeSpan MaxSilence = TimeSpan.FromSeconds(30);
-
     // A delivery is sent again until it is answered, for this long at most (a killed silo's grains are active elsewhere
-    // within seconds); then its calls are logged as not delivered. Far below how long grains remember a sender.
+    // within seconds); far below how long the journal names a sender (JournalWindows.SenderRetention).
     private static readonly TimeSpan DeliveryDeadline = TimeSpan.FromMinutes(1);
     private static readonly TimeSpan ResendDelay = TimeSpan.FromMilliseconds(50);
     private static readonly TimeSpan ResendMaxDelay = TimeSpan.FromSeconds(1);
     private static readonly TimeSpan StopDrainTimeout = TimeSpan.FromSeconds(15);
 
-    private readonly System.Collections.Concurrent.ConcurrentDictionary<Task, byte> _inFlight = new();
     private readonly HotPathCalls _hotPath = hotPath ?? new HotPathCalls(Options.Create(new HotPathOptions()), time);
-    private readonly Guid _sender = Guid.NewGuid();
     private readonly Lock _gate = new();
 
-    // Grains with a delivery from this process in flight ("a:", "k:" or "s:" and the id); guarded by _gate.
-    private readonly HashSet<string> _busy = new(StringComparer.Ordinal);
-    private Pending _pending = new();
-    private long _sequence;
+    // Per grain ("a:", "k:" or "s:" and the id), its deliveries in batch order; the first is in flight. Guarded by _gate.
+    private readonly Dictionary<string, Queue<Delivery>> _queues = new(StringComparer.Ordinal);
+    private int _queued;
+    private long _pendingCalls;
+    private TaskCompletionSource? _drained;
     private long _flushes;
 
-    /// <summary>Settled calls recorded and not yet sent.</summary>
-    public int PendingCount
+    /// <summary>Settled calls whose deliveries are queued or in flight (counted once per account delivery).</summary>
+    public int PendingCount => (int)Interlocked.Read(ref _pendingCalls);
+
+    /// <summary>Journal batches with settled calls handed over so far.</summary>
+    public long Flushes => Interlocked.Read(ref _flushes);
+
+    /// <summary>Grains with a delivery in flight.</summary>
+    public int InFlight
     {
         get
         {
             lock (_gate)
             {
-                return _pending.Calls;
+                return _queues.Count;
             }
         }
     }
 
-    /// <summary>Batches sent so far (a cycle with nothing to send is not counted).</summary>
-    public long Flushes => Interlocked.Read(ref _flushes);
-
-    /// <summary>Records one settled call; sent with the next batch (or at once when batching is off).</summary>
-    public void Record(string accountId, string keyId, string serviceId, long reserved, long charge, bool succeeded, long hold)
+    /// <summary>
+    /// Sends the settled calls among <paramref name="records"/>, which the journal committed as batch
+    /// <paramref name="sequence"/> of <paramref name="sender"/>, to their accounts, keys and data services.
+    /// Call it for every committed batch of a sender, in batch order (also for a batch an earlier attempt committed).
+    /// </summary>
+    public void Deliver(Guid sender, long sequence, IReadOnlyList<CallRecord> records)
     {
-        if (options.Value.SettleInterval <= TimeSpan.Zero)
+        var batch = new BatchSums();
+        foreach (var record in records)
         {
-            _ = grains.GetGrain<IAccountGrain>(accountId).SettleAsync(serviceId, reserved, charge, succeeded, hold);
-            _ = grains.GetGrain<IApiKeyGrain>(keyId).RecordAsync(serviceId, succeeded, charge > 0);
-            _ = grains.GetGrain<IDataServiceGrain>(serviceId).RecordAsync(succeeded, charge);
-            return;
-        }
-
-        lock (_gate)
-        {
-            var account = _pending.Accounts.TryGetValue(accountId, out var a) ? a : _pending.Accounts[accountId] = new AccountSums();
-            account.Release(hold, reserved);
-            account.Charged += charge;
-            account.Services.Add(serviceId, charge, succeeded);
-            var key = _pending.Keys.TryGetValue(keyId, out var k) ? k : _pending.Keys[keyId] = new ServiceSums();
-            key.Add(serviceId, charge, succeeded);
-            _pending.Services.Add(serviceId, charge, succeeded);
-            _pending.Calls++;
-        }
-    }
-
-    /// <summary>Sends everything recorded so far, but to grains that still have a delivery in flight (they get it next time).</summary>
-    public void Flush()
-    {
-        Pending batch;
-        lock (_gate)
-        {
-            if (_pending.IsEmpty)
+            if (record.Settled)
             {
-                return;
-            }
-
-            batch = _busy.Count == 0 ? _pending : _pending.TakeAllBut(_busy);
-            if (ReferenceEquals(batch, _pending))
-            {
-                _pending = new Pending();
-            }
-
-            foreach (var accountId in batch.Accounts.Keys)
-            {
-                _busy.Add("a:" + accountId);
-            }
-
-            foreach (var keyId in batch.Keys.Keys)
-            {
-                _busy.Add("k:" + keyId);
-            }
-
-            foreach (var serviceId in batch.Services.Ids)
-            {
-                _busy.Add("s:" + serviceId);
+                batch.Add(record);
             }
         }
 
@@ -159,151 +114,161 @@ public sealed partial class SettlementBatcher(
         }
 
         Interlocked.Increment(ref _flushes);
-
+        var id = new DeliveryId(sender, sequence);
         foreach (var (accountId, sums) in batch.Accounts)
         {
             var account = grains.GetGrain<IAccountGrain>(accountId);
-            var settlement = new SettlementBatch(sums.Released, sums.Charged, sums.Services.ToDeltas(), sums.Releases(), NextDelivery());
-            Deliver(() => account.SettleBatchAsync(settlement), "a:" + accountId, sums.Calls);
+            var settlement = new SettlementBatch(sums.Released, sums.Charged, sums.Services.ToDeltas(), sums.Releases(), id);
+            Enqueue(new Delivery("a:" + accountId, sums.Calls, () => account.SettleBatchAsync(settlement)));
         }
 
         foreach (var (keyId, sums) in batch.Keys)
         {
             var key = grains.GetGrain<IApiKeyGrain>(keyId);
             var usage = sums.ToDeltas();
-            var delivery = NextDelivery();
-            Deliver(() => key.RecordBatchAsync(usage, delivery), "k:" + keyId, usage.Sum(service => service.Calls));
+            Enqueue(new Delivery("k:" + keyId, 0, () => key.RecordBatchAsync(usage, id)));
         }
 
         foreach (var delta in batch.Services.ToDeltas())
         {
             var service = grains.GetGrain<IDataServiceGrain>(delta.ServiceId);
-            var delivery = NextDelivery();
-            Deliver(() => service.RecordBatchAsync(delta, delivery), "s:" + delta.ServiceId, delta.Calls);
+            Enqueue(new Delivery("s:" + delta.ServiceId, 0, () => service.RecordBatchAsync(delta, id)));
         }
     }
 
-    /// <summary>Batches sent and not yet answered.</summary>
-    public int InFlight => _inFlight.Count;
-
-    private DeliveryId NextDelivery() => new(_sender, Interlocked.Increment(ref _sequence));
-
-    // Sends one batch without making the loop wait.
-    private void Deliver(Func<Task> send, string target, long calls)
+    /// <summary>Completes once every delivery queued so far is answered or given up.</summary>
+    public Task DrainAsync()
     {
-        var delivery = DeliverAsync(send, target, calls);
-        if (!delivery.IsCompleted)
+        lock (_gate)
         {
-            _inFlight.TryAdd(delivery, 0);
-            _ = delivery.ContinueWith(done => _inFlight.TryRemove(done, out _), CancellationToken.None,
-                TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+            if (_queued == 0)
+            {
+                return Task.CompletedTask;
+            }
+
+            _drained ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            return _drained.Task;
+        }
+    }
+
+    /// <inheritdoc />
+    public Task StartAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    /// <inheritdoc />
+    public async Task StopAsync(CancellationToken cancellationToken)
+    {
+        // The last deliveries must arrive before this process's silo or client goes away.
+        try
+        {
+            await DrainAsync().WaitAsync(StopDrainTimeout, time, cancellationToken);
+        }
+        catch (Exception exception) when (exception is TimeoutException or OperationCanceledException)
+        {
+            LogStopDrainIncomplete(logger, InFlight);
+        }
+    }
+
+    private void Enqueue(Delivery delivery)
+    {
+        bool first;
+        lock (_gate)
+        {
+            if (!_queues.TryGetValue(delivery.Target, out var queue))
+            {
+                queue = new Queue<Delivery>(1);
+                _queues[delivery.Target] = queue;
+            }
+
+            queue.Enqueue(delivery);
+            first = queue.Count == 1;
+            _queued++;
+        }
+
+        Interlocked.Add(ref _pendingCalls, delivery.Calls);
+        if (first)
+        {
+            _ = SendInOrderAsync(delivery);
+        }
+    }
+
+    // Sends a grain's deliveries one after another until its queue is empty.
+    private async Task SendInOrderAsync(Delivery? delivery)
+    {
+        while (delivery is not null)
+        {
+            await SendAsync(delivery);
+            Interlocked.Add(ref _pendingCalls, -delivery.Calls);
+            TaskCompletionSource? drained = null;
+            lock (_gate)
+            {
+                var queue = _queues[delivery.Target];
+                queue.Dequeue();
+                _queued--;
+                if (queue.Count == 0)
+                {
+                    _queues.Remove(delivery.Target);
+                    delivery = null;
+                }
+                else
+                {
+                    delivery = queue.Peek();
+                }
+
+                if (_queued == 0)
+                {
+                    (drained, _drained) = (_drained, null);
+                }
+            }
+
+            drained?.TrySetResult();
         }
     }
 
     // Each attempt is bounded by the hot-path timeout and fails at once when its connection drops. Any cluster fault is
     // followed by another attempt with the same delivery id (the grain applies it once), until the deadline; a failure
     // the grain itself reported is not repeated.
-    private async Task DeliverAsync(Func<Task> send, string target, long calls)
+    private async Task SendAsync(Delivery delivery)
     {
         var deadline = time.GetUtcNow() + DeliveryDeadline;
         var delay = ResendDelay;
-        try
+        for (var attempt = 1; ; attempt++)
         {
-            for (var attempt = 1; ; attempt++)
+            try
             {
-                try
-                {
-                    await _hotPath.CallAsync(send, HotPathRetry.Never, "settled calls' grain");
-                    return;
-                }
-                catch (ClusterUnavailableException exception) when (time.GetUtcNow() + delay < deadline)
-                {
-                    if (attempt == 1)
-                    {
-                        LogResending(logger, calls, target, exception.Message);
-                    }
-
-                    await Task.Delay(delay, time);
-                    delay = TimeSpan.FromTicks(Math.Min(delay.Ticks * 2, ResendMaxDelay.Ticks));
-                }
-                catch (Exception exception)
-                {
-                    LogDeliveryFailed(logger, exception, calls, target, attempt);
-                    return;
-                }
+                await _hotPath.CallAsync(delivery.Send, HotPathRetry.Never, "settled calls' grain");
+                return;
             }
-        }
-        finally
-        {
-            lock (_gate)
+            catch (ClusterUnavailableException exception) when (time.GetUtcNow() + delay < deadline)
             {
-                _busy.Remove(target);
+                if (attempt == 1)
+                {
+                    LogResending(logger, delivery.Target, exception.Message);
+                }
+
+                await Task.Delay(delay, time);
+                delay = TimeSpan.FromTicks(Math.Min(delay.Ticks * 2, ResendMaxDelay.Ticks));
+            }
+            catch (Exception exception)
+            {
+                LogDeliveryFailed(logger, exception, delivery.Target, attempt);
+                return;
             }
         }
     }
 
-    /// <inheritdoc />
-    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
-    {
-        var interval = options.Value.SettleInterval;
-        if (interval <= TimeSpan.Zero)
-        {
-            return;
-        }
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Settled calls for {Target} are sent again: {Reason}")]
+    private static partial void LogResending(ILogger logger, string target, string reason);
 
-        loops?.Register(LoopName, MaxSilence);
-        using var timer = new PeriodicTimer(interval, time);
-        try
-        {
-            while (await timer.WaitForNextTickAsync(stoppingToken))
-            {
-                try
-                {
-                    Flush();
-                    loops?.Beat(LoopName);
-                }
-                catch (Exception exception)
-                {
-                    LogFlushFailed(logger, exception);
-                    loops?.Failed(LoopName, exception);
-                }
-            }
-        }
-        catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
-        {
-        }
-    }
+    [LoggerMessage(Level = LogLevel.Error, Message = "Settled calls for {Target} were not delivered after {Attempts} attempt(s); the grain counts them from the journal when it next activates")]
+    private static partial void LogDeliveryFailed(ILogger logger, Exception exception, string target, int attempts);
 
-    /// <inheritdoc />
-    public override async Task StopAsync(CancellationToken cancellationToken)
-    {
-        await base.StopAsync(cancellationToken);
-        Flush();
-
-        // The last batches must arrive before this process's silo or client goes away.
-        try
-        {
-            await Task.WhenAll(_inFlight.Keys).WaitAsync(StopDrainTimeout, time, cancellationToken);
-        }
-        catch (Exception exception) when (exception is TimeoutException or OperationCanceledException)
-        {
-            LogStopDrainIncomplete(logger, _inFlight.Count);
-        }
-    }
-
-    [LoggerMessage(Level = LogLevel.Warning, Message = "Settlement of {Calls} calls for {Target} is sent again: {Reason}")]
-    private static partial void LogResending(ILogger logger, long calls, string target, string reason);
-
-    [LoggerMessage(Level = LogLevel.Error, Message = "Settlement of {Calls} calls for {Target} was not delivered after {Attempts} attempt(s); their counts are lost")]
-    private static partial void LogDeliveryFailed(ILogger logger, Exception exception, long calls, string target, int attempts);
-
-    [LoggerMessage(Level = LogLevel.Warning, Message = "Stopping with {Count} settlement batches still unanswered")]
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Stopping with settled calls for {Count} grains still unanswered")]
     private static partial void LogStopDrainIncomplete(ILogger logger, int count);
 
-    [LoggerMessage(Level = LogLevel.Error, Message = "Sending settled calls failed")]
-    private static partial void LogFlushFailed(ILogger logger, Exception exception);
+    private sealed record Delivery(string Target, long Calls, Func<Task> Send);
 
-    private sealed class Pending
+    // One journal batch's settled calls, added up per account, key and data service.
+    private sealed class BatchSums
     {
         public Dictionary<string, AccountSums> Accounts { get; } = new(StringComparer.Ordinal);
 
@@ -311,44 +276,33 @@ public sealed partial class SettlementBatcher(
 
         public ServiceSums Services { get; } = new();
 
-        public int Calls { get; set; }
+        public bool IsEmpty => Accounts.Count == 0;
 
-        public bool IsEmpty => Accounts.Count == 0 && Keys.Count == 0 && Services.Ids.Count == 0;
-
-        // Moves out everything but what goes to the busy grains, which stays here for the next cycle.
-        public Pending TakeAllBut(HashSet<string> busy)
+        public void Add(CallRecord record)
         {
-            var taken = new Pending();
-            foreach (var (accountId, sums) in Accounts)
+            var succeeded = record.Outcome == CallOutcome.Succeeded;
+            var accountId = record.AccountId!;
+            if (!Accounts.TryGetValue(accountId, out var account))
             {
-                if (!busy.Contains("a:" + accountId))
+                account = new AccountSums();
+                Accounts[accountId] = account;
+            }
+
+            account.Release(record.Hold, record.Reserved);
+            account.Charged += record.Charged;
+            account.Services.Add(record.ServiceId, record.Charged, succeeded);
+            if (record.KeyId is { } keyId)
+            {
+                if (!Keys.TryGetValue(keyId, out var key))
                 {
-                    taken.Accounts[accountId] = sums;
-                    taken.Calls += (int)sums.Calls;
+                    key = new ServiceSums();
+                    Keys[keyId] = key;
                 }
+
+                key.Add(record.ServiceId, record.Charged, succeeded);
             }
 
-            foreach (var accountId in taken.Accounts.Keys)
-            {
-                Accounts.Remove(accountId);
-            }
-
-            foreach (var (keyId, sums) in Keys)
-            {
-                if (!busy.Contains("k:" + keyId))
-                {
-                    taken.Keys[keyId] = sums;
-                }
-            }
-
-            foreach (var keyId in taken.Keys.Keys)
-            {
-                Keys.Remove(keyId);
-            }
-
-            Services.MoveTo(taken.Services, serviceId => !busy.Contains("s:" + serviceId));
-            Calls -= taken.Calls;
-            return taken;
+            Services.Add(record.ServiceId, record.Charged, succeeded);
         }
     }
 
@@ -387,8 +341,6 @@ public sealed partial class SettlementBatcher(
     {
         private readonly Dictionary<string, long[]> _byService = new(StringComparer.Ordinal);
 
-        public IReadOnlyCollection<string> Ids => _byService.Keys;
-
         public long Calls
         {
             get
@@ -400,22 +352,6 @@ public sealed partial class SettlementBatcher(
                 }
 
                 return calls;
-            }
-        }
-
-        public void MoveTo(ServiceSums target, Func<string, bool> movable)
-        {
-            foreach (var (serviceId, sums) in _byService)
-            {
-                if (movable(serviceId))
-                {
-                    target._byService[serviceId] = sums;
-                }
-            }
-
-            foreach (var serviceId in target._byService.Keys)
-            {
-                _byService.Remove(serviceId);
             }
         }
 

@@ -184,7 +184,12 @@ public sealed class AccountState
     [Id(10)] public long? MonthlyCallCap { get; set; }
     [Id(11)] public DateTimeOffset MonthStart { get; set; }
     [Id(12)] public long CallsThisMonth { get; set; }
+    // Ids 2, 5, 6, 11, 12 and 13 (balance, charged, usage, month count, delivery marks) are rebuilt from the journal at
+    // activation; what is stored of them is never read back (but Balance and TotalCharged once, to derive Credits).
     [Id(13)] public Dictionary<Guid, DeliveryMark> Deliveries { get; set; } = [];
+
+    // Top-ups and adjustments, net: the balance is this minus what the journal charged. Null when stored before it existed.
+    [Id(14)] public long? Credits { get; set; }
 }
 
 /// <summary>An audited change of balance made by an admin (top-up or adjustment).</summary>

@@ -8,8 +8,8 @@ internal sealed class AdmissionDriver(BenchSilo silo, bool recordOnService)
 {
     private readonly IAccountGrain _account = silo.Grains.GetGrain<IAccountGrain>(silo.AccountId);
     private readonly IDataServiceGrain _service = silo.Grains.GetGrain<IDataServiceGrain>(BenchSilo.ServiceId);
-    private readonly Marketplace.Grains.SettlementBatcher _settlements =
-        Microsoft.Extensions.DependencyInjection.ServiceProviderServiceExtensions.GetRequiredService<Marketplace.Grains.SettlementBatcher>(silo.Services);
+    private readonly Marketplace.Grains.MemoryJournal _journal =
+        Microsoft.Extensions.DependencyInjection.ServiceProviderServiceExtensions.GetRequiredService<Marketplace.Grains.MemoryJournal>(silo.Services);
     private readonly bool _leasing = Microsoft.Extensions.DependencyInjection.ServiceProviderServiceExtensions
         .GetRequiredService<Microsoft.Extensions.Options.IOptions<Marketplace.Grains.MeteringOptions>>(silo.Services).Value.LeaseCalls > 0;
     private long _issued;
@@ -35,7 +35,7 @@ internal sealed class AdmissionDriver(BenchSilo silo, bool recordOnService)
         _issued += operations;
 
         // Send the last partial batch now rather than at the next tick, so the figure is not the tick's length.
-        _settlements.Flush();
+        _journal.Flush();
         await DrainAsync();
 
         async Task WorkAsync()
@@ -57,9 +57,11 @@ internal sealed class AdmissionDriver(BenchSilo silo, bool recordOnService)
             throw new InvalidOperationException($"Admission refused: {admission.Outcome} (available {admission.Available}).");
         }
 
-        // As CallPipeline does after a 2xx upstream answer: charge the reservation and count the call, batched and one-way
-        // (one message per account, key and service every Metering:SettleInterval).
-        _settlements.Record(silo.AccountId, key.GetPrimaryKeyString(), request.ServiceId, admission.Reserved, admission.Reserved, true, admission.Hold);
+        // As CallPipeline does after a 2xx upstream answer: the call's record goes to the journal, whose batch (every
+        // Metering:SettleInterval here) then charges the reservation and counts the call, one message per account, key and service.
+        await _journal.WriteAsync(new Marketplace.Grains.CallRecord(Guid.CreateVersion7(), "bench", DateTimeOffset.UtcNow, silo.AccountId,
+            key.GetPrimaryKeyString(), request.ServiceId, "v1", CallOutcome.Succeeded, null, 200, 1, 1, admission.Reserved, admission.Reserved,
+            admission.Currency, null, admission.Reserved, admission.Hold, admission.WindowOffsetMinutes), CancellationToken.None);
     }
 
     private async Task DrainAsync()

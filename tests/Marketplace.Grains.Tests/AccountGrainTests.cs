@@ -144,13 +144,15 @@ public sealed class AccountGrainTests(ClusterFixture fixture)
     }
 
     [Fact]
-    public async Task Settle_ThenDeactivate_ChargeIsWrittenBehind()
+    public async Task SettledThroughTheJournal_ThenDeactivate_ChargeIsRebuiltFromTheJournal()
     {
         var accountId = await fixture.CreateAccountAsync(balance: 100);
         var account = Account(accountId);
-        Assert.True((await account.ReserveAsync(12)).Granted);
-        await account.SettleAsync(TestIds.Service(), 12, 12, succeeded: true);
-        await Poll.UntilAsync(async () => (await account.GetAsync())!, a => a.Usage.Calls == 1);
+        var reservation = await account.ReserveAsync(12);
+        Assert.True(reservation.Granted);
+        await fixture.SettleThroughJournalAsync(TestIds.Key(), TestIds.Service(),
+            [new AdmitResult(AdmitOutcome.Admitted, accountId, 12, reservation.Available, "EUR", Hold: reservation.Hold)]);
+        Assert.Equal(0, (await account.GetAsync())!.Reserved);
 
         await ClusterFixture.DeactivateAsync(account);
         var reloaded = await account.GetAsync();

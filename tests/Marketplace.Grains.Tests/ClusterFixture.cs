@@ -74,6 +74,32 @@ public sealed class ClusterFixture : TwoSiloCluster<ClusterFixture.SiloConfigura
         return (keyId, created.ApiKey[prefix.Length..], created);
     }
 
+    /// <summary>
+    /// Settles admitted calls the way the call pipeline does: their records go to a journal (in memory, shared with the
+    /// silos' journal readers), which commits each at once and sends its settlement; returns once the grains have it.
+    /// </summary>
+    public async Task SettleThroughJournalAsync(string keyId, string serviceId, IEnumerable<AdmitResult> admitted, bool charge = true)
+    {
+        if (_journal is null)
+        {
+            _settlements = new SettlementBatcher(Grains, TimeProvider.System, Microsoft.Extensions.Logging.Abstractions.NullLogger<SettlementBatcher>.Instance);
+            _journal = new MemoryJournal(_settlements, Microsoft.Extensions.Options.Options.Create(new MeteringOptions { SettleInterval = TimeSpan.Zero }),
+                TimeProvider.System);
+        }
+
+        foreach (var call in admitted.Where(a => a.Outcome == AdmitOutcome.Admitted))
+        {
+            await _journal.WriteAsync(new CallRecord(Guid.CreateVersion7(), "settled", SharedTime.GetUtcNow(), call.AccountId, keyId, serviceId, "v1",
+                CallOutcome.Succeeded, null, 200, 1, 1, call.Reserved, charge ? call.Reserved : 0, call.Currency, null, call.Reserved, call.Hold,
+                call.WindowOffsetMinutes), CancellationToken.None);
+        }
+
+        await _settlements!.DrainAsync();
+    }
+
+    private MemoryJournal? _journal;
+    private SettlementBatcher? _settlements;
+
     /// <summary>Deactivates a grain's activation, so the next call reads its state back from storage.</summary>
     public static async Task DeactivateAsync(IAddressable grain) =>
         await grain.AsReference<IGrainManagementExtension>().DeactivateOnIdle();

@@ -109,13 +109,13 @@ public sealed class DataServiceGrainTests(ClusterFixture fixture)
     }
 
     [Fact]
-    public async Task Record_ThenDeactivate_CountersAreWrittenBehind()
+    public async Task SettledThroughTheJournal_ThenDeactivate_CountersAreRebuiltFromTheJournal()
     {
         var serviceId = TestIds.Service();
         var service = Service(serviceId);
         await service.UpsertAsync(Spec(TestIds.Provider()));
-        await service.RecordAsync(true, 7);
-        await Poll.UntilAsync(async () => (await service.GetAsync())!, s => s.Counters.Calls == 1);
+        await fixture.SettleThroughJournalAsync(TestIds.Key(), serviceId, [new AdmitResult(AdmitOutcome.Admitted, TestIds.Account(), 7, 0, "EUR")]);
+        Assert.Equal(1, (await service.GetAsync())!.Counters.Calls);
 
         await ClusterFixture.DeactivateAsync(service);
 

@@ -9,7 +9,7 @@ public sealed class SettlementBatcherTests(ClusterFixture fixture)
     [Theory]
     [InlineData(20)]
     [InlineData(0)]
-    public async Task Record_ManyCallsOverKeysAndServices_AddUpExactlyOnAccountKeysAndServices(int intervalMs)
+    public async Task Journal_ManyCallsOverKeysAndServices_AddUpExactlyOnAccountKeysAndServices(int intervalMs)
     {
         var accountId = await fixture.CreateAccountAsync(balance: 1_000);
         var serviceA = await CreateServiceAsync();
@@ -17,8 +17,7 @@ public sealed class SettlementBatcherTests(ClusterFixture fixture)
         var (keyOne, secretOne, _) = await fixture.CreateKeyAsync(accountId, [serviceA, serviceB]);
         var (keyTwo, secretTwo, _) = await fixture.CreateKeyAsync(accountId, [serviceA]);
         var account = fixture.Grains.GetGrain<IAccountGrain>(accountId);
-        var batcher = new SettlementBatcher(fixture.Grains, Options.Create(new MeteringOptions { SettleInterval = TimeSpan.FromMilliseconds(intervalMs) }),
-            TimeProvider.System, NullLogger<SettlementBatcher>.Instance);
+        var journal = Journal(TimeSpan.FromMilliseconds(intervalMs));
 
         // 30 calls reserve 3 each: 20 succeed (charged), 10 fail (released).
         for (var i = 0; i < 30; i++)
@@ -32,11 +31,11 @@ public sealed class SettlementBatcherTests(ClusterFixture fixture)
             var admitted = await fixture.Grains.GetGrain<IApiKeyGrain>(keyId).AdmitAsync(new AdmitRequest(secret, service, 3, "EUR", "track-" + i));
             Assert.Equal(AdmitOutcome.Admitted, admitted.Outcome);
             var succeeded = i % 3 != 2 || i < 15;
-            batcher.Record(accountId, keyId, service, 3, succeeded ? 3 : 0, succeeded, admitted.Hold);
+            await journal.WriteAsync(Settled(accountId, keyId, service, admitted, succeeded ? 3 : 0, succeeded), CancellationToken.None);
         }
 
         var beforeFlush = await account.GetAsync();
-        batcher.Flush();
+        journal.Flush();
         var info = await Poll.UntilAsync(() => account.GetAsync(), a => a!.Usage.Calls == 30);
         var one = await Poll.UntilAsync(() => fixture.Grains.GetGrain<IApiKeyGrain>(keyOne).GetAsync(), k => k!.Usage.Calls == 20);
         var two = await Poll.UntilAsync(() => fixture.Grains.GetGrain<IApiKeyGrain>(keyTwo).GetAsync(), k => k!.Usage.Calls == 10);
@@ -57,6 +56,76 @@ public sealed class SettlementBatcherTests(ClusterFixture fixture)
         Assert.Equal(5, two!.Usage.Failed);
         Assert.Equal(5, a!.Counters.Failed);
         Assert.Equal(15 * 3, a.Counters.Revenue);
+    }
+
+    [Fact]
+    public async Task Journal_GrainsDeactivated_RebuildBalanceUsageAndQuotaFromTheJournal()
+    {
+        var accountId = await fixture.CreateAccountAsync(balance: 100);
+        var serviceId = await CreateServiceAsync();
+        var keyId = TestIds.Key();
+        var key = fixture.Grains.GetGrain<IApiKeyGrain>(keyId);
+        var created = await key.CreateAsync(new ApiKeySpec(accountId, "quota key", [serviceId], null,
+            new KeyLimits(null, new Quota(PerDay: 5, PerMonth: null), null, TimeSpan.FromMinutes(330))));
+        var secret = created.ApiKey[$"mk_{keyId}.".Length..];
+        var account = fixture.Grains.GetGrain<IAccountGrain>(accountId);
+        var service = fixture.Grains.GetGrain<IDataServiceGrain>(serviceId);
+        var journal = Journal(TimeSpan.FromMilliseconds(20));
+
+        for (var i = 0; i < 3; i++)
+        {
+            var admitted = await key.AdmitAsync(new AdmitRequest(secret, serviceId, 3, "EUR", "t" + i));
+            Assert.Equal(AdmitOutcome.Admitted, admitted.Outcome);
+            Assert.Equal(330, admitted.WindowOffsetMinutes);
+            await journal.WriteAsync(Settled(accountId, keyId, serviceId, admitted, 3, succeeded: true), CancellationToken.None);
+        }
+
+        journal.Flush();
+        await Poll.UntilAsync(() => account.GetAsync(), a => a!.Usage.Calls == 3);
+        await Poll.UntilAsync(() => service.GetAsync(), s => s!.Counters.Calls == 3);
+        await Poll.UntilAsync(() => key.GetAsync(), k => k!.Usage.Calls == 3);
+        await ClusterFixture.DeactivateAsync(account);
+        await ClusterFixture.DeactivateAsync(key);
+        await ClusterFixture.DeactivateAsync(service);
+
+        var info = await account.GetAsync();
+        Assert.Equal(100 - 9, info!.Balance);
+        Assert.Equal(9, info.TotalCharged);
+        Assert.Equal(3, info.Usage.Calls);
+        Assert.Equal(3, info.Usage.CallsByService[serviceId]);
+        Assert.Equal(3, (await key.GetAsync())!.Usage.Calls);
+        Assert.Equal(9, (await service.GetAsync())!.Counters.Revenue);
+
+        // The quota day counted 3 of 5 before the restart: two more are admitted, the sixth is not.
+        for (var i = 0; i < 2; i++)
+        {
+            Assert.Equal(AdmitOutcome.Admitted, (await key.AdmitAsync(new AdmitRequest(secret, serviceId, 3, "EUR", "more" + i))).Outcome);
+        }
+
+        Assert.Equal(AdmitOutcome.QuotaExhausted, (await key.AdmitAsync(new AdmitRequest(secret, serviceId, 3, "EUR", "over"))).Outcome);
+    }
+
+    [Fact]
+    public async Task Journal_BatchResentAfterTheGrainReadIt_IsNotAppliedAgain()
+    {
+        var accountId = await fixture.CreateAccountAsync(balance: 100);
+        var serviceId = await CreateServiceAsync();
+        var (keyId, secret, _) = await fixture.CreateKeyAsync(accountId, [serviceId]);
+        var account = fixture.Grains.GetGrain<IAccountGrain>(accountId);
+        var journal = Journal(TimeSpan.FromMilliseconds(20));
+        var admitted = await fixture.Grains.GetGrain<IApiKeyGrain>(keyId).AdmitAsync(new AdmitRequest(secret, serviceId, 3, "EUR", "t"));
+        await journal.WriteAsync(Settled(accountId, keyId, serviceId, admitted, 3, succeeded: true), CancellationToken.None);
+        journal.Flush();
+        await Poll.UntilAsync(() => account.GetAsync(), a => a!.Usage.Calls == 1);
+
+        // The sender did not learn the outcome and sends batch 1 again, to an activation that read the journal after it.
+        await ClusterFixture.DeactivateAsync(account);
+        var usage = new ServiceUsageDelta(serviceId, 1, 1, 0, 3);
+        await account.SettleBatchAsync(new SettlementBatch(3, 3, [usage], null, new DeliveryId(journal.Sender, 1)));
+
+        var info = await account.GetAsync();
+        Assert.Equal(97, info!.Balance);
+        Assert.Equal(1, info.Usage.Calls);
     }
 
     [Fact]
@@ -104,6 +173,17 @@ public sealed class SettlementBatcherTests(ClusterFixture fixture)
         Assert.True(DeliveryMarks.TryAccept(marks, new DeliveryId(first, 6), now + DeliveryMarks.Retention));
         Assert.True(DeliveryMarks.TryAccept(marks, null, now));
     }
+
+    private MemoryJournal Journal(TimeSpan interval)
+    {
+        var batcher = new SettlementBatcher(fixture.Grains, TimeProvider.System, NullLogger<SettlementBatcher>.Instance);
+        return new MemoryJournal(batcher, Options.Create(new MeteringOptions { SettleInterval = interval }), TimeProvider.System);
+    }
+
+    private static CallRecord Settled(string accountId, string keyId, string serviceId, AdmitResult admitted, long charged, bool succeeded) =>
+        new(Guid.CreateVersion7(), "t", ClusterFixture.SharedTime.GetUtcNow(), accountId, keyId, serviceId, "v1",
+            succeeded ? CallOutcome.Succeeded : CallOutcome.UpstreamFailed, null, succeeded ? 200 : 502, 1, 1, 3, charged, "EUR", null,
+            admitted.Reserved, admitted.Hold, admitted.WindowOffsetMinutes);
 
     private async Task<string> CreateServiceAsync()
     {

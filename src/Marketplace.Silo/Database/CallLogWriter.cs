@@ -77,6 +77,7 @@ public sealed partial class CallLogWriter : BackgroundService, ICallLog
     private const int RetentionChunk = 10_000;
     private static readonly TimeSpan MaxRetryDelay = TimeSpan.FromSeconds(2);
 
+    private readonly SettlementBatcher _settlements;
     private readonly Guid _sender = Guid.NewGuid();
     private long _sequence;
     private DateOnly _partitionsCheckedFor;
@@ -87,9 +88,10 @@ public sealed partial class CallLogWriter : BackgroundService, ICallLog
 
     /// <summary>Creates the writer.</summary>
     public CallLogWriter(NpgsqlDataSource database, IOptions<CallLogOptions> options, TimeProvider time, BackgroundLoops loops, ILogger<CallLogWriter> logger,
-        IMeterFactory meters)
+        IMeterFactory meters, SettlementBatcher settlements)
     {
         _database = database;
+        _settlements = settlements;
         _options = options.Value;
         _time = time;
         _loops = loops;
@@ -188,6 +190,16 @@ public sealed partial class CallLogWriter : BackgroundService, ICallLog
         {
             LogDrainIncomplete(_logger, _queue.Reader.Count);
         }
+
+        // The settlements of the last batches must reach their grains before the silo or client goes away.
+        try
+        {
+            await _settlements.DrainAsync().WaitAsync(TimeSpan.FromSeconds(15), _time);
+        }
+        catch (TimeoutException)
+        {
+            LogSettlementsUndelivered(_logger, _settlements.InFlight);
+        }
     }
 
     // True when records are waiting; false after a second without any.
@@ -256,6 +268,9 @@ public sealed partial class CallLogWriter : BackgroundService, ICallLog
                 Interlocked.Increment(ref _batches);
                 Interlocked.Add(ref _written, batch.Count);
                 Interlocked.Exchange(ref _lastStoredTicks, _time.GetUtcNow().UtcTicks);
+
+                // Durable now (by this attempt or an earlier one): its settled calls may reach their grains, named by the batch.
+                _settlements.Deliver(_sender, sequence, records);
                 return;
             }
             catch (Exception exception) when (IsDatabaseFailure(exception, cancellationToken))
@@ -451,6 +466,9 @@ public sealed partial class CallLogWriter : BackgroundService, ICallLog
 
     [LoggerMessage(Level = LogLevel.Error, Message = "Call log: {Count} records were still queued when shutdown ended")]
     private static partial void LogDrainIncomplete(ILogger logger, int count);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Call log: settled calls for {Count} grains were still unanswered when shutdown ended; the grains count them from the journal when they next activate")]
+    private static partial void LogSettlementsUndelivered(ILogger logger, int count);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Call log: dropped partition {Partition} (past the retention)")]
     private static partial void LogPartitionDropped(ILogger logger, string partition);

@@ -186,7 +186,9 @@ public sealed class KeyQuotaTests(ClusterFixture fixture)
         var (keyId, secret) = await fixture.CreateLimitedKeyAsync(accountId, [serviceId], DailyQuota(5));
         for (var i = 0; i < 3; i++)
         {
-            Assert.Equal(AdmitOutcome.Admitted, (await fixture.AdmitAsync(keyId, secret, serviceId)).Outcome);
+            var admitted = await fixture.AdmitAsync(keyId, secret, serviceId);
+            Assert.Equal(AdmitOutcome.Admitted, admitted.Outcome);
+            await fixture.SettleThroughJournalAsync(keyId, serviceId, [admitted]);
         }
 
         await ClusterFixture.DeactivateAsync(fixture.Key(keyId));

@@ -212,7 +212,7 @@ public sealed class AlertGrainTests(ClusterFixture fixture)
         var accountId = await fixture.CreateAccountAsync(balance: 1_000_000);
         var serviceId = TestIds.Service();
         var (keyId, secret) = await fixture.CreateLimitedKeyAsync(accountId, [serviceId], DailyQuota(10));
-        await fixture.AdmitManyAsync(keyId, secret, serviceId, 9);
+        await fixture.SettleThroughJournalAsync(keyId, serviceId, await fixture.AdmitManyAsync(keyId, secret, serviceId, 9));
 
         await Alerts(accountId).CreateAsync(new AlertSpec(receiver.Url("late"), [AlertEvent.Quota], [80, 100]));
         var first = Assert.Single(await receiver.WaitForAsync("late", 1));

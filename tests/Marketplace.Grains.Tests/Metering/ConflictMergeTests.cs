@@ -5,43 +5,43 @@ using Orleans.TestingHost;
 namespace Marketplace.Grains.Tests.Metering;
 
 /// <summary>
-/// While silos leave and join, two activations of one grain can run at once; each writes what it counted. The second
-/// write fails the storage's version check; instead of losing its counts, the grain re-reads what the other stored and
-/// adds its own on top. Here the "other activation" writes the stored state directly, the way a duplicate would.
+/// While silos leave and join, two activations of one grain can run at once; each writes what it changed. The second
+/// write fails the storage's version check; instead of losing its change, the grain re-reads what the other stored and
+/// applies its own on top. Here the "other activation" writes the stored state directly, the way a duplicate would.
+/// Counters are not in stored state at all: both activations' calls are in the journal, which a new activation reads.
 /// </summary>
 [Collection(ClusterCollection.Name)]
 public sealed class ConflictMergeTests(ClusterFixture fixture)
 {
     [Fact]
-    public async Task Account_WrittenMeanwhileByAnotherActivation_KeepsBothActivationsChargesAndTopUps()
+    public async Task Account_WrittenMeanwhileByAnotherActivation_KeepsBothActivationsTopUpsAndTheJournalsCharges()
     {
         var accountId = await fixture.CreateAccountAsync(balance: 1_000);
         var account = fixture.Grains.GetGrain<IAccountGrain>(accountId);
         var serviceId = TestIds.Service();
 
-        // The other activation charged 40 for 2 calls and an admin topped up 500 through it.
+        // An admin topped up 500 through the other activation.
         await ChangeStoredAsync<AccountState>("account", account, state =>
         {
-            state.Balance += 500 - 40;
+            state.Credits += 500;
+            state.Balance += 500;
             state.TotalToppedUp += 500;
-            state.TotalCharged += 40;
-            state.Usage.Add(new ServiceUsageDelta(serviceId, 2, 2, 0, 40));
         });
 
-        // This activation charges 30 for one call, then writes (on deactivation) over a state that changed under it.
-        await account.SettleBatchAsync(new SettlementBatch(0, 30, [new ServiceUsageDelta(serviceId, 1, 1, 0, 30)]));
+        // A call charged 30; then this activation takes a top-up of 100 and writes over a state that changed under it.
+        await fixture.SettleThroughJournalAsync(TestIds.Key(), serviceId, [new AdmitResult(AdmitOutcome.Admitted, accountId, 30, 0, "EUR")]);
+        await account.TopUpAsync(100, "second top-up");
         await ClusterFixture.DeactivateAsync(account);
 
-        var info = (await Poll.UntilAsync(() => account.GetAsync(), a => a!.TotalCharged == 70))!;
-        Assert.Equal(1_000 + 500 - 40 - 30, info.Balance);
-        Assert.Equal(1_500, info.TotalToppedUp);
-        Assert.Equal(70, info.TotalCharged);
-        Assert.Equal(3, info.Usage.Calls);
-        Assert.Equal(3, info.Usage.CallsByService[serviceId]);
+        var info = (await account.GetAsync())!;
+        Assert.Equal(1_000 + 500 + 100 - 30, info.Balance);
+        Assert.Equal(1_600, info.TotalToppedUp);
+        Assert.Equal(30, info.TotalCharged);
+        Assert.Equal(1, info.Usage.Calls);
     }
 
     [Fact]
-    public async Task Key_WrittenMeanwhileByAnotherActivation_AddsItsCountsAndKeepsItsRevocation()
+    public async Task Key_WrittenMeanwhileByAnotherActivation_KeepsItsRevocationAndTheJournalsCounts()
     {
         var accountId = await fixture.CreateAccountAsync(balance: 1_000);
         var serviceId = TestIds.Service();
@@ -49,17 +49,16 @@ public sealed class ConflictMergeTests(ClusterFixture fixture)
         var key = fixture.Grains.GetGrain<IApiKeyGrain>(keyId);
         Assert.NotNull(await key.GetAsync());
 
-        await ChangeStoredAsync<ApiKeyState>("apikey", key, state =>
-        {
-            state.Usage.Add(new ServiceUsageDelta(serviceId, 5, 5, 0, 50));
-            state.Status = ApiKeyStatus.Revoked;
-        });
+        await ChangeStoredAsync<ApiKeyState>("apikey", key, state => state.Status = ApiKeyStatus.Revoked);
 
-        await key.RecordBatchAsync([new ServiceUsageDelta(serviceId, 2, 2, 0, 20)]);
+        await fixture.SettleThroughJournalAsync(keyId, serviceId,
+            [new AdmitResult(AdmitOutcome.Admitted, accountId, 10, 0, "EUR"), new AdmitResult(AdmitOutcome.Admitted, accountId, 10, 0, "EUR")]);
+        await key.UpdateAsync(new ApiKeyUpdate("renamed", null, null, null));
         await ClusterFixture.DeactivateAsync(key);
 
-        var info = (await Poll.UntilAsync(() => key.GetAsync(), k => k!.Usage.Calls == 7))!;
-        Assert.Equal(7, info.Usage.Calls);
+        var info = (await key.GetAsync())!;
+        Assert.Equal(2, info.Usage.Calls);
+        Assert.Equal("renamed", info.Name);
         Assert.Equal(ApiKeyStatus.Revoked, info.Status);
     }
 

@@ -85,44 +85,4 @@ public sealed class BackgroundLoopsTests
         loops.Unregister("gone");
         Assert.Empty(loops.Snapshot());
     }
-
-    [Fact]
-    public async Task SettlementBatcher_Running_RegistersAndBeatsOnEveryCycle()
-    {
-        var loops = new BackgroundLoops(_time);
-        var batcher = new SettlementBatcher(null!, Options.Create(new MeteringOptions { SettleInterval = TimeSpan.FromMilliseconds(5) }),
-            _time, NullLogger<SettlementBatcher>.Instance, loops);
-
-        await batcher.StartAsync(TestContext.Current.CancellationToken);
-        try
-        {
-            var registered = await Poll.UntilAsync(() => Task.FromResult(loops.Snapshot()), s => s.Count == 1);
-            Assert.Equal(SettlementBatcher.LoopName, Assert.Single(registered).Name);
-
-            // Only the wall clock is manual: the batcher's timer keeps ticking, and its next cycle beats at the new time.
-            _time.Advance(TimeSpan.FromMinutes(5));
-            var beaten = await Poll.UntilAsync(() => Task.FromResult(loops.Snapshot()), s => s[0].LastBeat == _time.GetUtcNow());
-
-            Assert.Equal(_time.GetUtcNow(), beaten[0].LastBeat);
-            Assert.True(beaten[0].IsHealthy, beaten[0].Problem);
-        }
-        finally
-        {
-            await batcher.StopAsync(CancellationToken.None);
-        }
-    }
-
-    [Fact]
-    public async Task SettlementBatcher_Unbatched_RegistersNoLoop()
-    {
-        var loops = new BackgroundLoops(_time);
-        var batcher = new SettlementBatcher(null!, Options.Create(new MeteringOptions { SettleInterval = TimeSpan.Zero }),
-            _time, NullLogger<SettlementBatcher>.Instance, loops);
-
-        await batcher.StartAsync(TestContext.Current.CancellationToken);
-        await (batcher.ExecuteTask ?? Task.CompletedTask);
-        await batcher.StopAsync(CancellationToken.None);
-
-        Assert.Empty(loops.Snapshot());
-    }
 }

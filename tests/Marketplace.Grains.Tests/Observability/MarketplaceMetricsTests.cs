@@ -140,37 +140,36 @@ public sealed class MarketplaceMetricsTests(ClusterFixture fixture) : IDisposabl
     }
 
     [Fact]
-    public async Task SettlementGauges_ReportQueuedCallsAndCountFlushesThatSentSomething()
+    public async Task SettlementGauges_CountBatchesThatSettledSomethingAndDrainToZero()
     {
-        var batcher = new SettlementBatcher(fixture.Grains, Options.Create(new MeteringOptions { SettleInterval = TimeSpan.FromSeconds(1) }),
-            TimeProvider.System, NullLogger<SettlementBatcher>.Instance);
+        var batcher = new SettlementBatcher(fixture.Grains, TimeProvider.System, NullLogger<SettlementBatcher>.Instance);
         var metrics = Create(settlements: batcher);
         using var pending = Collect<int>("marketplace.settlement.pending");
         using var flushes = Collect<long>("marketplace.settlement.flushes");
         var accountId = await fixture.CreateAccountAsync(balance: 0);
+        var sender = Guid.NewGuid();
+        var settled = Enumerable.Range(0, 3).Select(_ => Record(accountId)).ToList();
 
-        for (var i = 0; i < 3; i++)
-        {
-            batcher.Record(accountId, TestIds.Key(), TestIds.Service(), 0, 0, succeeded: true, hold: 0);
-        }
+        batcher.Deliver(sender, 1, [Record(accountId: null)]);
+        batcher.Deliver(sender, 2, settled);
+        await batcher.DrainAsync();
 
-        pending.RecordObservableInstruments();
-        flushes.RecordObservableInstruments();
-        Assert.Equal(3, pending.LastMeasurement!.Value);
-        Assert.Equal(0, flushes.LastMeasurement!.Value);
-
-        batcher.Flush();
-        batcher.Flush();
         pending.RecordObservableInstruments();
         flushes.RecordObservableInstruments();
         Assert.Equal(0, pending.LastMeasurement!.Value);
         Assert.Equal(1, flushes.LastMeasurement!.Value);
+        var account = await fixture.Grains.GetGrain<IAccountGrain>(accountId).GetAsync();
+        Assert.Equal(3, account!.Usage.Calls);
         GC.KeepAlive(metrics);
+
+        // A call the key refused (no account) is not a settled call.
+        static CallRecord Record(string? accountId) => new(Guid.CreateVersion7(), "t", DateTimeOffset.UtcNow, accountId, TestIds.Key(),
+            TestIds.Service(), "v1", CallOutcome.Succeeded, null, 200, 1, 1, 0, 0, "EUR", null);
     }
 
     private MarketplaceMetrics Create(UpstreamProtection? protection = null, SettlementBatcher? settlements = null) =>
         new(Meters, protection ?? new UpstreamProtection(_time),
-            settlements ?? new SettlementBatcher(fixture.Grains, Options.Create(new MeteringOptions()), _time, NullLogger<SettlementBatcher>.Instance));
+            settlements ?? new SettlementBatcher(fixture.Grains, _time, NullLogger<SettlementBatcher>.Instance));
 
     private MetricCollector<T> Collect<T>(string instrument) where T : struct =>
         new(Meters, MarketplaceMetrics.MeterName, instrument);

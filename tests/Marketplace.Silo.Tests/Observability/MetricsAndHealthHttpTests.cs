@@ -57,7 +57,7 @@ public sealed class MetricsAndHealthHttpTests(MarketplaceFixture marketplace) : 
     public async Task HealthReady_AllLoopsBeating_Is200AndAFailingLoopMakesIt503()
     {
         var loops = M.Host.App.Services.GetRequiredService<BackgroundLoops>();
-        Assert.Contains(loops.Snapshot(), s => s.Name == SettlementBatcher.LoopName && s.IsHealthy);
+        Assert.Contains(loops.Snapshot(), s => s.Name == "call-log" && s.IsHealthy);
 
         using var healthy = await M.Anonymous.GetAsync("/health/ready");
         loops.Register("test-loop", TimeSpan.FromMinutes(1));
