@@ -190,6 +190,42 @@ public sealed class PostgresJournalReaderTests(PostgresFixture postgres)
         Assert.Equal(senders, service.Senders);
     }
 
+    [Fact]
+    public async Task Migration0009_CallsLoggedBefore_FillTheCurrentUtcDayAndMonth()
+    {
+        var connectionString = await postgres.CreateDatabaseAsync("journal_migration");
+        var runner = new MigrationRunner(connectionString, NullLogger<MigrationRunner>.Instance);
+        await runner.ApplyAsync([.. MigrationRunner.Embedded.Where(m => m.Version < 7)], TestContext.Current.CancellationToken);
+        await using var database = NpgsqlDataSource.Create(connectionString);
+        // Two settled calls now, one 40 days ago (an earlier month, in the totals only), one not settled.
+        await ExecuteAsync(database, """
+            INSERT INTO marketplace_call_log (track_id, at, account_id, key_id, service_id, version, outcome, status, total_ms, price, charged, currency) VALUES
+            ('m-1', now(), 'acct-m', 'key-m', 'svc-m', 'v1', 'succeeded', 200, 1, 3, 3, 'EUR'),
+            ('m-2', now(), 'acct-m', 'key-m', 'svc-m', 'v1', 'succeeded', 200, 1, 3, 3, 'EUR'),
+            ('m-3', now() - interval '40 days', 'acct-m', 'key-m', 'svc-m', 'v1', 'succeeded', 200, 1, 3, 3, 'EUR'),
+            ('m-4', now(), NULL, 'key-m', 'svc-m', NULL, 'rejected', 401, 1, 3, 0, 'EUR')
+            """);
+        await using (var clock = database.CreateCommand("SELECT now()"))
+        {
+            var now = (DateTime)(await clock.ExecuteScalarAsync())!;
+            await runner.ApplyAsync(TestContext.Current.CancellationToken);
+            var reader = Reader(database);
+
+            var account = await reader.ReadAccountAsync("acct-m", ["key-m"], now);
+            var key = Assert.Single((await reader.ReadKeyAsync("key-m")).Services);
+
+            var today = DateOnly.FromDateTime(now);
+            Assert.Equal(new JournalCounts(3, 3, 0, 9), account.Totals);
+            Assert.Equal(2L, account.CallsThisMonth);
+            Assert.Equal((today, 2L, new DateOnly(today.Year, today.Month, 1), 2L), (key.Day, key.DayCalls, key.Month, key.MonthCalls));
+        }
+
+        // The writer adds to the migrated windows.
+        var later = DateTimeOffset.UtcNow;
+        await JournalBatch.WriteAsync(database, Guid.NewGuid(), 1, [Record("acct-m", "key-m", "svc-m", later)], CancellationToken.None);
+        Assert.Equal(3L, (await Reader(database).ReadAccountAsync("acct-m", [], later)).CallsThisMonth);
+    }
+
     private async Task<NpgsqlDataSource> CreateDatabaseAsync(string prefix)
     {
         var connectionString = await postgres.CreateDatabaseAsync(prefix);
