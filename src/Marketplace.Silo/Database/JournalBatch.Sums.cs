@@ -4,7 +4,8 @@ using NpgsqlTypes;
 
 namespace Marketplace.Silo.Database;
 
-// The batch aggregated in memory: its rollup groups (minute, hour, day) and its totals, turned into one upsert per table.
+// The batch aggregated in memory: its rollup groups (minute, hour, day) and its totals with their latest windows, turned into
+// one upsert per table.
 public static partial class JournalBatch
 {
     private static JournalSums Aggregate(IReadOnlyList<CallRecord> records)
@@ -28,7 +29,7 @@ public static partial class JournalBatch
             if (r.AccountId is not null)
             {
                 var failed = r.Outcome != CallOutcome.Succeeded;
-                sums.AddTotals(r.AccountId, r.KeyId, r.ServiceId, currency, r.Charged, failed);
+                sums.AddTotals(r, currency, failed);
             }
         }
 
@@ -65,20 +66,47 @@ public static partial class JournalBatch
         }
     }
 
+    // The latest window (a day, or a month's first day) a row's calls fall in, and its calls: calls of an older window in the
+    // same batch count nothing, that window is over.
+    private struct WindowSums
+    {
+        public DateOnly Start;
+        public long Calls;
+
+        public void Add(DateOnly start)
+        {
+            if (start > Start)
+            {
+                Start = start;
+                Calls = 1;
+            }
+            else if (start == Start)
+            {
+                Calls++;
+            }
+        }
+    }
+
     private sealed class TotalSums
     {
         public long Calls;
         public long ChargedCalls;
         public long Failed;
         public long Charged;
+        public WindowSums Day;
+        public WindowSums Month;
 
-        public void Add(long charged, bool failed)
+        public void Add(long charged, bool failed, DateOnly day, DateOnly month)
         {
             Calls++;
             ChargedCalls += charged > 0 ? 1 : 0;
             Failed += failed ? 1 : 0;
             Charged += charged;
+            Day.Add(day);
+            Month.Add(month);
         }
+
+        public WindowSums Window(string window) => window == DayWindow ? Day : Month;
     }
 
     // One batch's groups. Every table gets its rows in the order of its primary key (ordinal: the key columns are
@@ -103,15 +131,19 @@ public static partial class JournalBatch
             sums.Latency[bucket]++;
         }
 
-        public void AddTotals(string accountId, string? keyId, string serviceId, string currency, long charged, bool failed)
+        // A settled call: accounts count it in its UTC day and month, keys in the quota day and month of the key's offset.
+        public void AddTotals(CallRecord r, string currency, bool failed)
         {
-            Get(_accounts, (accountId, currency)).Add(charged, failed);
-            if (keyId is not null)
+            var utcDay = JournalWindows.Day(r.At, 0);
+            var utcMonth = new DateOnly(utcDay.Year, utcDay.Month, 1);
+            Get(_accounts, (r.AccountId!, currency)).Add(r.Charged, failed, utcDay, utcMonth);
+            if (r.KeyId is not null)
             {
-                Get(_keys, (keyId, serviceId, currency)).Add(charged, failed);
+                var day = r.WindowOffsetMinutes == 0 ? utcDay : JournalWindows.Day(r.At, r.WindowOffsetMinutes);
+                Get(_keys, (r.KeyId, r.ServiceId, currency)).Add(r.Charged, failed, day, new DateOnly(day.Year, day.Month, 1));
             }
 
-            Get(_services, (serviceId, currency)).Add(charged, failed);
+            Get(_services, (r.ServiceId, currency)).Add(r.Charged, failed, utcDay, utcMonth);
         }
 
         public void AddCommands(NpgsqlBatch batch)
@@ -130,9 +162,9 @@ public static partial class JournalBatch
             AddSums(command, rollups.Select(r => r.Value).ToList());
             batch.BatchCommands.Add(command);
 
-            AddTotals(batch, AccountTotalsSql, _accounts.OrderBy(t => t.Key.Account, StringComparer.Ordinal).ThenBy(t => t.Key.Currency, StringComparer.Ordinal)
+            AddTotals(batch, AccountTotalsSql, AccountWindows, _accounts.OrderBy(t => t.Key.Account, StringComparer.Ordinal).ThenBy(t => t.Key.Currency, StringComparer.Ordinal)
                 .Select(t => (new[] { t.Key.Account, t.Key.Currency }, t.Value)).ToList());
-            AddTotals(batch, KeyTotalsSql, _keys.OrderBy(t => t.Key.Key, StringComparer.Ordinal).ThenBy(t => t.Key.Service, StringComparer.Ordinal)
+            AddTotals(batch, KeyTotalsSql, KeyWindows, _keys.OrderBy(t => t.Key.Key, StringComparer.Ordinal).ThenBy(t => t.Key.Service, StringComparer.Ordinal)
                 .ThenBy(t => t.Key.Currency, StringComparer.Ordinal).Select(t => (new[] { t.Key.Key, t.Key.Service, t.Key.Currency }, t.Value)).ToList());
 
             var services = new Dictionary<ServiceRollupKey, RollupSums>();
@@ -154,11 +186,11 @@ public static partial class JournalBatch
             AddSums(command, serviceRollups.Select(r => r.Value).ToList());
             batch.BatchCommands.Add(command);
 
-            AddTotals(batch, ServiceTotalsSql, _services.OrderBy(t => t.Key.Service, StringComparer.Ordinal).ThenBy(t => t.Key.Currency, StringComparer.Ordinal)
+            AddTotals(batch, ServiceTotalsSql, [], _services.OrderBy(t => t.Key.Service, StringComparer.Ordinal).ThenBy(t => t.Key.Currency, StringComparer.Ordinal)
                 .Select(t => (new[] { t.Key.Service, t.Key.Currency }, t.Value)).ToList());
         }
 
-        private static void AddTotals(NpgsqlBatch batch, string sql, List<(string[] Key, TotalSums Sums)> rows)
+        private static void AddTotals(NpgsqlBatch batch, string sql, string[] windows, List<(string[] Key, TotalSums Sums)> rows)
         {
             if (rows.Count == 0)
             {
@@ -176,6 +208,12 @@ public static partial class JournalBatch
             Add(command, rows.Select(r => r.Sums.ChargedCalls));
             Add(command, rows.Select(r => r.Sums.Failed));
             Add(command, rows.Select(r => r.Sums.Charged));
+            foreach (var window in windows)
+            {
+                Add(command, rows.Select(r => r.Sums.Window(window).Start));
+                Add(command, rows.Select(r => r.Sums.Window(window).Calls));
+            }
+
             batch.BatchCommands.Add(command);
         }
 
@@ -195,6 +233,9 @@ public static partial class JournalBatch
 
         private static void Add(NpgsqlBatchCommand command, IEnumerable<DateTime> values) =>
             command.Parameters.Add(new NpgsqlParameter { Value = values.ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.TimestampTz });
+
+        private static void Add(NpgsqlBatchCommand command, IEnumerable<DateOnly> values) =>
+            command.Parameters.Add(new NpgsqlParameter { Value = values.ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Date });
 
         private static void Add(NpgsqlBatchCommand command, IEnumerable<long> values) =>
             command.Parameters.Add(new NpgsqlParameter { Value = values.ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Bigint });

@@ -11,7 +11,8 @@ namespace Marketplace.Silo.Database;
 /// attempt of this batch committed (its answer was lost) and nothing more is written;</item>
 /// <item>copies the rows into <c>marketplace_call_log</c> (binary COPY);</item>
 /// <item>upserts the batch, aggregated in memory, into the per-account and per-service rollups (minute, hour, day) and the
-/// per-account, per-key × service and per-service totals (migration 0007 defines what they count).</item>
+/// per-account, per-key × service and per-service totals (migration 0007 defines what they count), with the latest quota
+/// windows of accounts and keys (migration 0009).</item>
 /// </list>
 /// All of it commits or none does, so the rollups always equal a count of the log and the totals its sums.
 /// </summary>
@@ -64,9 +65,15 @@ public static partial class JournalBatch
             latency_buckets = ARRAY[{{HistogramSum}}]
         """;
 
-    private static readonly string AccountTotalsSql = TotalsSql("marketplace_account_totals", "account_id", "currency");
-    private static readonly string KeyTotalsSql = TotalsSql("marketplace_key_totals", "key_id", "service_id", "currency");
-    private static readonly string ServiceTotalsSql = TotalsSql("marketplace_service_totals", "service_id", "currency");
+    // The windows (migration 0009) each totals table keeps beside its counts: an account's UTC month, a key's quota day and month.
+    private const string DayWindow = "day";
+    private const string MonthWindow = "month";
+    private static readonly string[] AccountWindows = [MonthWindow];
+    private static readonly string[] KeyWindows = [DayWindow, MonthWindow];
+
+    private static readonly string AccountTotalsSql = TotalsSql("marketplace_account_totals", AccountWindows, "account_id", "currency");
+    private static readonly string KeyTotalsSql = TotalsSql("marketplace_key_totals", KeyWindows, "key_id", "service_id", "currency");
+    private static readonly string ServiceTotalsSql = TotalsSql("marketplace_service_totals", [], "service_id", "currency");
 
     /// <summary>
     /// Writes <paramref name="records"/> as batch <paramref name="sequence"/> of <paramref name="sender"/>. Returns true when
@@ -168,19 +175,30 @@ public static partial class JournalBatch
         }
     }
 
-    private static string TotalsSql(string table, params string[] keyColumns)
+    // The batch's windows are upserted as ON CONFLICT sees them: every SET expression reads the stored row (t), so a newer
+    // window replaces the stored one with its calls, the same window adds its calls, and an older one leaves the row's as is.
+    private static string TotalsSql(string table, string[] windows, params string[] keyColumns)
     {
-        var columns = string.Join(", ", keyColumns);
-        var arrays = string.Join(", ", keyColumns.Select((_, i) => $"${i + 1}::varchar[]"));
         var n = keyColumns.Length;
+        var columns = string.Join(", ", keyColumns);
+        var windowColumns = string.Concat(windows.Select(w => $", {w}, {w}_calls"));
+        var arrays = string.Join(", ", keyColumns.Select((_, i) => $"${i + 1}::varchar[]"));
+        var windowArrays = string.Concat(windows.Select((_, i) => $", ${n + 5 + (2 * i)}::date[], ${n + 6 + (2 * i)}::bigint[]"));
+        var windowSets = string.Concat(windows.Select(w => $"""
+            ,
+                {w} = GREATEST(t.{w}, excluded.{w}),
+                {w}_calls = CASE WHEN excluded.{w} > t.{w} THEN excluded.{w}_calls
+                                 WHEN excluded.{w} = t.{w} THEN t.{w}_calls + excluded.{w}_calls
+                                 ELSE t.{w}_calls END
+            """));
         return $"""
-            INSERT INTO {table} AS t ({columns}, calls, charged_calls, failed, charged)
-            SELECT * FROM unnest({arrays}, ${n + 1}::bigint[], ${n + 2}::bigint[], ${n + 3}::bigint[], ${n + 4}::bigint[])
+            INSERT INTO {table} AS t ({columns}, calls, charged_calls, failed, charged{windowColumns})
+            SELECT * FROM unnest({arrays}, ${n + 1}::bigint[], ${n + 2}::bigint[], ${n + 3}::bigint[], ${n + 4}::bigint[]{windowArrays})
             ON CONFLICT ({columns}) DO UPDATE
             SET calls = t.calls + excluded.calls,
                 charged_calls = t.charged_calls + excluded.charged_calls,
                 failed = t.failed + excluded.failed,
-                charged = t.charged + excluded.charged
+                charged = t.charged + excluded.charged{windowSets}
             """;
     }
 
