@@ -9,32 +9,34 @@ using Npgsql;
 namespace Marketplace.Silo.Tests.Faults;
 
 /// <summary>
-/// The stated loss window, measured on the real host process: "a silo killed with SIGKILL loses at most the last
-/// Persistence:WriteBehindInterval of counters and charges; admin changes are written before they are acknowledged".
+/// The stated loss window, measured on the real host process: "a silo killed with SIGKILL loses only the calls admitted
+/// and not yet in a durable journal batch (at most CallLog:FlushInterval of them); strict mode loses none; admin changes
+/// are written before they are acknowledged". Balances, usage and quota counters are rebuilt from the journal.
 /// </summary>
 /// <remarks>
 /// A few loops call a price-1 service over HTTP for about <see cref="LoadDuration"/> and note the moment of every 200
 /// they receive (each is a charge of 1). The silo is SIGKILLed with calls in flight, a new silo process starts on the
-/// same database and cluster, and the account read back tells how many of those charges were written:
+/// same database and cluster, and the account read back tells how many of those charges it holds:
 /// <c>persisted = 1,000,000 - balance</c>, <c>lost = responses - persisted</c>.
-/// <para>The kill is aimed at the worst moment that can be hit reliably: the test watches the account's row in
-/// <c>orleans_grain_state</c>, and kills 90% of an interval after it saw the row written, when nearly a whole interval
-/// of charges is only in memory. (Killing at a fixed time after the first call would land right after a write, since
-/// the write-behind timer starts with the first change, and would measure almost nothing.)</para>
-/// <para>The bound: every lost charge must be one whose response arrived in the last
-/// <c>WriteBehindInterval + SettleMargin</c> before the kill, i.e. <c>lost &lt;= responses received in that window</c>
-/// (the throughput of that window times its length). The margin covers the one-way settle messages still queued when
-/// the process died and the duration of the last write.</para>
-/// <para>If persistence were broken (state written only on deactivation, a timer that never fires, ...) every charge
-/// since the account was created would be lost and the bound fails: <see cref="SigKill_WithLongWriteBehindInterval_LosesEveryCharge_SoTheBoundCanFail"/>
-/// runs the same measurement on a host with a 10-minute interval and checks that the 1 s bound is violated.</para>
+/// <list type="bullet">
+/// <item><b>Exact against the journal</b>: the restarted account's charges, and its, the key's and the service's call
+/// counts, equal what the journal's rows hold for them: no charge whose batch was durable is lost, none is counted twice.</item>
+/// <item><b>Bounded</b>: the kill is aimed late in a flush cycle (the test watches the writer's batch number and kills 90%
+/// of an interval after a batch landed); every lost charge must be one answered in the last
+/// <c>FlushInterval + SettleMargin</c> before the kill. The key's daily quota counter lost the same calls: that is the
+/// overshoot a kill allows, measured here.</item>
+/// <item><b>The bound can fail</b>: with a one-minute flush interval nothing is durable when the kill comes, and the
+/// same 200 ms bound is violated (<see cref="SigKill_WithLongFlushInterval_LosesEveryCharge_SoTheBoundCanFail"/>).</item>
+/// </list>
 /// </remarks>
 [Collection(PostgresCollection.Name)]
 public sealed class SiloKillTests(PostgresFixture postgres)
 {
     private const long InitialBalance = 1_000_000;
+    private const long DailyQuota = 1_000_000;
     private const long TopUpBeforeKill = 4_242;
     private const int Loops = 8;
+    private static readonly TimeSpan FlushInterval = TimeSpan.FromMilliseconds(200);
     private static readonly TimeSpan LoadDuration = TimeSpan.FromSeconds(3);
     private static readonly TimeSpan WarmUp = TimeSpan.FromSeconds(1.5);
     private static readonly TimeSpan TopUpLead = TimeSpan.FromMilliseconds(100);
@@ -42,57 +44,78 @@ public sealed class SiloKillTests(PostgresFixture postgres)
     private static readonly TimeSpan SlowRestart = TimeSpan.FromSeconds(10);
 
     [Fact]
-    public async Task SigKill_LosesAtMostTheLastWriteBehindInterval_AndNoAdminChange()
+    public async Task SigKill_Periodic_LosesOnlyCallsNotInADurableBatch_CountersEqualTheJournal_AndNoAdminChange()
     {
-        var interval = TimeSpan.FromSeconds(1);
-
-        var run = await RunAsync(interval, claimedInterval: interval);
+        var run = await RunAsync("periodic", FlushInterval);
         Report(run);
+        AssertExactAgainstTheJournal(run);
 
-        // (a) The account is there, nothing was charged that no client was answered for, and nothing twice.
-        // A call whose answer was cut off by the kill may have been settled and written, so those may count too.
-        Assert.True(run.Persisted >= 0, $"balance {run.BalanceAfter} is above the {InitialBalance} topped up");
-        Assert.True(run.Persisted <= run.Responses + run.Unanswered,
-            $"{run.Persisted} charges written for {run.Responses} answered calls (+{run.Unanswered} cut off by the kill): a call was charged twice");
-        Assert.Equal(run.Persisted, run.AccountCallsPersisted);
-
-        // (b) Only charges answered in the last interval + margin before the kill may be missing.
+        // Only charges answered in the last flush interval + margin before the kill may be missing; the quota counter
+        // lost the same calls (the overshoot a kill allows).
         Assert.True(run.Lost <= run.Bound,
-            $"lost {run.Lost} charges, but only {run.Bound} calls were answered in the last {(interval + SettleMargin).TotalMilliseconds} ms before the kill");
-        Assert.True(run.KeyCallsLost <= run.Bound && run.KeyCallsLost >= -run.Unanswered,
-            $"key counter lost {run.KeyCallsLost} calls; bound {run.Bound}");
-        Assert.True(run.ServiceCallsLost <= run.Bound && run.ServiceCallsLost >= -run.Unanswered,
-            $"service counter lost {run.ServiceCallsLost} calls; bound {run.Bound}");
+            $"lost {run.Lost} charges, but only {run.Bound} calls were answered in the last {(FlushInterval + SettleMargin).TotalMilliseconds} ms before the kill");
+        Assert.True(run.QuotaLost <= run.Bound, $"the quota counter lost {run.QuotaLost} calls; bound {run.Bound}");
 
-        // (c) The top-up acknowledged 100 ms before the kill was written before it was acknowledged.
+        // The top-up acknowledged 100 ms before the kill was written before it was acknowledged.
         Assert.Equal(TopUpBeforeKill, run.AdminAccountBalanceAfter);
     }
 
     [Fact]
-    public async Task SigKill_WithLongWriteBehindInterval_LosesEveryCharge_SoTheBoundCanFail()
+    public async Task SigKill_Strict_LosesNoAnsweredCharge()
     {
-        // The write-behind timer never fires during the run: what the kill loses is what a host that only wrote on
-        // deactivation would lose. The same bound as above must be violated, or the measurement proves nothing.
-        var run = await RunAsync(TimeSpan.FromMinutes(10), claimedInterval: TimeSpan.FromSeconds(1));
+        var run = await RunAsync("strict", FlushInterval);
         Report(run);
+        AssertExactAgainstTheJournal(run);
 
-        Assert.Equal(0, run.Persisted);
-        Assert.Equal(run.Responses, run.Lost);
-        Assert.True(run.Lost > run.Bound, $"lost {run.Lost}, bound {run.Bound}: the bound would not have caught it");
-
-        // Admin changes do not wait for the timer.
+        // Every call answered 200 was durable before its answer; calls cut off by the kill may be charged too.
+        Assert.True(run.Lost <= 0, $"strict mode lost {run.Lost} charges of calls answered 200");
+        Assert.True(run.QuotaLost <= 0, $"strict mode's quota counter lost {run.QuotaLost} calls answered 200");
         Assert.Equal(TopUpBeforeKill, run.AdminAccountBalanceAfter);
     }
 
-    /// <param name="interval">The host's Persistence:WriteBehindInterval.</param>
-    /// <param name="claimedInterval">The loss window the bound is computed for.</param>
-    private async Task<KillRun> RunAsync(TimeSpan interval, TimeSpan claimedInterval)
+    [Fact]
+    public async Task SigKill_WithLongFlushInterval_LosesEveryCharge_SoTheBoundCanFail()
+    {
+        // No batch is written during the run: the same bound as above must be violated, or the measurement proves nothing.
+        var run = await RunAsync("periodic", TimeSpan.FromMinutes(1));
+        Report(run);
+        AssertExactAgainstTheJournal(run);
+
+        Assert.Equal(0, run.Persisted);
+        Assert.True(run.Lost > run.Bound, $"lost {run.Lost}, bound {run.Bound}: the bound would not have caught it");
+
+        // Admin changes do not wait for the journal.
+        Assert.Equal(TopUpBeforeKill, run.AdminAccountBalanceAfter);
+    }
+
+    // The restarted grains count exactly what the journal holds: nothing durable lost, nothing counted twice.
+    private static void AssertExactAgainstTheJournal(KillRun run)
+    {
+        Assert.True(run.Persisted >= 0, $"balance {run.BalanceAfter} is above the {InitialBalance} topped up");
+        Assert.True(run.Persisted <= run.Responses + run.Unanswered,
+            $"{run.Persisted} charges for {run.Responses} answered calls (+{run.Unanswered} cut off by the kill): a call was charged twice");
+        Assert.Equal(run.JournalCharged, run.Persisted);
+        Assert.Equal(run.JournalCalls, run.AccountCalls);
+        Assert.Equal(run.JournalCalls, run.KeyCalls);
+        Assert.Equal(run.JournalCalls, run.ServiceCalls);
+        Assert.Equal(run.JournalCalls, run.QuotaUsed);
+    }
+
+    /// <param name="durability">CallLog:Durability.</param>
+    /// <param name="flushInterval">CallLog:FlushInterval.</param>
+    private async Task<KillRun> RunAsync(string durability, TimeSpan flushInterval)
     {
         await using var provider = await TestHosts.StartProviderAsync();
         var connectionString = await postgres.CreateDatabaseAsync("kill");
         var cluster = "kill-" + Guid.NewGuid().ToString("N")[..8];
+        var settings = new Dictionary<string, string>
+        {
+            ["CallLog:Durability"] = durability,
+            ["CallLog:FlushInterval"] = flushInterval.ToString("c", CultureInfo.InvariantCulture),
+            ["Serilog:MinimumLevel:Default"] = "Warning",
+        };
 
-        await using var first = new SiloProcess(connectionString, cluster, interval);
+        await using var first = new SiloProcess(connectionString, cluster, settings: settings);
         await first.StartAsync(TestContext.Current.CancellationToken);
 
         var suffix = Guid.NewGuid().ToString("N")[..10];
@@ -111,7 +134,8 @@ public sealed class SiloKillTests(PostgresFixture postgres)
             await PostOk(admin, "/admin/accounts", new { id = accountId, name = "Load " + suffix, currency = "EUR" });
             await PostOk(admin, $"/admin/accounts/{accountId}/top-ups", new { amount = InitialBalance, reason = "kill test" });
             await PostOk(admin, "/admin/accounts", new { id = adminAccountId, name = "Admin changes " + suffix, currency = "EUR" });
-            var key = await PostOk(admin, $"/admin/accounts/{accountId}/keys", new { name = "load", services = new[] { serviceId } });
+            var key = await PostOk(admin, $"/admin/accounts/{accountId}/keys",
+                new { name = "load", services = new[] { serviceId }, limits = new { quota = new { perDay = DailyQuota } } });
             keyId = key.GetProperty("key").GetProperty("keyId").GetString()!;
             apiKey = key.GetProperty("apiKey").GetString()!;
         }
@@ -133,16 +157,15 @@ public sealed class SiloKillTests(PostgresFixture postgres)
         var loops = Enumerable.Range(0, Loops).Select(_ => Task.Run(() => CallLoopAsync(callers, callPath, () => Volatile.Read(ref killed) == 1, clock))).ToArray();
         var loadStarted = clock.Elapsed;
 
-        // Aim the kill late in a write-behind cycle, where the most is unwritten: wait for the load account's row to be
-        // written, then kill 90% of an interval later (the next write is due one interval after that one).
-        // Without such a write during the load (a 10-minute interval), the kill simply comes after LoadDuration.
+        // Aim the kill late in a flush cycle, where the most is not yet durable: wait for a batch to land, then kill 90% of
+        // an interval later. Without a batch during the load (a one-minute interval), the kill comes after LoadDuration.
         TimeSpan killAt;
-        TimeSpan? lastWriteSeen = null;
-        if (interval < LoadDuration)
+        TimeSpan? lastBatchSeen = null;
+        if (flushInterval < LoadDuration)
         {
             await Task.Delay(WarmUp);
-            lastWriteSeen = await WaitForStateWriteAsync(connectionString, accountId, clock, interval * 3);
-            killAt = lastWriteSeen.Value + interval * 0.9;
+            lastBatchSeen = await WaitForBatchAsync(connectionString, clock, TimeSpan.FromSeconds(3));
+            killAt = lastBatchSeen.Value + (flushInterval * 0.9);
         }
         else
         {
@@ -170,7 +193,7 @@ public sealed class SiloKillTests(PostgresFixture postgres)
         // Same cluster, service id, database and ports, as a supervisor restarts a process. The dead silo's membership
         // row still says Active; on the same address the new generation supersedes it at once.
         var restart = Stopwatch.StartNew();
-        await using var second = new SiloProcess(connectionString, cluster, interval, first.SiloPort, first.GatewayPort, first.HttpPort);
+        await using var second = new SiloProcess(connectionString, cluster, null, first.SiloPort, first.GatewayPort, first.HttpPort, settings);
         await second.StartAsync(TestContext.Current.CancellationToken);
         var restartTook = restart.Elapsed;
         if (restartTook > SlowRestart)
@@ -186,35 +209,45 @@ public sealed class SiloKillTests(PostgresFixture postgres)
         var keyInfo = await GetJson(after, $"/admin/keys/{keyId}");
         var service = await GetJson(after, $"/admin/services/{serviceId}");
         await second.StopAsync();
+        var (journalCalls, journalCharged) = await JournalAsync(connectionString, accountId);
 
         var responses = answeredAt.Count + 1; // + the warm-up call
         var balance = account.GetProperty("balance").GetInt64();
-        var persisted = InitialBalance - balance;
-        var window = claimedInterval + SettleMargin;
-        var bound = answeredAt.Count(at => at >= killedAt - window);
-        var lastAnswer = answeredAt.Count > 0 ? answeredAt[^1] : loadStarted;
-
-        // The written state matches the client's view as of the persisted-th answer (answers are in time order).
-        var persistedLoad = persisted - 1;
-        var stateAsOf = persistedLoad <= 0 ? loadStarted : answeredAt[(int)Math.Min(persistedLoad, answeredAt.Count) - 1];
+        var window = FlushInterval + SettleMargin;
+        var quotaUsed = keyInfo.GetProperty("quotas").EnumerateArray().Single(q => q.GetProperty("window").GetString() == "day").GetProperty("used").GetInt64();
         return new KillRun(
-            interval,
-            claimedInterval,
+            durability,
+            flushInterval,
             Responses: responses,
             Unanswered: results.Sum(r => r.Unanswered),
             LoadSeconds: (killedAt - loadStarted).TotalSeconds,
             BalanceAfter: balance,
-            Persisted: persisted,
-            AccountCallsPersisted: account.GetProperty("usage").GetProperty("calls").GetInt64(),
-            KeyCallsLost: responses - keyInfo.GetProperty("usage").GetProperty("calls").GetInt64(),
-            ServiceCallsLost: responses - service.GetProperty("counters").GetProperty("calls").GetInt64(),
-            Bound: bound,
-            LastAnswerBeforeKill: killedAt - lastAnswer,
+            Persisted: InitialBalance - balance,
+            JournalCalls: journalCalls,
+            JournalCharged: journalCharged,
+            AccountCalls: account.GetProperty("usage").GetProperty("calls").GetInt64(),
+            KeyCalls: keyInfo.GetProperty("usage").GetProperty("calls").GetInt64(),
+            ServiceCalls: service.GetProperty("counters").GetProperty("calls").GetInt64(),
+            QuotaUsed: quotaUsed,
+            Bound: answeredAt.Count(at => at >= killedAt - window),
+            LastAnswerBeforeKill: killedAt - (answeredAt.Count > 0 ? answeredAt[^1] : loadStarted),
             KillTook: killTook,
-            LastWriteBeforeKill: killedAt - lastWriteSeen,
-            StateAsOfBeforeKill: killedAt - stateAsOf,
+            LastBatchBeforeKill: killedAt - lastBatchSeen,
             RestartTook: restartTook,
             AdminAccountBalanceAfter: adminAccount.GetProperty("balance").GetInt64());
+    }
+
+    // The account's settled calls and charges as the journal's rows hold them.
+    private static async Task<(long Calls, long Charged)> JournalAsync(string connectionString, string accountId)
+    {
+        await using var connection = new NpgsqlConnection(connectionString);
+        await connection.OpenAsync();
+        await using var command = new NpgsqlCommand(
+            "SELECT count(*), coalesce(sum(charged), 0)::bigint FROM marketplace_call_log WHERE account_id = @id", connection);
+        command.Parameters.AddWithValue("id", accountId);
+        await using var reader = await command.ExecuteReaderAsync();
+        await reader.ReadAsync();
+        return (reader.GetInt64(0), reader.GetInt64(1));
     }
 
     private static async Task<LoopResult> CallLoopAsync(HttpClient client, string path, Func<bool> killed, Stopwatch clock)
@@ -246,27 +279,24 @@ public sealed class SiloKillTests(PostgresFixture postgres)
         return new LoopResult(answeredAt, other, 0);
     }
 
-    /// <summary>Polls the account's stored row until its version changes; returns when that was seen.</summary>
-    private static async Task<TimeSpan> WaitForStateWriteAsync(string connectionString, string accountId, Stopwatch clock, TimeSpan limit)
+    /// <summary>Polls the journal writers' batch numbers until one advances (a batch committed); returns when that was seen.</summary>
+    private static async Task<TimeSpan> WaitForBatchAsync(string connectionString, Stopwatch clock, TimeSpan limit)
     {
         await using var connection = new NpgsqlConnection(connectionString);
         await connection.OpenAsync();
-        await using var command = new NpgsqlCommand(
-            "SELECT max(version) FROM orleans_grain_state WHERE grain_type ILIKE '%account%' AND grain_id_extension LIKE '%' || @id", connection);
-        command.Parameters.AddWithValue("id", accountId);
-        var first = await command.ExecuteScalarAsync();
-        Assert.True(first is int, $"no stored row for account {accountId}");
+        await using var command = new NpgsqlCommand("SELECT coalesce(sum(last_seq), 0)::bigint FROM marketplace_journal_senders", connection);
+        var first = (long)(await command.ExecuteScalarAsync())!;
         var deadline = clock.Elapsed + limit;
         while (clock.Elapsed < deadline)
         {
             await Task.Delay(5);
-            if (await command.ExecuteScalarAsync() is int version && version != (int)first!)
+            if ((long)(await command.ExecuteScalarAsync())! != first)
             {
                 return clock.Elapsed;
             }
         }
 
-        Assert.Fail($"the account's state was not written within {limit.TotalMilliseconds} ms of load");
+        Assert.Fail($"no journal batch was written within {limit.TotalMilliseconds} ms of load");
         return default;
     }
 
@@ -284,14 +314,14 @@ public sealed class SiloKillTests(PostgresFixture postgres)
         var throughput = run.Responses / run.LoadSeconds;
         var impliedWindowMs = run.Lost / throughput * 1000;
         TestContext.Current.TestOutputHelper?.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"WriteBehindInterval {run.Interval.TotalMilliseconds:F0} ms, {Loops} loops for {run.LoadSeconds:F2} s: " +
+            $"CallLog:Durability={run.Durability}, FlushInterval {run.FlushInterval.TotalMilliseconds:F0} ms, {Loops} loops for {run.LoadSeconds:F2} s: " +
             $"{run.Responses} answered calls ({throughput:F0} calls/s), {run.Unanswered} cut off by the kill; " +
             $"last answer {run.LastAnswerBeforeKill.TotalMilliseconds:F0} ms before the kill call (Kill() took {run.KillTook.TotalMilliseconds:F0} ms); " +
-            $"last state write seen {(run.LastWriteBeforeKill is { } w ? w.TotalMilliseconds.ToString("F0", CultureInfo.InvariantCulture) + " ms" : "never")} before the kill. " +
-            $"After restart ({run.RestartTook.TotalMilliseconds:F0} ms to ready): {run.Persisted} charges written, {run.Lost} lost " +
-            $"= {impliedWindowMs:F0} ms of calls at that rate (state as of {run.StateAsOfBeforeKill.TotalMilliseconds:F0} ms before the kill); " +
-            $"key counter lost {run.KeyCallsLost}, service counter lost {run.ServiceCallsLost}; " +
-            $"bound {run.Bound} (answers in the last {(run.ClaimedInterval + SettleMargin).TotalMilliseconds:F0} ms); " +
+            $"last batch seen {(run.LastBatchBeforeKill is { } w ? w.TotalMilliseconds.ToString("F0", CultureInfo.InvariantCulture) + " ms" : "never")} before the kill. " +
+            $"After restart ({run.RestartTook.TotalMilliseconds:F0} ms to ready): {run.Persisted} charges (journal: {run.JournalCharged} charged, " +
+            $"{run.JournalCalls} calls; account {run.AccountCalls}, key {run.KeyCalls}, service {run.ServiceCalls}, quota used {run.QuotaUsed}), " +
+            $"{run.Lost} lost = {impliedWindowMs:F0} ms of calls at that rate; quota overshoot allowed {run.QuotaLost}; " +
+            $"bound {run.Bound} (answers in the last {(FlushInterval + SettleMargin).TotalMilliseconds:F0} ms); " +
             $"top-up acknowledged {TopUpLead.TotalMilliseconds:F0} ms before the kill: balance {run.AdminAccountBalanceAfter} of {TopUpBeforeKill}."));
     }
 
@@ -321,24 +351,28 @@ public sealed class SiloKillTests(PostgresFixture postgres)
     private sealed record LoopResult(List<TimeSpan> AnsweredAt, List<int> OtherStatuses, int Unanswered);
 
     private sealed record KillRun(
-        TimeSpan Interval,
-        TimeSpan ClaimedInterval,
+        string Durability,
+        TimeSpan FlushInterval,
         long Responses,
         int Unanswered,
         double LoadSeconds,
         long BalanceAfter,
         long Persisted,
-        long AccountCallsPersisted,
-        long KeyCallsLost,
-        long ServiceCallsLost,
+        long JournalCalls,
+        long JournalCharged,
+        long AccountCalls,
+        long KeyCalls,
+        long ServiceCalls,
+        long QuotaUsed,
         int Bound,
         TimeSpan LastAnswerBeforeKill,
         TimeSpan KillTook,
-        TimeSpan? LastWriteBeforeKill,
-        TimeSpan StateAsOfBeforeKill,
+        TimeSpan? LastBatchBeforeKill,
         TimeSpan RestartTook,
         long AdminAccountBalanceAfter)
     {
         public long Lost => Responses - Persisted;
+
+        public long QuotaLost => Responses - QuotaUsed;
     }
 }
