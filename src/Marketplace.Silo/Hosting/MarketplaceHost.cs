@@ -246,6 +246,21 @@ public sealed partial class MarketplaceHost : IAsyncDisposable
         builder.Services.AddHealthChecks().AddCheck<ClusterClientHealthCheck>("cluster", tags: ["ready"]);
     }
 
+    // The journal's statements (one batch: about ten, each with a dozen array parameters) cost PostgreSQL more to parse
+    // and plan than to run on a small batch: strict mode measured 600 µs of database CPU per call unprepared. Npgsql
+    // prepares statements used twice on a connection, unless the connection string says otherwise.
+    private static NpgsqlDataSource BuildDataSource(string connectionString)
+    {
+        var builder = new NpgsqlDataSourceBuilder(connectionString);
+        if (!connectionString.Contains("Auto Prepare", StringComparison.OrdinalIgnoreCase))
+        {
+            builder.ConnectionStringBuilder.MaxAutoPrepare = 64;
+            builder.ConnectionStringBuilder.AutoPrepareMinUsages = 2;
+        }
+
+        return builder.Build();
+    }
+
     // What every role has: the database, the call log (silos write the rows of internal clients' calls, front doors those
     // of HTTP calls), admin credentials (for /metrics and the dashboard too), problem+json answers, readiness, the demo catalog.
     private static void AddMarketplaceNode(WebApplicationBuilder builder, string connectionString)
@@ -253,7 +268,7 @@ public sealed partial class MarketplaceHost : IAsyncDisposable
         var services = builder.Services;
         services.AddOptions<MarketplaceOptions>().BindConfiguration(MarketplaceOptions.Section).ValidateDataAnnotations().ValidateOnStart();
         services.AddOptions<DemoOptions>().BindConfiguration(DemoOptions.Section);
-        services.AddSingleton(_ => new NpgsqlDataSourceBuilder(connectionString).Build());
+        services.AddSingleton(_ => BuildDataSource(connectionString));
         services.AddSingleton<AdminAuthentication>();
         services.AddCallLog();
         services.AddHostedService<DemoCatalog>();
