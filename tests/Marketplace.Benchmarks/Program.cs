@@ -34,6 +34,12 @@ if (args is ["calllog", ..])
     return;
 }
 
+if (args is ["journal-latency", ..])
+{
+    await JournalLatencyBenchmark.RunAsync(args);
+    return;
+}
+
 if (args is ["probe", ..])
 {
     await Probe.RunAsync(args);

@@ -416,10 +416,11 @@ run_wrk() {
     marketplace | mkt-churn) proxy_pid="$SILO_PID"; market="$MARKET" ;;
     mkt-strict) proxy_pid="$STRICT_PID"; db_pid="$PG_STRICT_PID"; market="$MARKET_STRICT" ;;
   esac
-  local charged_before=0 rows_before=0
+  local charged_before=0 rows_before=0 batches_before=0
   if [ -n "$market" ]; then
     charged_before="$(account_field totalCharged "$market")"
     rows_before="$(calllog_settled "$market")"
+    batches_before="$(calllog_metric "$market" marketplace_calllog_batches)"
   fi
   local churn_pid=""
   if [ "$target" = mkt-churn ]; then
@@ -456,8 +457,11 @@ run_wrk() {
   db_us="$(per_request $((d1 - d0)) "$requests")"
 
   if [ -n "$market" ]; then
-    local charged_after rows_after
+    local charged_after rows_after batches_after
     rows_after="$(calllog_settled "$market")"
+    batches_after="$(calllog_metric "$market" marketplace_calllog_batches)"
+    # Rows per journal commit (strict mode: how many callers shared a commit).
+    echo "$label $target $(awk -v r=$((rows_after - rows_before)) -v b=$((batches_after - batches_before)) 'BEGIN { printf "%.1f", (b > 0 ? r / b : 0) }')" >>"$TMP/calllog-batch.txt"
     charged_after="$(account_field totalCharged "$market")"
     echo "$label $target charged_calls $(((charged_after - charged_before) / PRICE)) calllog_rows $((rows_after - rows_before)) wrk_requests $requests" >>"$TMP/charges.txt"
     # Call-log rows stored per second of the run (every row of the run, including those of calls in flight at the cut-off).
@@ -569,6 +573,14 @@ if [ -f "$TMP/calllog-rate.txt" ]; then
          v="$({ grep -E "^r[0-9]+ $target " "$TMP/calllog-rate.txt" || true; } | awk '{ print $3 }' | sort -g |
            awk '{ v[NR] = $1 } END { if (NR) print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }')"
          [ -n "$v" ] && printf '%s %s/s  ' "$target" "$v"
+       done)"
+fi
+if [ -f "$TMP/calllog-batch.txt" ]; then
+  echo "   call-log rows per batch (one commit each; medians of the measured rounds):" \
+    "$(for target in marketplace mkt-strict mkt-churn; do
+         v="$({ grep -E "^r[0-9]+ $target " "$TMP/calllog-batch.txt" || true; } | awk '{ print $3 }' | sort -g |
+           awk '{ v[NR] = $1 } END { if (NR) print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }')"
+         [ -n "$v" ] && printf '%s %s  ' "$target" "$v"
        done)"
 fi
 if [ -f "$TMP/charges.txt" ]; then

@@ -23,6 +23,13 @@ public sealed class CallLogOptions
     [Range(typeof(TimeSpan), "00:00:00.001", "00:01:00", ErrorMessage = "CallLog:FlushInterval must be between 1 ms and 1 minute.")]
     public TimeSpan FlushInterval { get; set; } = TimeSpan.FromMilliseconds(200);
 
+    /// <summary>
+    /// Strict mode only: how long the writer lets a batch gather after its first record when the previous batch held several
+    /// (callers are concurrent), so that they share one commit instead of each paying for a small one. 0 writes at once.
+    /// </summary>
+    [Range(typeof(TimeSpan), "00:00:00", "00:00:00.100", ErrorMessage = "CallLog:StrictGather must be between 0 and 100 ms.")]
+    public TimeSpan StrictGather { get; set; } = TimeSpan.FromMilliseconds(1);
+
     /// <summary>Most rows one insert writes.</summary>
     [Range(1, 100_000, ErrorMessage = "CallLog:BatchSize must be between 1 and 100000.")]
     public int BatchSize { get; set; } = 5_000;
@@ -85,6 +92,7 @@ public sealed partial class CallLogWriter : BackgroundService, ICallLog
     private long _written;
     private long _batches;
     private long _lastStoredTicks;
+    private int _lastBatchSize;
 
     /// <summary>Creates the writer.</summary>
     public CallLogWriter(NpgsqlDataSource database, IOptions<CallLogOptions> options, TimeProvider time, BackgroundLoops loops, ILogger<CallLogWriter> logger,
@@ -108,6 +116,8 @@ public sealed partial class CallLogWriter : BackgroundService, ICallLog
         meter.CreateObservableGauge("marketplace.calllog.lag", () => Lag.TotalSeconds, "s",
             "Time since the call log last stored a batch while records are waiting (0 when nothing waits).");
         meter.CreateObservableCounter("marketplace.calllog.written", () => Written, "{record}", "Call-log rows written by this node.");
+        meter.CreateObservableCounter("marketplace.calllog.batches", () => Batches, "{batch}",
+            "Call-log batches stored by this node, each one database transaction (strict mode: commits its callers shared).");
     }
 
     /// <summary>Records waiting to be written.</summary>
@@ -164,10 +174,15 @@ public sealed partial class CallLogWriter : BackgroundService, ICallLog
                     continue;
                 }
 
-                // Let a batch fill for up to the flush interval (strict callers are waiting: flush at once).
+                // Let a batch fill for up to the flush interval. Strict callers are waiting: their batch gathers only briefly,
+                // and only when callers are concurrent (the previous batch held several), as a lone caller would just wait.
                 if (!_options.Strict && _queue.Reader.Count < _options.BatchSize)
                 {
                     await Task.Delay(_options.FlushInterval, _time, stoppingToken);
+                }
+                else if (_options.Strict && _lastBatchSize > 1 && _options.StrictGather > TimeSpan.Zero && _queue.Reader.Count < _lastBatchSize)
+                {
+                    await Task.Delay(_options.StrictGather, _time, stoppingToken);
                 }
 
                 await FlushAvailableAsync(batch, stoppingToken);
@@ -237,6 +252,7 @@ public sealed partial class CallLogWriter : BackgroundService, ICallLog
             }
 
             await InsertWithRetryAsync(batch, cancellationToken);
+            _lastBatchSize = batch.Count;
             foreach (var pending in batch)
             {
                 pending.Stored?.TrySetResult();

@@ -15,6 +15,9 @@ namespace Marketplace.Silo.Database;
 /// windows of accounts and keys (migration 0009).</item>
 /// </list>
 /// All of it commits or none does, so the rollups always equal a count of the log and the totals its sums.
+/// A batch of at most <see cref="InlineRows"/> rows (strict mode's usual batch) goes in one round trip instead: its rows
+/// are inserted from arrays and every statement is sent at once, in one implicit transaction whose first statement
+/// (<c>marketplace_journal_claim</c>, migration 0010) fails when the number is already stored.
 /// </summary>
 public static partial class JournalBatch
 {
@@ -24,6 +27,25 @@ public static partial class JournalBatch
         WHERE s.last_seq < excluded.last_seq
         RETURNING s.last_seq
         """;
+
+    private const string InlineClaimSql = "SELECT marketplace_journal_claim($1, $2)";
+
+    // What marketplace_journal_claim raises when the batch's number is already stored.
+    private const string AlreadyStoredState = "MJ001";
+
+    private const string InlineRowsSql = """
+        INSERT INTO marketplace_call_log (call_id, track_id, at, account_id, key_id, service_id, version, outcome, rejection, status,
+                                          upstream_ms, total_ms, price, charged, currency, idempotency_key)
+        SELECT * FROM unnest($1::uuid[], $2::varchar[], $3::timestamptz[], $4::varchar[], $5::varchar[], $6::varchar[], $7::varchar[],
+                             $8::varchar[], $9::varchar[], $10::smallint[], $11::real[], $12::real[], $13::bigint[], $14::bigint[],
+                             $15::bpchar[], $16::varchar[])
+        """;
+
+    /// <summary>
+    /// Most rows a batch may have to be written in one round trip (arrays instead of COPY). Measured with
+    /// <c>journal-latency</c> (2026-12-03): a batch of 8 rows took 2.9 ms over the four round trips of a COPY transaction.
+    /// </summary>
+    public const int InlineRows = 64;
 
     private const string CopySql =
         "COPY marketplace_call_log (call_id, track_id, at, account_id, key_id, service_id, version, outcome, rejection, status, " +
@@ -84,6 +106,10 @@ public static partial class JournalBatch
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(sequence, 1);
         var sums = Aggregate(records);
+        if (records.Count <= InlineRows)
+        {
+            return await WriteInlineAsync(database, sender, sequence, records, sums, cancellationToken);
+        }
 
         await using var connection = await database.OpenConnectionAsync(cancellationToken);
         await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
@@ -105,6 +131,72 @@ public static partial class JournalBatch
         await batch.ExecuteNonQueryAsync(cancellationToken);
         await transaction.CommitAsync(cancellationToken);
         return true;
+    }
+
+    // One round trip: no explicit transaction, so the server runs the statements sent together as one implicit transaction
+    // (up to the batch's Sync): the claim's error, or any other, rolls all of them back.
+    private static async Task<bool> WriteInlineAsync(NpgsqlDataSource database, Guid sender, long sequence, IReadOnlyList<CallRecord> records,
+        JournalSums sums, CancellationToken cancellationToken)
+    {
+        await using var connection = await database.OpenConnectionAsync(cancellationToken);
+        await using var batch = new NpgsqlBatch(connection);
+        var claim = batch.CreateBatchCommand();
+        claim.CommandText = InlineClaimSql;
+        claim.Parameters.Add(new NpgsqlParameter { Value = sender, NpgsqlDbType = NpgsqlDbType.Uuid });
+        claim.Parameters.Add(new NpgsqlParameter { Value = sequence, NpgsqlDbType = NpgsqlDbType.Bigint });
+        batch.BatchCommands.Add(claim);
+        batch.BatchCommands.Add(InlineRowsCommand(batch, records));
+        sums.AddCommands(batch);
+        try
+        {
+            await batch.ExecuteNonQueryAsync(cancellationToken);
+            return true;
+        }
+        catch (PostgresException exception) when (exception.SqlState == AlreadyStoredState)
+        {
+            return false;
+        }
+    }
+
+    private static NpgsqlBatchCommand InlineRowsCommand(NpgsqlBatch batch, IReadOnlyList<CallRecord> records)
+    {
+        var command = batch.CreateBatchCommand();
+        command.CommandText = InlineRowsSql;
+        var n = records.Count;
+        var (ids, tracks, ats, accounts, keys, services, versions, outcomes, rejections) =
+            (new Guid[n], new string[n], new DateTime[n], new string?[n], new string?[n], new string[n], new string?[n], new string[n], new string?[n]);
+        var (statuses, upstreams, totals, prices, charges, currencies, idempotencyKeys) =
+            (new short[n], new float?[n], new float[n], new long[n], new long[n], new string?[n], new string?[n]);
+        for (var i = 0; i < n; i++)
+        {
+            var r = records[i];
+            (ids[i], tracks[i], ats[i], accounts[i], keys[i], services[i], versions[i]) =
+                (r.CallId, r.TrackId, r.At.UtcDateTime, r.AccountId, r.KeyId, r.ServiceId, r.Version);
+            (outcomes[i], rejections[i], statuses[i]) =
+                (CallLogWriter.OutcomeName(r.Outcome), r.Rejection?.ToString(), (short)Math.Clamp(r.Status, short.MinValue, short.MaxValue));
+            (upstreams[i], totals[i], prices[i], charges[i], currencies[i], idempotencyKeys[i]) =
+                ((float?)r.UpstreamMs, (float)r.TotalMs, r.Price, r.Charged, r.Currency, r.IdempotencyKey);
+        }
+
+        Add(command, ids, NpgsqlDbType.Uuid);
+        Add(command, tracks, NpgsqlDbType.Varchar);
+        Add(command, ats, NpgsqlDbType.TimestampTz);
+        foreach (var strings in new[] { accounts, keys, services, versions, outcomes, rejections })
+        {
+            Add(command, strings, NpgsqlDbType.Varchar);
+        }
+
+        Add(command, statuses, NpgsqlDbType.Smallint);
+        Add(command, upstreams, NpgsqlDbType.Real);
+        Add(command, totals, NpgsqlDbType.Real);
+        Add(command, prices, NpgsqlDbType.Bigint);
+        Add(command, charges, NpgsqlDbType.Bigint);
+        Add(command, currencies, NpgsqlDbType.Char);
+        Add(command, idempotencyKeys, NpgsqlDbType.Varchar);
+        return command;
+
+        static void Add(NpgsqlBatchCommand command, Array values, NpgsqlDbType type) =>
+            command.Parameters.Add(new NpgsqlParameter { Value = values, NpgsqlDbType = NpgsqlDbType.Array | type });
     }
 
     /// <summary>The latency bucket of a call's total time, as PostgreSQL's <c>width_bucket(total_ms, bounds)</c> on the stored real.</summary>

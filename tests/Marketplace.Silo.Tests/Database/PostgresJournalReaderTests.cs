@@ -16,15 +16,19 @@ public sealed class PostgresJournalReaderTests(PostgresFixture postgres)
 {
     private static readonly DateTimeOffset March10 = new(2026, 3, 10, 12, 0, 0, TimeSpan.Zero);
 
-    [Fact]
-    public async Task WriteAsync_RetriedBatch_ChangesNoTotalsAndNoWindows()
+    // A batch of two rows is written in one round trip (rows from arrays); one past JournalBatch.InlineRows with binary COPY.
+    [Theory]
+    [InlineData(0)]
+    [InlineData(JournalBatch.InlineRows - 1)]
+    public async Task WriteAsync_RetriedBatch_ChangesNoTotalsAndNoWindows(int otherRows)
     {
-        await using var database = await CreateDatabaseAsync("journal_retry");
+        await using var database = await CreateDatabaseAsync("journal_retry_" + otherRows);
         var sender = Guid.NewGuid();
         List<CallRecord> batch =
         [
             Record("acct-r", "key-r", "svc-r", March10, charged: 4),
             Record("acct-r", "key-r", "svc-r", March10.AddDays(1), outcome: CallOutcome.UpstreamFailed),
+            .. Enumerable.Range(0, otherRows).Select(i => Record("acct-o", "key-o" + (i % 7), "svc-o", March10.AddMinutes(i), charged: 1)),
         ];
         var reader = Reader(database);
 
@@ -37,6 +41,7 @@ public sealed class PostgresJournalReaderTests(PostgresFixture postgres)
         Assert.False(retried);
         Assert.False(later);
         Assert.Equal(before, await TotalsAsync(database));
+        Assert.Equal(batch.Count, await CountAsync(database, "SELECT count(*) FROM marketplace_call_log"));
         Assert.Contains("marketplace_key_totals key-r svc-r EUR 2 1 1 4 2026-03-11 1 2026-03-01 2", before);
         var key = Assert.Single((await reader.ReadKeyAsync("key-r")).Services);
         Assert.Equal(Assert.Single(keyBefore.Services), key);
@@ -234,6 +239,59 @@ public sealed class PostgresJournalReaderTests(PostgresFixture postgres)
     }
 
     private static PostgresJournalReader Reader(NpgsqlDataSource database) => new(database, Options.Create(new CallLogOptions()));
+
+    [Fact]
+    public async Task WriteAsync_OneRoundTripAndCopy_StoreEveryColumnAlike()
+    {
+        await using var database = await CreateDatabaseAsync("journal_columns");
+        CallRecord[] Calls(string prefix) =>
+        [
+            new(Guid.CreateVersion7(March10), prefix + "-full", March10, "acct-c", "key-c", "svc-c", "v2", CallOutcome.UpstreamFailed, null, 502,
+                12.5, 14.25, 7, 0, "USD", "idem-1"),
+            new(Guid.CreateVersion7(March10), prefix + "-bare", March10.AddSeconds(1), null, null, "svc-c", null, CallOutcome.Rejected,
+                AdmitOutcome.QuotaExhausted, 429, null, 0.5, 0, 0, null, null),
+        ];
+
+        var inline = Calls("inline");
+        var copied = Calls("copy");
+        Assert.True(await JournalBatch.WriteAsync(database, Guid.NewGuid(), 1, inline, CancellationToken.None));
+        Assert.True(await JournalBatch.WriteAsync(database, Guid.NewGuid(), 1,
+            [.. copied, .. Enumerable.Range(0, JournalBatch.InlineRows).Select(i => Record("acct-o", "key-o", "svc-o", March10.AddMinutes(i)))],
+            CancellationToken.None));
+
+        async Task<List<string>> RowsAsync(string prefix)
+        {
+            await using var command = database.CreateCommand(
+                "SELECT concat_ws('|', replace(track_id, $1, ''), at, coalesce(account_id, '-'), coalesce(key_id, '-'), service_id, " +
+                "coalesce(version, '-'), outcome, coalesce(rejection, '-'), status, coalesce(upstream_ms::text, '-'), total_ms, price, charged, " +
+                "coalesce(currency, '-'), coalesce(idempotency_key, '-')) FROM marketplace_call_log WHERE track_id LIKE $1 || '-%' ORDER BY at");
+            command.Parameters.Add(new NpgsqlParameter { Value = prefix });
+            var rows = new List<string>();
+            await using var reader = await command.ExecuteReaderAsync();
+            while (await reader.ReadAsync())
+            {
+                rows.Add(reader.GetString(0));
+            }
+
+            return rows;
+        }
+
+        var copiedRows = await RowsAsync("copy");
+        Assert.Equal(2, copiedRows.Count);
+        Assert.Equal(copiedRows, await RowsAsync("inline"));
+        Assert.Contains("-full|2026-03-10 12:00:00+00|acct-c|key-c|svc-c|v2|upstreamFailed|-|502|12.5|14.25|7|0|USD|idem-1", copiedRows);
+        Assert.Contains("-bare|2026-03-10 12:00:01+00|-|-|svc-c|-|rejected|QuotaExhausted|429|-|0.5|0|0|-|-", copiedRows);
+        var ids = inline.Concat(copied).Select(c => c.CallId).ToArray();
+        await using var byId = database.CreateCommand("SELECT count(*) FROM marketplace_call_log WHERE call_id = ANY($1)");
+        byId.Parameters.Add(new NpgsqlParameter { Value = ids });
+        Assert.Equal(4L, (long)(await byId.ExecuteScalarAsync())!);
+    }
+
+    private static async Task<long> CountAsync(NpgsqlDataSource database, string sql)
+    {
+        await using var command = database.CreateCommand(sql);
+        return (long)(await command.ExecuteScalarAsync())!;
+    }
 
     private static CallRecord Record(string? account, string key, string service, DateTimeOffset at, long charged = 0,
         CallOutcome outcome = CallOutcome.Succeeded, string currency = "EUR", int offset = 0) =>
