@@ -14,6 +14,7 @@ public sealed record AccountSpec(
 /// <param name="Balance">Committed balance: top-ups minus charges.</param>
 /// <param name="Reserved">Prices held for calls in flight.</param>
 /// <param name="Available">What new calls may still spend: Balance - Reserved + CreditLimit.</param>
+/// <param name="Credits">Every top-up and adjustment added up: the balance is this minus the journal's charges.</param>
 [GenerateSerializer, Immutable, Alias("mk.AccountInfo")]
 public sealed record AccountInfo(
     [property: Id(0)] string Id,
@@ -29,7 +30,8 @@ public sealed record AccountInfo(
     [property: Id(10)] IReadOnlyList<string> KeyIds,
     [property: Id(11)] DateTimeOffset CreatedAt,
     [property: Id(12)] long? MonthlyCallCap = null,
-    [property: Id(13)] long CallsThisMonth = 0);
+    [property: Id(13)] long CallsThisMonth = 0,
+    [property: Id(14)] long Credits = 0);
 
 /// <summary>Call counts: in total and per data service.</summary>
 [GenerateSerializer, Immutable, Alias("mk.UsageCounters")]

@@ -424,7 +424,8 @@ public sealed partial class AccountGrain(
     private AccountInfo ToInfo() => new(
         this.GetPrimaryKeyString(), State.Name, State.Currency, State.Balance, _reserved.Total, State.CreditLimit, Available,
         State.TotalToppedUp, State.TotalCharged, State.Usage.ToContract(), [.. State.KeyIds], State.CreatedAt,
-        State.MonthlyCallCap, State.MonthStart == QuotaWindows.MonthStart(time.GetUtcNow(), TimeSpan.Zero) ? State.CallsThisMonth : 0);
+        State.MonthlyCallCap, State.MonthStart == QuotaWindows.MonthStart(time.GetUtcNow(), TimeSpan.Zero) ? State.CallsThisMonth : 0,
+        State.Credits.GetValueOrDefault());
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Account {AccountId}: {Amount} held longer than the reservation timeout was released (a front door or key activation holding it is gone)")]
     private static partial void LogReservationsExpired(ILogger logger, string accountId, long amount);

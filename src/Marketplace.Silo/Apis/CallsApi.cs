@@ -11,10 +11,28 @@ public sealed record CallLogEntry(
     Guid CallId, string TrackId, DateTimeOffset At, string? AccountId, string? KeyId, string ServiceId, string? Version, string Outcome, string? Rejection,
     int Status, double? UpstreamMs, double TotalMs, long Price, long Charged, string? Currency, string? IdempotencyKey);
 
-/// <summary>What the call log and the account grain say about one account's calls and charges, and whether they agree.</summary>
+/// <summary>
+/// What the journal and the grains say about one account, and whether they agree. Every difference is the journal's figure
+/// minus the grain's (or the rollups'), so 0 everywhere means consistent.
+/// </summary>
+/// <param name="LogCalls">Settled calls of the account in the journal's totals.</param>
+/// <param name="LogCharged">Amount the journal's totals charged the account.</param>
+/// <param name="Credits">Top-ups and adjustments the account holds (the grain's).</param>
+/// <param name="ExpectedBalance"><paramref name="Credits"/> minus <paramref name="LogCharged"/>: what the balance must be.</param>
+/// <param name="Balance">The account grain's balance.</param>
+/// <param name="BalanceDifference"><paramref name="ExpectedBalance"/> minus <paramref name="Balance"/>.</param>
+/// <param name="RollupCalls">Calls of the account in the day rollups (what reports read).</param>
+/// <param name="RollupCharged">Amount the day rollups charged the account.</param>
+/// <param name="Keys">Each of the account's keys: its counters against the journal's per-key totals.</param>
 public sealed record Reconciliation(
     string AccountId, long LogCalls, long LogCharged, long GrainCalls, long GrainCharged, long CallsDifference, long ChargedDifference,
-    int PendingOnThisNode, bool Consistent);
+    int PendingOnThisNode, bool Consistent, long Credits = 0, long ExpectedBalance = 0, long Balance = 0, long BalanceDifference = 0,
+    long RollupCalls = 0, long RollupCharged = 0, long RollupCallsDifference = 0, long RollupChargedDifference = 0,
+    IReadOnlyList<KeyReconciliation>? Keys = null);
+
+/// <summary>One key's counters (calls, charged calls, failed calls) in the journal's totals and in its grain.</summary>
+public sealed record KeyReconciliation(
+    string KeyId, long LogCalls, long LogChargedCalls, long LogFailed, long GrainCalls, long GrainChargedCalls, long GrainFailed, bool Consistent);
 
 /// <summary>Looking calls up in the call log by TrackId, and reconciling it with the grains.</summary>
 public static class CallsApi
@@ -117,9 +135,10 @@ public static class CallsApi
     }
 
     /// <summary>
-    /// Compares the account's counters (calls settled, amount charged) with the journal's totals for it, which the same
-    /// transaction as the account's call-log rows adds to (so they equal a count of the log). Both are eventually written
-    /// (the grain within the write-behind interval, the journal within the flush interval), so compare after load stops.
+    /// Compares one account with the journal: its counters (calls settled, amount charged) and its balance (credits minus the
+    /// journal's charges) with the account totals; each of its keys' counters with the per-key totals; and the day rollups
+    /// that reports read with the same totals. The journal's totals and rollups are added in the same transaction as the
+    /// rows, and the grains receive a batch only after it is durable, so compare once load stops and nothing is pending.
     /// </summary>
     public static async Task<Results<Ok<Reconciliation>, ProblemHttpResult>> ReconcileAsync(
         string id, IGrainFactory grains, NpgsqlDataSource database, CallLogWriter writer, CancellationToken cancellationToken)
@@ -129,17 +148,59 @@ public static class CallsApi
             return Problems.NotFound("account", id);
         }
 
-        await using var command = database.CreateCommand(
-            "SELECT coalesce(sum(calls), 0)::bigint, coalesce(sum(charged), 0)::bigint FROM marketplace_account_totals WHERE account_id = $1");
-        command.Parameters.AddWithValue(id);
-        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
-        await reader.ReadAsync(cancellationToken);
-        var logCalls = reader.GetInt64(0);
-        var logCharged = reader.GetInt64(1);
+        await using var batch = database.CreateBatch();
+        batch.BatchCommands.Add(Command(batch,
+            "SELECT coalesce(sum(calls), 0)::bigint, coalesce(sum(charged), 0)::bigint FROM marketplace_account_totals WHERE account_id = $1", id));
+        batch.BatchCommands.Add(Command(batch,
+            "SELECT coalesce(sum(calls), 0)::bigint, coalesce(sum(charged), 0)::bigint FROM marketplace_usage_rollup " +
+            "WHERE granularity = 'day' AND account_id = $1", id));
+        batch.BatchCommands.Add(Command(batch,
+            "SELECT key_id, sum(calls)::bigint, sum(charged_calls)::bigint, sum(failed)::bigint FROM marketplace_key_totals " +
+            "WHERE key_id = ANY($1) GROUP BY key_id", account.KeyIds.ToArray()));
+        var (logCalls, logCharged, rollupCalls, rollupCharged) = (0L, 0L, 0L, 0L);
+        var keyTotals = new Dictionary<string, (long Calls, long ChargedCalls, long Failed)>();
+        await using (var reader = await batch.ExecuteReaderAsync(cancellationToken))
+        {
+            await reader.ReadAsync(cancellationToken);
+            (logCalls, logCharged) = (reader.GetInt64(0), reader.GetInt64(1));
+            await reader.NextResultAsync(cancellationToken);
+            await reader.ReadAsync(cancellationToken);
+            (rollupCalls, rollupCharged) = (reader.GetInt64(0), reader.GetInt64(1));
+            await reader.NextResultAsync(cancellationToken);
+            while (await reader.ReadAsync(cancellationToken))
+            {
+                keyTotals[reader.GetString(0)] = (reader.GetInt64(1), reader.GetInt64(2), reader.GetInt64(3));
+            }
+        }
+
+        var keys = new List<KeyReconciliation>();
+        foreach (var keyId in account.KeyIds)
+        {
+            var usage = (await grains.GetGrain<IApiKeyGrain>(keyId).GetAsync())?.Usage;
+            var (calls, chargedCalls, failed) = keyTotals.GetValueOrDefault(keyId);
+            var (grainCalls, grainCharged, grainFailed) = (usage?.Calls ?? 0, usage?.Charged ?? 0, usage?.Failed ?? 0);
+            keys.Add(new KeyReconciliation(keyId, calls, chargedCalls, failed, grainCalls, grainCharged, grainFailed,
+                calls == grainCalls && chargedCalls == grainCharged && failed == grainFailed));
+        }
+
         var callsDifference = logCalls - account.Usage.Calls;
         var chargedDifference = logCharged - account.TotalCharged;
+        var expectedBalance = account.Credits - logCharged;
+        var balanceDifference = expectedBalance - account.Balance;
+        var (rollupCallsDifference, rollupChargedDifference) = (logCalls - rollupCalls, logCharged - rollupCharged);
+        var consistent = callsDifference == 0 && chargedDifference == 0 && balanceDifference == 0 && rollupCallsDifference == 0
+            && rollupChargedDifference == 0 && keys.TrueForAll(k => k.Consistent);
         return TypedResults.Ok(new Reconciliation(id, logCalls, logCharged, account.Usage.Calls, account.TotalCharged, callsDifference, chargedDifference,
-            writer.QueueLength, callsDifference == 0 && chargedDifference == 0));
+            writer.QueueLength + writer.InFlight, consistent, account.Credits, expectedBalance, account.Balance, balanceDifference, rollupCalls, rollupCharged,
+            rollupCallsDifference, rollupChargedDifference, keys));
+
+        static NpgsqlBatchCommand Command(NpgsqlBatch batch, string sql, object parameter)
+        {
+            var command = batch.CreateBatchCommand();
+            command.CommandText = sql;
+            command.Parameters.Add(new NpgsqlParameter { Value = parameter });
+            return command;
+        }
     }
 
     private static string? Nullable(NpgsqlDataReader reader, int ordinal) => reader.IsDBNull(ordinal) ? null : reader.GetString(ordinal).TrimEnd();

@@ -93,6 +93,7 @@ public sealed partial class CallLogWriter : BackgroundService, ICallLog
     private long _batches;
     private long _lastStoredTicks;
     private int _lastBatchSize;
+    private int _inFlight;
 
     /// <summary>Creates the writer.</summary>
     public CallLogWriter(NpgsqlDataSource database, IOptions<CallLogOptions> options, TimeProvider time, BackgroundLoops loops, ILogger<CallLogWriter> logger,
@@ -112,7 +113,8 @@ public sealed partial class CallLogWriter : BackgroundService, ICallLog
         _loops.Register(LoopName, _options.FlushInterval + TimeSpan.FromSeconds(10));
         _lastStoredTicks = time.GetUtcNow().UtcTicks;
         var meter = meters.Create(MarketplaceMetrics.MeterName);
-        meter.CreateObservableGauge("marketplace.calllog.pending", () => QueueLength, "{record}", "Call-log records waiting to be written on this node.");
+        meter.CreateObservableGauge("marketplace.calllog.pending", () => QueueLength + InFlight, "{record}",
+            "Call-log records not yet stored on this node: queued, or in the batch being written.");
         meter.CreateObservableGauge("marketplace.calllog.lag", () => Lag.TotalSeconds, "s",
             "Time since the call log last stored a batch while records are waiting (0 when nothing waits).");
         meter.CreateObservableCounter("marketplace.calllog.written", () => Written, "{record}", "Call-log rows written by this node.");
@@ -122,6 +124,9 @@ public sealed partial class CallLogWriter : BackgroundService, ICallLog
 
     /// <summary>Records waiting to be written.</summary>
     public int QueueLength => _queue.Reader.Count;
+
+    /// <summary>Records taken from the queue whose batch is being written (0 between batches).</summary>
+    public int InFlight => Volatile.Read(ref _inFlight);
 
     /// <summary>Rows written since start.</summary>
     public long Written => Interlocked.Read(ref _written);
@@ -251,7 +256,9 @@ public sealed partial class CallLogWriter : BackgroundService, ICallLog
                 return;
             }
 
+            Volatile.Write(ref _inFlight, batch.Count);
             await InsertWithRetryAsync(batch, cancellationToken);
+            Volatile.Write(ref _inFlight, 0);
             _lastBatchSize = batch.Count;
             foreach (var pending in batch)
             {

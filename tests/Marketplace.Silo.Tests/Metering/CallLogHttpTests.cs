@@ -166,10 +166,68 @@ public sealed class CallLogHttpTests(MeteringFixture fixture) : IClassFixture<Me
         Assert.Equal(quota * price, reconciliation.GetProperty("logCharged").GetInt64());
         Assert.Equal(quota * price, reconciliation.GetProperty("grainCharged").GetInt64());
         Assert.Equal(1_000_000 - (quota * price), account.GetProperty("balance").GetInt64());
+        Assert.Equal(1_000_000, reconciliation.GetProperty("credits").GetInt64());
+        Assert.Equal(1_000_000 - (quota * price), reconciliation.GetProperty("expectedBalance").GetInt64());
+        Assert.Equal(quota, reconciliation.GetProperty("rollupCalls").GetInt64());
+        Assert.Equal(quota * price, reconciliation.GetProperty("rollupCharged").GetInt64());
+        var key = Assert.Single(reconciliation.GetProperty("keys").EnumerateArray());
+        Assert.Equal(consumer.KeyId, key.GetProperty("keyId").GetString());
+        Assert.Equal(quota, key.GetProperty("logCalls").GetInt64());
+        Assert.Equal(quota, key.GetProperty("grainCalls").GetInt64());
+        Assert.Equal(quota, key.GetProperty("grainChargedCalls").GetInt64());
         Assert.Equal("rejected", rejected.GetProperty("outcome").GetString());
         Assert.Equal("QuotaExhausted", rejected.GetProperty("rejection").GetString());
         Assert.Equal(consumer.KeyId, rejected.GetProperty("keyId").GetString());
         Assert.Equal(0, rejected.GetProperty("charged").GetInt64());
+    }
+
+    [Fact]
+    public async Task Reconciliation_JournalDisagreesWithGrains_ReportsEveryDifference()
+    {
+        const long price = 5;
+        var consumer = await M.Api.CreateConsumerAsync(balance: 1_000, price: price);
+        for (var i = 0; i < 4; i++)
+        {
+            using var response = await M.CallAsync(consumer, Verify, $"recon-{i}-{Guid.NewGuid():N}");
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        }
+
+        var (agreed, _) = await WaitForReconciliationAsync(consumer.AccountId, TimeSpan.FromSeconds(15));
+        Assert.True(agreed.GetProperty("consistent").GetBoolean(), agreed.ToString());
+
+        // What a lost settlement, a double-applied one or a rollup written apart from its rows would look like.
+        await using (var database = M.Host.App.Services.GetRequiredService<NpgsqlDataSource>().CreateBatch())
+        {
+            foreach (var (sql, id) in new[]
+            {
+                ("UPDATE marketplace_account_totals SET charged = charged + 7 WHERE account_id = $1", consumer.AccountId),
+                ("UPDATE marketplace_key_totals SET calls = calls + 2, failed = failed + 2 WHERE key_id = $1", consumer.KeyId),
+                ("UPDATE marketplace_usage_rollup SET calls = calls + 1 WHERE granularity = 'day' AND account_id = $1", consumer.AccountId),
+            })
+            {
+                var command = database.CreateBatchCommand();
+                command.CommandText = sql;
+                command.Parameters.Add(new NpgsqlParameter { Value = id });
+                database.BatchCommands.Add(command);
+            }
+
+            await database.ExecuteNonQueryAsync();
+        }
+
+        var reconciliation = JsonDocument.Parse(await M.Admin.GetStringAsync($"/admin/reconciliation/accounts/{consumer.AccountId}")).RootElement;
+        Assert.False(reconciliation.GetProperty("consistent").GetBoolean());
+        Assert.Equal(0, reconciliation.GetProperty("callsDifference").GetInt64());
+        Assert.Equal(7, reconciliation.GetProperty("chargedDifference").GetInt64());
+        Assert.Equal(-7, reconciliation.GetProperty("balanceDifference").GetInt64());
+        Assert.Equal(1_000 - (4 * price) - 7, reconciliation.GetProperty("expectedBalance").GetInt64());
+        Assert.Equal(1_000 - (4 * price), reconciliation.GetProperty("balance").GetInt64());
+        Assert.Equal(-1, reconciliation.GetProperty("rollupCallsDifference").GetInt64());
+        Assert.Equal(7, reconciliation.GetProperty("rollupChargedDifference").GetInt64());
+        var key = Assert.Single(reconciliation.GetProperty("keys").EnumerateArray());
+        Assert.False(key.GetProperty("consistent").GetBoolean());
+        Assert.Equal((6L, 4L, 2L, 4L, 4L, 0L), (key.GetProperty("logCalls").GetInt64(), key.GetProperty("grainCalls").GetInt64(),
+            key.GetProperty("logFailed").GetInt64(), key.GetProperty("logChargedCalls").GetInt64(), key.GetProperty("grainChargedCalls").GetInt64(),
+            key.GetProperty("grainFailed").GetInt64()));
     }
 
     [Fact]
