@@ -28,6 +28,7 @@ public sealed partial class CallPipeline(
     ILogger<CallPipeline> logger)
 {
     // The host registers a database-backed call log; grain tests and benchmarks run without one.
+    private readonly GrainReferences<IApiKeyGrain> _keys = new(grains);
     private readonly ICallLog _callLog = services.GetService<ICallLog>() ?? NullCallLog.Instance;
     private readonly TimeSpan _idempotencyWindow = services.GetService<IOptions<IdempotencyOptions>>()?.Value.Window ?? TimeSpan.FromHours(24);
 
@@ -197,7 +198,7 @@ public sealed partial class CallPipeline(
 
         try
         {
-            var key = grains.GetGrain<IApiKeyGrain>(keyId);
+            var key = _keys.Get(keyId);
 
             // With an Idempotency-Key the call runs once per API key and request; a retry is answered from the first call's
             // result before admission, so it uses no quota and needs no balance. The credential is verified first, so nobody
