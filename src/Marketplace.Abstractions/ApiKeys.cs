@@ -186,6 +186,18 @@ public interface IApiKeyGrain : IGrainWithStringKey
     [AlwaysInterleave, Alias("AdmitAsync")]
     ValueTask<AdmitResult> AdmitAsync(AdmitRequest request);
 
+    /// <summary>
+    /// Grants a front door a lease to admit calls to one service from memory: the key's credentials and settings, and an
+    /// allowance of calls whose quota, rate tokens and price are taken now (near a limit it shrinks to one call, so limits
+    /// stay exact). The request also ends the holder's finished leases, giving back what they did not spend.
+    /// </summary>
+    [AlwaysInterleave, Alias("LeaseAsync")]
+    ValueTask<KeyLease> LeaseAsync(KeyLeaseRequest request);
+
+    /// <summary>Ends a holder's leases (lapsed, recalled, or its key dropped), giving back what they did not spend.</summary>
+    [AlwaysInterleave, Alias("EndLeasesAsync")]
+    Task EndLeasesAsync(Guid holder, IReadOnlyList<LeaseReport> ended);
+
     /// <summary>Verifies a secret without admitting a call (used to read one's own usage).</summary>
     [Alias("AuthenticateAsync")]
     ValueTask<ApiKeyInfo?> AuthenticateAsync(string secret);

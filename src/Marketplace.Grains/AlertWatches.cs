@@ -98,15 +98,15 @@ internal sealed class QuotaAlertWatch(IGrainFactory grains, string accountId, st
 {
     private int[] _thresholds = [];
 
-    /// <summary>An admitted call was just counted: <paramref name="counter"/> went up by one.</summary>
-    public void Counted(string counterKey, string policy, long limit, QuotaCounterState counter, DateTimeOffset now)
+    /// <summary>Admitted calls were just counted: <paramref name="counter"/> went up by <paramref name="added"/>.</summary>
+    public void Counted(string counterKey, string policy, long limit, QuotaCounterState counter, DateTimeOffset now, long added = 1)
     {
         RefreshIfStale(now);
         var thresholds = _thresholds;
         for (var i = 0; i < thresholds.Length; i++)
         {
-            // The counter moves one call at a time, so it crosses a threshold exactly when it reaches it.
-            if (Reached(counter.Count, limit, thresholds[i]) && !Reached(counter.Count - 1, limit, thresholds[i]))
+            // A threshold is crossed when the count reaches it now and did not before these calls.
+            if (Reached(counter.Count, limit, thresholds[i]) && !Reached(counter.Count - added, limit, thresholds[i]))
             {
                 Signal(counterKey, policy, limit, counter, now);
                 return;

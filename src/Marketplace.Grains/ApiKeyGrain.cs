@@ -15,12 +15,13 @@ namespace Marketplace.Grains;
 /// admissions need no message to the account at all.</para>
 /// </remarks>
 [Reentrant]
-public sealed class ApiKeyGrain(
+public sealed partial class ApiKeyGrain(
     [PersistentState("apikey", StorageNames.Marketplace)] IPersistentState<ApiKeyState> store,
     IOptions<GrainPersistenceOptions> options,
     IOptions<TokenOptions> tokenOptions,
     IOptions<MeteringOptions> metering,
     IOptions<HotPathOptions> hotPath,
+    IOptions<LeaseOptions> leaseOptions,
     ILogger<ApiKeyGrain> logger,
     TimeProvider time,
     MarketplaceMetrics metrics,
@@ -35,6 +36,12 @@ public sealed class ApiKeyGrain(
     private static readonly TimeSpan LeaseRetryDelay = TimeSpan.FromMilliseconds(2);
     private static readonly TimeSpan LeaseRetryMaxDelay = TimeSpan.FromMilliseconds(50);
     private static readonly TimeSpan LeaseIdleReturn = TimeSpan.FromSeconds(1);
+    private static readonly TimeSpan LeaseRecallPoll = TimeSpan.FromMilliseconds(100);
+
+    // The front doors' leases of this key (see LeaseAsync), and whether the account asked for its balance back meanwhile.
+    private readonly KeyLeaseLedger _leases = new();
+    private IGrainTimer? _reclaimTimer;
+    private bool _recalled;
 
     // The key's lease of its account's balance, by the account hold carrying each part: one part, or a few when
     // admissions overlapped while the account answered. _lease is their sum.
@@ -173,6 +180,7 @@ public sealed class ApiKeyGrain(
         }
 
         await SaveNowAsync();
+        TellHolders();
         return ToInfo();
     }
 
@@ -197,6 +205,7 @@ public sealed class ApiKeyGrain(
             }
 
             await SaveNowAsync();
+            TellHolders();
         }
 
         return ToInfo();
@@ -235,6 +244,7 @@ public sealed class ApiKeyGrain(
         State.Secrets.Add(NewSecretState(secret, now));
         PruneSecrets(now);
         await SaveNowAsync();
+        TellHolders();
         return new ApiKeyCreated(ToInfo(), ApiKeySecrets.Format(this.GetPrimaryKeyString(), secret));
     }
 
@@ -256,6 +266,7 @@ public sealed class ApiKeyGrain(
 
         State.Secrets.Remove(secret);
         await SaveNowAsync();
+        TellHolders();
         return ToInfo();
     }
 
@@ -267,6 +278,7 @@ public sealed class ApiKeyGrain(
         }
 
         var accountId = State.AccountId;
+        TellHolders();
         await ReturnLeaseAsync();
         await ClearAsync();
         _buckets.Clear();
@@ -277,106 +289,293 @@ public sealed class ApiKeyGrain(
 
     public async ValueTask<AdmitResult> AdmitAsync(AdmitRequest request)
     {
+        if (Check(request.Secret, request.Kind, time.GetUtcNow()) is { } refusal)
+        {
+            return Refuse(refusal);
+        }
+
+        var admission = await AdmitCallsAsync(Guid.Empty, request.ServiceId, request.Price, request.Currency, 1, waiting: true);
+        return admission.Parts.Count > 0 ? admission.Result with { Hold = admission.Parts[0].Hold } : admission.Result;
+    }
+
+    public async ValueTask<KeyLease> LeaseAsync(KeyLeaseRequest request)
+    {
         var now = time.GetUtcNow();
-        var refusal = request.Kind == CredentialKind.AccessToken ? CheckToken(request.Secret, now) : CheckSecret(request.Secret, now);
+        GiveBack(_leases.End(request.Holder, request.Ended));
+        var refusal = request.Proof is null ? KeyStatusRefusal(now) : Check(request.Proof, request.Kind, now);
         if (refusal is { } outcome)
         {
-            return Refuse(outcome);
+            return KeyLease.Refused(outcome);
         }
 
-        if (!State.Services.Contains(request.ServiceId, StringComparer.Ordinal))
+        var options = leaseOptions.Value;
+        var admission = await AdmitCallsAsync(request.Holder, request.ServiceId, request.Price, request.Currency,
+            Math.Clamp(request.Wanted, 0, options.MaxCalls), request.Waiting);
+        var result = admission.Result;
+        if (result.Outcome != AdmitOutcome.Admitted)
         {
-            return Refuse(AdmitOutcome.NotEntitled);
+            return KeyLease.Refused(result.Outcome, result.Limit, result.AccountId, result.Available, result.Currency);
         }
 
-        if (!string.Equals(State.Currency, request.Currency, StringComparison.Ordinal))
+        var leaseId = 0L;
+        if (admission.Parts.Count > 0)
         {
-            return new AdmitResult(AdmitOutcome.CurrencyMismatch, State.AccountId, 0, 0, State.Currency);
-        }
-
-        // Admissions interleave while the account answers (see IApiKeyGrain.AdmitAsync). A quota with admissions
-        // still undecided near its limit makes this one wait for them rather than guess, so the count stays exact.
-        var limits = State.Limits;
-        var serviceLimits = limits.PerService.GetValueOrDefault(request.ServiceId);
-        var quotas = QuotasFor(request.ServiceId, limits, serviceLimits);
-        var offset = limits.WindowOffset ?? TimeSpan.Zero;
-        while (quotas.Count > 0 && QuotaUndecided(quotas, now, offset))
-        {
-            await (_undecidedChanged ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).Task;
-            now = time.GetUtcNow();
-            limits = State.Limits;
-            serviceLimits = limits.PerService.GetValueOrDefault(request.ServiceId);
-            quotas = QuotasFor(request.ServiceId, limits, serviceLimits);
-            offset = limits.WindowOffset ?? TimeSpan.Zero;
-        }
-
-        // 1. Look, without consuming anything.
-        var keyBucket = Bucket("rate", limits.Rate, now);
-        var serviceBucket = Bucket("rate:" + request.ServiceId, serviceLimits?.Rate, now);
-        if (keyBucket is not null && keyBucket.Available(now) < 1)
-        {
-            return Refuse(AdmitOutcome.RateLimited, keyBucket.Status("rate", now));
-        }
-
-        if (serviceBucket is not null && serviceBucket.Available(now) < 1)
-        {
-            return Refuse(AdmitOutcome.RateLimited, serviceBucket.Status("service-rate", now));
-        }
-
-        LimitStatus? tightest = null;
-        foreach (var (counterKey, window, limit, policy) in quotas)
-        {
-            var counter = Counter(counterKey, window, now, offset);
-            var status = QuotaStatus(policy, window, counter, limit, now, offset);
-            if (counter.Count >= limit)
+            leaseId = _leases.Grant(request.Holder, request.Observer,
+                new GrantedLease(request.ServiceId, request.Price, admission.Parts, admission.Counted), time.GetUtcNow());
+            _reclaimTimer ??= this.RegisterGrainTimer(ReclaimLapsedLeasesAsync, new GrainTimerCreationOptions(options.Lifetime, options.Lifetime)
             {
-                return Refuse(AdmitOutcome.QuotaExhausted, status);
+                KeepAlive = false,
+                Interleave = true,
+            });
+        }
+
+        var verified = request.Kind == CredentialKind.AccessToken ? request.Proof : null;
+        return new KeyLease(AdmitOutcome.Admitted, leaseId, State.AccountId, State.Currency,
+            admission.Parts.ConvertAll(part => new LeaseAllowance(part.Hold, part.Calls)), options.Lifetime, Credentials(now, verified),
+            result.Available, result.Limit, result.WindowOffsetMinutes, request.Price);
+    }
+
+    public Task EndLeasesAsync(Guid holder, IReadOnlyList<LeaseReport> ended)
+    {
+        GiveBack(_leases.End(holder, ended));
+        return Task.CompletedTask;
+    }
+
+    // Leases whose holder went silent (its process was killed) give back what its journal shows it did not spend.
+    private Task ReclaimLapsedLeasesAsync(CancellationToken cancellationToken)
+    {
+        var options = leaseOptions.Value;
+        GiveBack(_leases.Reclaim(time.GetUtcNow(), options.Lifetime, options.ReclaimAfter));
+        if (!_leases.AnyOpen)
+        {
+            _reclaimTimer?.Dispose();
+            _reclaimTimer = null;
+        }
+
+        return Task.CompletedTask;
+    }
+
+    // What ended leases did not spend goes back: their quota counts (in the windows that counted them), their rate tokens,
+    // and their price to the key's lease of the account's balance (in the holds that carry it).
+    private void GiveBack(List<KeyLeaseLedger.Returned> returned)
+    {
+        if (returned.Count == 0)
+        {
+            return;
+        }
+
+        foreach (var (lease, unused) in returned)
+        {
+            if (unused <= 0)
+            {
+                continue;
             }
 
-            // What is left once this call and those still undecided are counted.
-            var undecided = _undecided.GetValueOrDefault(counterKey);
-            tightest = Tighter(tightest, status with { Remaining = Math.Max(0, status.Remaining - undecided - 1) });
+            foreach (var (counterKey, windowStart) in lease.Counted)
+            {
+                if (State.Quotas.TryGetValue(counterKey, out var counter) && counter.WindowStart == windowStart)
+                {
+                    counter.Count = Math.Max(0, counter.Count - unused);
+                }
+            }
+
+            _buckets.GetValueOrDefault("rate")?.Refund(unused);
+            _buckets.GetValueOrDefault("rate:" + lease.ServiceId)?.Refund(unused);
+            if (lease.Price > 0)
+            {
+                foreach (var part in lease.Unspent(unused))
+                {
+                    AddToLease(part.Hold, part.Calls * lease.Price, part.HoldAt);
+                }
+            }
         }
 
-        // 2. Hold what this call would use, then ask the account (the balance and its monthly cap have their own single writer).
-        keyBucket?.Take();
-        serviceBucket?.Take();
-        foreach (var quota in quotas)
+        SignalUndecided();
+        if (_recalled)
         {
-            _undecided[quota.CounterKey] = _undecided.GetValueOrDefault(quota.CounterKey) + 1;
+            _recalled = false;
+            _ = ReturnLeaseAsync();
+        }
+    }
+
+    // Tells every holder the key changed: they drop its leases and report them, and ask again on their next call.
+    private void TellHolders()
+    {
+        if (!leaseOptions.Value.PushChanges)
+        {
+            return;
         }
 
-        Reservation reservation;
-        try
+        var keyId = this.GetPrimaryKeyString();
+        foreach (var observer in _leases.Observers)
         {
-            reservation = await ReserveAsync(request.Price);
+            try
+            {
+                _ = observer.KeyChanged(keyId);
+            }
+            catch (Exception exception)
+            {
+                // A holder that cannot be told loses its lease within the lease's lifetime anyway.
+                LogHolderNotTold(logger, keyId, exception.Message);
+            }
         }
-        catch
+    }
+
+    // One call or a lease's allowance of calls: entitlement, rate tokens, quotas (exact: near a limit only what a waiting
+    // caller needs, and a refusal only once other holders gave back what they did not spend), then the price from the account.
+    private async ValueTask<Admission> AdmitCallsAsync(Guid holder, string serviceId, long price, string currency, int wanted, bool waiting)
+    {
+        if (!State.Services.Contains(serviceId, StringComparer.Ordinal))
         {
-            Decide(quotas, admitted: false, now, offset, keyBucket, serviceBucket);
-            throw;
+            return new Admission(Refuse(AdmitOutcome.NotEntitled));
         }
 
-        // 3. Consume, or give back: a refused call uses no quota and no rate-limit token.
-        Decide(quotas, reservation.Granted, time.GetUtcNow(), offset, keyBucket, serviceBucket);
-        if (!reservation.Granted)
+        if (!string.Equals(State.Currency, currency, StringComparison.Ordinal))
         {
-            return new AdmitResult(reservation.CapReached ? AdmitOutcome.AccountCapReached : AdmitOutcome.InsufficientBalance,
-                State.AccountId, 0, reservation.Available, reservation.Currency);
+            return new Admission(new AdmitResult(AdmitOutcome.CurrencyMismatch, State.AccountId, 0, 0, State.Currency));
         }
 
-        if (keyBucket is not null)
+        var recallUntil = time.GetUtcNow() + TimeSpan.FromTicks(Math.Min(LeaseRecallWait.Ticks, hotPath.Value.GrainCallTimeout.Ticks * 4 / 5));
+        while (true)
         {
-            tightest = Tighter(tightest, keyBucket.Status("rate", now));
-        }
+            var now = time.GetUtcNow();
+            var limits = State.Limits;
+            var serviceLimits = limits.PerService.GetValueOrDefault(serviceId);
+            var quotas = QuotasFor(serviceId, limits, serviceLimits);
+            var offset = limits.WindowOffset ?? TimeSpan.Zero;
 
-        if (serviceBucket is not null)
+            // Admissions interleave while the account answers (see IApiKeyGrain.AdmitAsync). A quota with admissions
+            // still undecided near its limit makes this one wait for them rather than guess, so the count stays exact.
+            if (quotas.Count > 0 && QuotaUndecided(quotas, now, offset))
+            {
+                await WhenUndecidedChanges();
+                continue;
+            }
+
+            // 1. Look, without consuming anything.
+            var keyBucket = Bucket("rate", limits.Rate, now);
+            var serviceBucket = Bucket("rate:" + serviceId, serviceLimits?.Rate, now);
+            if (keyBucket is not null && keyBucket.Available(now) < 1)
+            {
+                return new Admission(Refuse(AdmitOutcome.RateLimited, keyBucket.Status("rate", now)));
+            }
+
+            if (serviceBucket is not null && serviceBucket.Available(now) < 1)
+            {
+                return new Admission(Refuse(AdmitOutcome.RateLimited, serviceBucket.Status("service-rate", now)));
+            }
+
+            var calls = wanted;
+            LimitStatus? tightest = null;
+            LimitStatus? exhausted = null;
+            foreach (var (counterKey, window, limit, policy) in quotas)
+            {
+                var counter = Counter(counterKey, window, now, offset);
+                var status = QuotaStatus(policy, window, counter, limit, now, offset);
+                if (counter.Count >= limit)
+                {
+                    exhausted = status;
+                    break;
+                }
+
+                // What is left once the calls still undecided are counted.
+                var left = limit - counter.Count - _undecided.GetValueOrDefault(counterKey);
+                calls = Math.Min(calls, KeyLeaseSizing.QuotaCalls(left, limit, waiting));
+                tightest = Tighter(tightest, status with { Remaining = Math.Max(0, left - Math.Max(calls, 1)) });
+            }
+
+            if (exhausted is not null)
+            {
+                // Calls leased to front doors count as used until they come back: a refusal is final only once they are back.
+                if (_leases.AnyOpen && now < recallUntil)
+                {
+                    TellHolders();
+                    try
+                    {
+                        await WhenUndecidedChanges().WaitAsync(LeaseRecallPoll, time);
+                    }
+                    catch (TimeoutException)
+                    {
+                        // Asked again below: a holder that went silent is given up on by the reclaim timer.
+                    }
+
+                    continue;
+                }
+
+                return new Admission(Refuse(AdmitOutcome.QuotaExhausted, exhausted));
+            }
+
+            calls = Math.Min(calls, KeyLeaseSizing.RateCalls(keyBucket?.Available(now), waiting));
+            calls = Math.Min(calls, KeyLeaseSizing.RateCalls(serviceBucket?.Available(now), waiting));
+            if (calls <= 0)
+            {
+                // Nothing to lease ahead of need: the holder gets fresh credentials only.
+                return new Admission(new AdmitResult(AdmitOutcome.Admitted, State.AccountId, 0, _lastAvailable + _lease, State.Currency, tightest, 0,
+                    (int)offset.TotalMinutes));
+            }
+
+            // 2. Hold what these calls would use, then ask the account (the balance and its monthly cap have their own single writer).
+            keyBucket?.Take(calls);
+            serviceBucket?.Take(calls);
+            foreach (var quota in quotas)
+            {
+                _undecided[quota.CounterKey] = _undecided.GetValueOrDefault(quota.CounterKey) + calls;
+            }
+
+            List<GrantedPart> parts;
+            Reservation reservation;
+            try
+            {
+                (parts, reservation) = await ReserveCallsAsync(price, calls);
+            }
+            catch
+            {
+                Decide(quotas, calls, 0, time.GetUtcNow(), offset, keyBucket, serviceBucket);
+                throw;
+            }
+
+            // 3. Consume, or give back: a refused call uses no quota and no rate-limit token.
+            var granted = parts.Sum(part => part.Calls);
+            var counted = Decide(quotas, calls, granted, time.GetUtcNow(), offset, keyBucket, serviceBucket);
+            if (granted == 0)
+            {
+                return new Admission(new AdmitResult(reservation.CapReached ? AdmitOutcome.AccountCapReached : AdmitOutcome.InsufficientBalance,
+                    State.AccountId, 0, reservation.Available, reservation.Currency));
+            }
+
+            if (keyBucket is not null)
+            {
+                tightest = Tighter(tightest, keyBucket.Status("rate", now));
+            }
+
+            if (serviceBucket is not null)
+            {
+                tightest = Tighter(tightest, serviceBucket.Status("service-rate", now));
+            }
+
+            return new Admission(
+                new AdmitResult(AdmitOutcome.Admitted, State.AccountId, price, reservation.Available, reservation.Currency, tightest, parts[0].Hold,
+                    (int)offset.TotalMinutes),
+                parts, counted);
+        }
+    }
+
+    private sealed record Admission(AdmitResult Result, List<GrantedPart> Parts, List<(string CounterKey, DateTimeOffset WindowStart)> Counted)
+    {
+        public Admission(AdmitResult result)
+            : this(result, [], [])
         {
-            tightest = Tighter(tightest, serviceBucket.Status("service-rate", now));
         }
+    }
 
-        return new AdmitResult(AdmitOutcome.Admitted, State.AccountId, request.Price, reservation.Available, reservation.Currency, tightest, reservation.Hold,
-            (int)offset.TotalMinutes);
+    private Task WhenUndecidedChanges() =>
+        (_undecidedChanged ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).Task;
+
+    private void SignalUndecided()
+    {
+        var waiters = _undecidedChanged;
+        _undecidedChanged = null;
+        waiters?.SetResult();
     }
 
     // True while some quota could be exhausted by the admissions still waiting for their account's answer.
@@ -394,12 +593,14 @@ public sealed class ApiKeyGrain(
         return false;
     }
 
-    private void Decide(List<(string CounterKey, string Window, long Limit, string Policy)> quotas, bool admitted, DateTimeOffset now,
-        TimeSpan offset, TokenBucket? keyBucket, TokenBucket? serviceBucket)
+    // Counts the granted calls (and gives back the rest of those held); returns the windows that counted them.
+    private List<(string CounterKey, DateTimeOffset WindowStart)> Decide(List<(string CounterKey, string Window, long Limit, string Policy)> quotas,
+        int held, int granted, DateTimeOffset now, TimeSpan offset, TokenBucket? keyBucket, TokenBucket? serviceBucket)
     {
+        var counted = new List<(string, DateTimeOffset)>(quotas.Count);
         foreach (var (counterKey, window, limit, policy) in quotas)
         {
-            var left = _undecided.GetValueOrDefault(counterKey) - 1;
+            var left = _undecided.GetValueOrDefault(counterKey) - held;
             if (left <= 0)
             {
                 _undecided.Remove(counterKey);
@@ -409,26 +610,36 @@ public sealed class ApiKeyGrain(
                 _undecided[counterKey] = left;
             }
 
-            if (admitted)
+            if (granted > 0)
             {
                 var counter = Counter(counterKey, window, now, offset);
-                counter.Count++;
-                AlertWatch().Counted(counterKey, policy, limit, counter, now);
+                counter.Count += granted;
+                counted.Add((counterKey, counter.WindowStart));
+                AlertWatch().Counted(counterKey, policy, limit, counter, now, granted);
             }
         }
 
-        if (!admitted)
+        if (held > granted)
         {
-            keyBucket?.Refund();
-            serviceBucket?.Refund();
+            keyBucket?.Refund(held - granted);
+            serviceBucket?.Refund(held - granted);
         }
 
-        var waiters = _undecidedChanged;
-        _undecidedChanged = null;
-        waiters?.SetResult();
+        SignalUndecided();
+        return counted;
     }
 
-    public Task RecallLeaseAsync() => ReturnLeaseAsync(always: true);
+    public Task RecallLeaseAsync()
+    {
+        // The front doors' allowances go back to the account too, once they report them.
+        if (_leases.AnyOpen)
+        {
+            _recalled = true;
+            TellHolders();
+        }
+
+        return ReturnLeaseAsync(always: true);
+    }
 
     public Task WatchAlertsAsync(AlertWatch watch)
     {
@@ -447,6 +658,84 @@ public sealed class ApiKeyGrain(
     {
         await ReturnLeaseAsync();
         await base.OnDeactivateAsync(reason, cancellationToken);
+    }
+
+    // The price of up to `calls` calls: from the key's lease of the account's balance as far as it covers them, otherwise one
+    // call from the account (which refills the lease) and then the rest from the lease. Fewer calls than asked when the lease
+    // runs out; none when the account refuses.
+    private async ValueTask<(List<GrantedPart> Parts, Reservation Reservation)> ReserveCallsAsync(long price, int calls)
+    {
+        var parts = new List<GrantedPart>(1);
+        if (price > 0)
+        {
+            TakeCalls(price, calls, parts);
+        }
+
+        if (parts.Count == 0)
+        {
+            var reservation = await ReserveAsync(price);
+            if (!reservation.Granted)
+            {
+                return (parts, reservation);
+            }
+
+            parts.Add(new GrantedPart(reservation.Hold, 1, time.GetUtcNow()));
+            if (price > 0 && calls > 1)
+            {
+                TakeCalls(price, calls - 1, parts);
+            }
+
+            if (price == 0)
+            {
+                return (parts, reservation);
+            }
+        }
+
+        _leaseUsed = true;
+        return (parts, new Reservation(true, _lastAvailable + _lease, State.Currency, Hold: parts[0].Hold));
+    }
+
+    // Takes whole calls' prices from the lease's parts, oldest first.
+    private void TakeCalls(long price, int calls, List<GrantedPart> parts)
+    {
+        for (var i = 0; i < _leaseParts.Count && calls > 0;)
+        {
+            var part = _leaseParts[i];
+            var taken = (int)Math.Min(calls, part.Amount / price);
+            if (taken > 0)
+            {
+                part.Amount -= taken * price;
+                _lease -= taken * price;
+                calls -= taken;
+                parts.Add(new GrantedPart(part.Hold, taken, part.At));
+            }
+
+            if (part.Amount == 0)
+            {
+                _leaseParts.RemoveAt(i);
+            }
+            else
+            {
+                i++;
+            }
+        }
+    }
+
+    // Puts money a front door did not spend back into the key's lease, in the hold that carries it.
+    private void AddToLease(long hold, long amount, DateTimeOffset at)
+    {
+        _lease += amount;
+        foreach (var part in _leaseParts)
+        {
+            if (part.Hold == hold)
+            {
+                part.Amount += amount;
+                return;
+            }
+        }
+
+        var index = _leaseParts.FindIndex(part => part.At > at);
+        _leaseParts.Insert(index < 0 ? _leaseParts.Count : index, new LeasePart(hold, amount, at));
     }
 
     // The price of one call from the key's lease when a part covers it, otherwise from the account (returning the lease's rest).
@@ -606,11 +895,11 @@ public sealed class ApiKeyGrain(
     public ValueTask<bool> VerifyAsync(string proof, CredentialKind kind)
     {
         var now = time.GetUtcNow();
-        return ValueTask.FromResult(Exists && (kind == CredentialKind.AccessToken ? CheckToken(proof, now) : CheckSecret(proof, now)) is null);
+        return ValueTask.FromResult(Check(proof, kind, now) is null);
     }
 
     public ValueTask<ApiKeyInfo?> AuthenticateAsync(string secret) =>
-        ValueTask.FromResult(CheckSecret(secret, time.GetUtcNow()) is null ? ToInfo() : null);
+        ValueTask.FromResult(Check(secret, CredentialKind.KeySecret, time.GetUtcNow()) is null ? ToInfo() : null);
 
     public Task RecordAsync(string serviceId, bool succeeded, bool charged)
     {
@@ -627,9 +916,16 @@ public sealed class ApiKeyGrain(
     {
         if (Exists && DeliveryMarks.TryAccept(_applied, delivery, time.GetUtcNow()))
         {
+            var calls = 0L;
             foreach (var service in usage)
             {
                 State.Usage.Add(service);
+                calls += service.Calls;
+            }
+
+            if (delivery is { } id)
+            {
+                _leases.Settled(id.Sender, calls);
             }
         }
 
@@ -639,7 +935,7 @@ public sealed class ApiKeyGrain(
     public async Task<TokenResult> IssueTokenAsync(string secret)
     {
         var now = time.GetUtcNow();
-        if (CheckSecret(secret, now) is { } refusal)
+        if (Check(secret, CredentialKind.KeySecret, now) is { } refusal)
         {
             return new TokenResult(refusal, null);
         }
@@ -671,13 +967,13 @@ public sealed class ApiKeyGrain(
         // A refresh that raced (or retried) one that already succeeded gets the same pair, not a second one.
         if (_recentRefreshes.TryGetValue(tokenId, out var recent)
             && now - recent.At <= tokenOptions.Value.RefreshGracePeriod
-            && ApiKeySecrets.Verify(Salt(tokenId), recent.Hash, secret))
+            && ApiKeySecrets.Verify(ApiKeySecrets.TokenSalt(tokenId), recent.Hash, secret))
         {
             return new TokenResult(AdmitOutcome.Admitted, recent.Pair);
         }
 
         if (!State.Tokens.TryGetValue(tokenId, out var token) || !token.IsRefresh || token.Used || token.ExpiresAt <= now
-            || !ApiKeySecrets.Verify(Salt(tokenId), token.Hash, secret))
+            || !ApiKeySecrets.Verify(ApiKeySecrets.TokenSalt(tokenId), token.Hash, secret))
         {
             return new TokenResult(AdmitOutcome.TokenInvalid, null);
         }
@@ -693,7 +989,7 @@ public sealed class ApiKeyGrain(
     public async Task<bool> RevokeTokenAsync(string token)
     {
         if (!Exists || !ApiKeySecrets.TrySplitProof(token, out var tokenId, out var secret)
-            || !State.Tokens.TryGetValue(tokenId, out var stored) || !ApiKeySecrets.Verify(Salt(tokenId), stored.Hash, secret))
+            || !State.Tokens.TryGetValue(tokenId, out var stored) || !ApiKeySecrets.Verify(ApiKeySecrets.TokenSalt(tokenId), stored.Hash, secret))
         {
             return false;
         }
@@ -701,40 +997,46 @@ public sealed class ApiKeyGrain(
         State.Tokens.Remove(tokenId);
         _recentRefreshes.Remove(tokenId);
         await SaveNowAsync();
+        TellHolders();
         return true;
     }
 
-    private AdmitOutcome? CheckSecret(string secret, DateTimeOffset now)
+    // Most access tokens a lease carries besides the one its caller presented; a token beyond them is checked here.
+    private const int LeasedTokens = 64;
+
+    private AdmitOutcome? Check(string proof, CredentialKind kind, DateTimeOffset now) =>
+        Exists ? KeyCredentialCheck.Check(Credentials(now, kind == CredentialKind.AccessToken ? proof : null), proof, kind, now) : AdmitOutcome.InvalidCredentials;
+
+    // The key's credentials as a lease carries them: hashes of the active secrets, and of the newest access tokens plus the
+    // one presented (so the caller holding it is checked locally from then on).
+    private KeyCredentials Credentials(DateTimeOffset now, string? presentedToken)
     {
-        if (!Exists || !State.Secrets.Any(s => (s.RetiresAt is null || s.RetiresAt > now) && ApiKeySecrets.Verify(s.Salt, s.Hash, secret)))
+        var secrets = new List<SecretCredential>(State.Secrets.Count);
+        foreach (var secret in State.Secrets)
         {
-            return AdmitOutcome.InvalidCredentials;
+            if (secret.RetiresAt is null || secret.RetiresAt > now)
+            {
+                secrets.Add(new SecretCredential(secret.Salt, secret.Hash, secret.RetiresAt));
+            }
         }
 
-        return KeyStatusRefusal(now);
-    }
-
-    private AdmitOutcome? CheckToken(string proof, DateTimeOffset now)
-    {
-        if (!Exists)
+        var tokens = new Dictionary<string, TokenCredential>(StringComparer.Ordinal);
+        if (State.Tokens.Count > 0)
         {
-            return AdmitOutcome.InvalidCredentials;
+            var access = State.Tokens.Where(t => !t.Value.IsRefresh && t.Value.ExpiresAt > now);
+            foreach (var (id, token) in State.Tokens.Count > LeasedTokens ? access.OrderByDescending(t => t.Value.ExpiresAt).Take(LeasedTokens) : access)
+            {
+                tokens[id] = new TokenCredential(token.Hash, token.ExpiresAt);
+            }
+
+            if (presentedToken is not null && ApiKeySecrets.TrySplitProof(presentedToken, out var tokenId, out _)
+                && State.Tokens.TryGetValue(tokenId, out var presented) && !presented.IsRefresh)
+            {
+                tokens[tokenId] = new TokenCredential(presented.Hash, presented.ExpiresAt);
+            }
         }
 
-        // The key's own state comes first: a revoked key's tokens are refused as revoked, even after they were dropped.
-        if (KeyStatusRefusal(now) is { } refusal)
-        {
-            return refusal;
-        }
-
-        if (!ApiKeySecrets.TrySplitProof(proof, out var tokenId, out var secret)
-            || !State.Tokens.TryGetValue(tokenId, out var token) || token.IsRefresh || token.ExpiresAt <= now
-            || !ApiKeySecrets.Verify(Salt(tokenId), token.Hash, secret))
-        {
-            return AdmitOutcome.TokenInvalid;
-        }
-
-        return null;
+        return new KeyCredentials(State.Status, State.ExpiresAt, secrets, tokens);
     }
 
     private AdmitOutcome? KeyStatusRefusal(DateTimeOffset now) => State.Status switch
@@ -757,13 +1059,11 @@ public sealed class ApiKeyGrain(
         var pair = new TokenPair(
             ApiKeySecrets.FormatToken(ApiKeySecrets.AccessTokenPrefix, keyId, accessId, accessSecret), now + lifetimes.AccessTokenLifetime,
             ApiKeySecrets.FormatToken(ApiKeySecrets.RefreshTokenPrefix, keyId, refreshId, refreshSecret), now + lifetimes.RefreshTokenLifetime);
-        State.Tokens[accessId] = new TokenState { Hash = ApiKeySecrets.Hash(Salt(accessId), accessSecret), ExpiresAt = pair.AccessExpiresAt };
-        State.Tokens[refreshId] = new TokenState { IsRefresh = true, Hash = ApiKeySecrets.Hash(Salt(refreshId), refreshSecret), ExpiresAt = pair.RefreshExpiresAt };
+        State.Tokens[accessId] = new TokenState { Hash = ApiKeySecrets.Hash(ApiKeySecrets.TokenSalt(accessId), accessSecret), ExpiresAt = pair.AccessExpiresAt };
+        State.Tokens[refreshId] = new TokenState { IsRefresh = true, Hash = ApiKeySecrets.Hash(ApiKeySecrets.TokenSalt(refreshId), refreshSecret), ExpiresAt = pair.RefreshExpiresAt };
         return pair;
     }
 
-    // Token secrets are 256 random bits; the token id is salt enough to make equal secrets hash differently.
-    private static byte[] Salt(string tokenId) => System.Text.Encoding.ASCII.GetBytes(tokenId);
 
     private void PruneTokens(DateTimeOffset now)
     {
@@ -884,4 +1184,7 @@ public sealed class ApiKeyGrain(
             [.. State.Secrets.Where(s => s.RetiresAt is null || s.RetiresAt > now).Select(s => new SecretInfo(s.Id, s.CreatedAt, s.RetiresAt))],
             quotas);
     }
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Holder of key {KeyId}'s lease not told of a change: {Reason}")]
+    private static partial void LogHolderNotTold(ILogger logger, string keyId, string reason);
 }

@@ -131,6 +131,9 @@ public static partial class ApiKeySecrets
         return SHA256.HashData(buffer);
     }
 
+    /// <summary>The salt of a token's hash: token secrets are 256 random bits, so the token id is salt enough.</summary>
+    public static byte[] TokenSalt(string tokenId) => Encoding.ASCII.GetBytes(tokenId);
+
     /// <summary>Constant-time check of a secret against a stored hash.</summary>
     public static bool Verify(byte[] salt, byte[] expectedHash, string secret) =>
         CryptographicOperations.FixedTimeEquals(Hash(salt, secret), expectedHash);

@@ -45,6 +45,12 @@ public interface ICallLog
     /// the back-pressure a slow database puts on callers), or once it is stored (strict durability).
     /// </summary>
     ValueTask WriteAsync(CallRecord record, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// The id this process's journal batches carry (<see cref="DeliveryId.Sender"/>): the process's front door holds API
+    /// keys' leases under it, so a key can tell which settled calls a holder spent.
+    /// </summary>
+    Guid Sender { get; }
 }
 
 /// <summary>The call log used when the host registers none (grain tests, benchmarks): records are dropped.</summary>
@@ -52,6 +58,9 @@ public sealed class NullCallLog : ICallLog
 {
     /// <summary>The one instance.</summary>
     public static NullCallLog Instance { get; } = new();
+
+    /// <inheritdoc />
+    public Guid Sender { get; } = Guid.NewGuid();
 
     /// <inheritdoc />
     public ValueTask WriteAsync(CallRecord record, CancellationToken cancellationToken) => ValueTask.CompletedTask;

@@ -10,7 +10,8 @@ namespace Marketplace.Grains;
 
 /// <summary>
 /// One call from admission to settlement, the same for HTTP callers and internal .NET callers:
-/// route lookup (cached), one grain call to admit (authenticate, entitle, reserve the price), the upstream request,
+/// route lookup (cached), admission from the front door's lease of the key (<see cref="KeyLeaseCache"/>: authenticate,
+/// entitle, count the quotas and reserve the price without a grain call while the lease lasts), the upstream request,
 /// then the call's record to the journal, whose writer sends the settlement once the record is durable, so the caller never
 /// waits for metering. Every grain call is bounded by
 /// <see cref="HotPathCalls"/>, and every call is written to the call log, whatever ended it.
@@ -20,6 +21,8 @@ public sealed partial class CallPipeline(
     IHttpClientFactory httpClients,
     ServiceRouteCache routes,
     HotPathCalls hotPath,
+    KeyLeaseCache leases,
+    IOptions<LeaseOptions> leaseOptions,
     UpstreamLimiter upstreamLimiter,
     UpstreamProtection protection,
     MarketplaceMetrics metrics,
@@ -30,6 +33,7 @@ public sealed partial class CallPipeline(
     // The host registers a database-backed call log; grain tests and benchmarks run without one.
     private readonly GrainReferences<IApiKeyGrain> _keys = new(grains);
     private readonly ICallLog _callLog = services.GetService<ICallLog>() ?? NullCallLog.Instance;
+    private readonly bool _leased = leaseOptions.Value.Enabled;
     private readonly TimeSpan _idempotencyWindow = services.GetService<IOptions<IdempotencyOptions>>()?.Value.Window ?? TimeSpan.FromHours(24);
 
     /// <summary>Name of the <see cref="HttpClient"/> used for upstream calls.</summary>
@@ -225,11 +229,14 @@ public sealed partial class CallPipeline(
             }
 
             // Not repeated after a fault that may have admitted it (quota and balance would count it twice).
-            var admitRequest = new AdmitRequest(proof, route.ServiceId, route.PricePerCall, route.Currency, trackId, kind);
             AdmitResult admission;
             try
             {
-                admission = await hotPath.CallAsync(() => key.AdmitAsync(admitRequest), HotPathRetry.WhenNotRun, "API key");
+                // From this front door's lease of the key (no grain call while it lasts), or by the key grain itself.
+                admission = _leased
+                    ? await leases.AdmitAsync(keyId, proof, kind, route)
+                    : await hotPath.CallAsync(() => key.AdmitAsync(new AdmitRequest(proof, route.ServiceId, route.PricePerCall, route.Currency, trackId, kind)),
+                        HotPathRetry.WhenNotRun, "API key");
             }
             catch (Exception exception) when (idempotency is not null && HotPathCalls.IsClusterFault(exception))
             {

@@ -19,11 +19,11 @@ public sealed class TokenBucket(RateLimit limit, DateTimeOffset now)
         return _tokens;
     }
 
-    /// <summary>Takes one token, which <see cref="Available"/> said was there.</summary>
-    public void Take() => _tokens -= 1;
+    /// <summary>Takes tokens, which <see cref="Available"/> said were there.</summary>
+    public void Take(int count = 1) => _tokens -= count;
 
-    /// <summary>Gives back a token taken for a call that was then refused.</summary>
-    public void Refund() => _tokens = Math.Min(Limit.Burst, _tokens + 1);
+    /// <summary>Gives back tokens taken for calls that were then refused or not spent.</summary>
+    public void Refund(int count = 1) => _tokens = Math.Min(Limit.Burst, _tokens + count);
 
     /// <summary>Applies a changed limit, keeping the tokens already earned (capped at the new burst).</summary>
     public void Reconfigure(RateLimit limit)

@@ -46,6 +46,11 @@ public static class ServiceCollectionExtensions
             .ValidateDataAnnotations()
             .ValidateOnStart();
         services.AddSingleton<HotPathCalls>();
+        services.AddOptions<LeaseOptions>()
+            .BindConfiguration(LeaseOptions.Section)
+            .ValidateDataAnnotations()
+            .ValidateOnStart();
+        services.AddSingleton<KeyLeaseCache>();
         services.AddOptions<RoutingOptions>()
             .BindConfiguration(RoutingOptions.Section)
             .ValidateDataAnnotations()

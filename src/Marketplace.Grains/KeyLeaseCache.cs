@@ -1,0 +1,600 @@
+using System.Collections.Concurrent;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+
+namespace Marketplace.Grains;
+
+/// <summary>
+/// A front door's leases of API keys: it admits calls from memory, checking the caller's secret or token against the
+/// credentials a lease carries and spending the lease's allowance one call at a time, and asks a key grain only to refill.
+/// </summary>
+/// <remarks>
+/// <para>Per key and service the cache holds the credentials of the newest lease and the allowances of its open leases.
+/// It asks for the next lease before the allowance runs out (in the steady state no caller waits), sized from how fast the
+/// allowance went. A caller finding none waits for a lease asked for on its behalf, which the key grants at least one
+/// call unless it refuses. Near a limit the key grants one call per waiting caller, so limits stay exact.</para>
+/// <para>A lease is good for <see cref="LeaseOptions.Lifetime"/> from when it arrived: a key's change that was pushed is
+/// applied at once (<see cref="KeyChanged"/>), one whose push was lost within that lifetime. An ended lease (used up,
+/// lapsed or dropped) is reported to its key with the calls it spent, on the next request or by the sweep that also lets
+/// idle keys' leases lapse.</para>
+/// <para>A caller whose proof does not match the cached credentials is checked by the key itself (a secret or token
+/// newer than the lease), so only the key ever refuses a credential.</para>
+/// </remarks>
+public sealed partial class KeyLeaseCache : IKeyLeaseHolder, IDisposable
+{
+    private readonly IGrainFactory _grains;
+    private readonly HotPathCalls _hotPath;
+    private readonly LeaseOptions _options;
+    private readonly TimeProvider _time;
+    private readonly MarketplaceMetrics _metrics;
+    private readonly ILogger<KeyLeaseCache> _logger;
+    private readonly GrainReferences<IApiKeyGrain> _keys;
+    private readonly ConcurrentDictionary<(string KeyId, string ServiceId), Entry> _entries = new();
+    private readonly ITimer _sweep;
+    private readonly long _lifetime;
+    private IKeyLeaseHolder? _observer;
+    private int _observerAsked;
+
+    /// <summary>Creates the cache; its holder id is the process's journal sender id.</summary>
+    public KeyLeaseCache(IGrainFactory grains, HotPathCalls hotPath, IOptions<LeaseOptions> options, TimeProvider time, MarketplaceMetrics metrics,
+        IServiceProvider services, ILogger<KeyLeaseCache> logger)
+    {
+        _grains = grains;
+        _hotPath = hotPath;
+        _options = options.Value;
+        _time = time;
+        _metrics = metrics;
+        _logger = logger;
+        _keys = new GrainReferences<IApiKeyGrain>(grains);
+        Holder = (services.GetService<ICallLog>() ?? NullCallLog.Instance).Sender;
+        _lifetime = (long)(_options.Lifetime.TotalSeconds * time.TimestampFrequency);
+        _sweep = time.CreateTimer(_ => Sweep(), null, _options.Lifetime / 2, _options.Lifetime / 2);
+    }
+
+    /// <summary>This front door's holder id: its journal's sender id.</summary>
+    public Guid Holder { get; }
+
+    /// <summary>Keys and services with a cache entry.</summary>
+    public int Count => _entries.Count;
+
+    /// <summary>
+    /// Admits one call from the key's lease, refilling it when needed. The result is what the key grain's own admission
+    /// would answer: the hold and window offset the call's record names, or the refusal.
+    /// </summary>
+    public async ValueTask<AdmitResult> AdmitAsync(string keyId, string proof, CredentialKind kind, ServiceRoute route)
+    {
+        var entry = _entries.GetOrAdd((keyId, route.ServiceId), static (id, self) => new Entry(id.KeyId, id.ServiceId, self._lifetime, self._time.TimestampFrequency), this);
+        var askWithProof = false;
+        for (var attempt = 0; ; attempt++)
+        {
+            var now = _time.GetUtcNow();
+            var taken = entry.TryTake(proof, kind, route, now, _time.GetTimestamp(), out var result);
+            switch (taken)
+            {
+                case Take.Admitted:
+                    if (entry.ShouldRefill(_time.GetTimestamp(), _lifetime))
+                    {
+                        _ = RefillAsync(entry, route, waiting: false, proof: null, kind);
+                    }
+
+                    return result!;
+                case Take.Refused:
+                    return result!;
+                case Take.UnknownProof:
+                    askWithProof = true;
+                    break;
+            }
+
+            // No call to spend: wait for the lease already asked for, or ask for one on this caller's behalf.
+            if (entry.InFlight is { } pending && !askWithProof && attempt < 2)
+            {
+                await pending;
+                continue;
+            }
+
+            var lease = await RefillAsync(entry, route, waiting: true, askWithProof || !entry.HasCredentials ? proof : null, kind);
+            if (lease.Outcome != AdmitOutcome.Admitted)
+            {
+                return new AdmitResult(lease.Outcome, lease.AccountId, 0, lease.Available, lease.Currency, lease.Limit);
+            }
+
+            askWithProof = false;
+            if (entry.TryTakeGranted(lease, proof, kind, route, now, _time.GetTimestamp(), out result))
+            {
+                return result!;
+            }
+        }
+    }
+
+    // Asks the key for a lease, reporting the entry's ended leases. A waiting caller's fault reaches it; a refill ahead of
+    // need that fails is only logged (the entry's callers ask again when its allowance runs out).
+    private async Task<KeyLease> RefillAsync(Entry entry, ServiceRoute route, bool waiting, string? proof, CredentialKind kind)
+    {
+        var completion = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        if (!waiting && !entry.TryStartRefill(completion.Task))
+        {
+            return KeyLease.Refused(AdmitOutcome.Admitted);
+        }
+
+        if (waiting)
+        {
+            entry.StartWaiting(completion.Task);
+        }
+
+        var request = new KeyLeaseRequest(Holder, route.ServiceId, route.PricePerCall, route.Currency, entry.Wanted(waiting, _options.MaxCalls), waiting,
+            entry.TakeEnded(_time.GetTimestamp()), Observer(), proof, kind);
+        try
+        {
+            var key = _keys.Get(entry.KeyId);
+            var lease = await _hotPath.CallAsync(() => key.LeaseAsync(request), HotPathRetry.WhenNotRun, "API key");
+            entry.Apply(lease, _time.GetTimestamp());
+            _metrics.RecordLeaseRefill();
+            return lease;
+        }
+        catch (Exception exception) when (!waiting)
+        {
+            entry.Restore(request.Ended);
+            LogRefillFailed(_logger, entry.KeyId, exception.Message);
+            return KeyLease.Refused(AdmitOutcome.Admitted);
+        }
+        catch
+        {
+            entry.Restore(request.Ended);
+            throw;
+        }
+        finally
+        {
+            entry.EndRefill(completion.Task);
+            completion.SetResult();
+        }
+    }
+
+    private IKeyLeaseHolder? Observer()
+    {
+        if (!_options.PushChanges)
+        {
+            return null;
+        }
+
+        if (_observer is null && Interlocked.Exchange(ref _observerAsked, 1) == 0)
+        {
+            try
+            {
+                _observer = _grains.CreateObjectReference<IKeyLeaseHolder>(this);
+            }
+            catch (Exception exception)
+            {
+                // Without pushes a key's change still takes effect when the lease lapses.
+                LogNoObserver(_logger, exception.Message);
+            }
+        }
+
+        return _observer;
+    }
+
+    /// <inheritdoc />
+    public Task KeyChanged(string keyId)
+    {
+        foreach (var (id, entry) in _entries)
+        {
+            if (id.KeyId == keyId)
+            {
+                entry.Drop();
+                _ = ReportAsync(entry);
+            }
+        }
+
+        return Task.CompletedTask;
+    }
+
+    // Reports ended leases and lets idle entries go: what a lease did not spend goes back to its key within a lifetime.
+    private void Sweep()
+    {
+        var now = _time.GetTimestamp();
+        foreach (var (id, entry) in _entries)
+        {
+            entry.Expire(now);
+            if (entry.HasEnded)
+            {
+                _ = ReportAsync(entry);
+            }
+            else if (entry.IsIdle(now, _lifetime))
+            {
+                _entries.TryRemove(new KeyValuePair<(string, string), Entry>(id, entry));
+            }
+        }
+    }
+
+    private async Task ReportAsync(Entry entry)
+    {
+        var ended = entry.TakeEnded(_time.GetTimestamp());
+        if (ended.Count == 0)
+        {
+            return;
+        }
+
+        try
+        {
+            var key = _keys.Get(entry.KeyId);
+            await _hotPath.CallAsync(async () =>
+            {
+                await key.EndLeasesAsync(Holder, ended);
+                return true;
+            }, HotPathRetry.WhenSafe, "API key");
+        }
+        catch (Exception exception)
+        {
+            // The key gives the lease back on its own once it lapsed (counting what this front door's journal settled).
+            LogReportFailed(_logger, entry.KeyId, exception.Message);
+        }
+    }
+
+    /// <inheritdoc />
+    public void Dispose() => _sweep.Dispose();
+
+    private enum Take
+    {
+        Admitted,
+        Refused,
+        NoAllowance,
+        UnknownProof,
+    }
+
+    // One key and service: the newest credentials, the open leases' allowances, the ended leases to report. Guarded by its lock.
+    private sealed class Entry(string keyId, string serviceId, long lifetime, long frequency)
+    {
+        private readonly Lock _gate = new();
+        private readonly List<OpenLease> _open = [];
+        private readonly List<LeaseReport> _ended = [];
+        private KeyLease? _newest;
+        private long _credentialsUntil;
+        private long _lastUsed;
+        private int _wanted = 1;
+        private Task? _refill;
+
+        public string KeyId { get; } = keyId;
+
+        public string ServiceId { get; } = serviceId;
+
+        // A lease asked for on behalf of a waiting caller; others wait for it before asking themselves.
+        private Task? _waiting;
+
+        // The request in flight, if any: a caller finding no allowance waits for it before asking itself.
+        public Task? InFlight
+        {
+            get
+            {
+                lock (_gate)
+                {
+                    return _waiting ?? _refill;
+                }
+            }
+        }
+
+        public void StartWaiting(Task waiting)
+        {
+            lock (_gate)
+            {
+                _waiting ??= waiting;
+            }
+        }
+
+        public bool HasCredentials
+        {
+            get
+            {
+                lock (_gate)
+                {
+                    return _newest is not null;
+                }
+            }
+        }
+
+        public bool HasEnded
+        {
+            get
+            {
+                lock (_gate)
+                {
+                    return _ended.Count > 0;
+                }
+            }
+        }
+
+        public Take TryTake(string proof, CredentialKind kind, ServiceRoute route, DateTimeOffset now, long timestamp, out AdmitResult? result)
+        {
+            result = null;
+            lock (_gate)
+            {
+                _lastUsed = timestamp;
+                ExpireLocked(timestamp);
+                if (_newest is not { Credentials: { } credentials } newest || timestamp >= _credentialsUntil)
+                {
+                    return Take.NoAllowance;
+                }
+
+                if (newest.Price != route.PricePerCall || newest.Currency != route.Currency)
+                {
+                    // The service's price changed: what was leased at the old one goes back.
+                    DropLocked();
+                    return Take.NoAllowance;
+                }
+
+                switch (KeyCredentialCheck.Check(credentials, proof, kind, now))
+                {
+                    case AdmitOutcome.InvalidCredentials or AdmitOutcome.TokenInvalid:
+                        return Take.UnknownProof;
+                    case { } refusal:
+                        result = new AdmitResult(refusal, null, 0, 0, null);
+                        return Take.Refused;
+                }
+
+                return SpendLocked(newest, out result) ? Take.Admitted : Take.NoAllowance;
+            }
+        }
+
+        // A lease just granted to this waiting caller: spent at once when it carries a call (another caller may have taken it).
+        public bool TryTakeGranted(KeyLease lease, string proof, CredentialKind kind, ServiceRoute route, DateTimeOffset now, long timestamp, out AdmitResult? result)
+        {
+            result = null;
+            lock (_gate)
+            {
+                return lease.Credentials is { } credentials && KeyCredentialCheck.Check(credentials, proof, kind, now) is null
+                    && SpendLocked(lease, out result);
+            }
+        }
+
+        private bool SpendLocked(KeyLease newest, out AdmitResult? result)
+        {
+            result = null;
+            foreach (var open in _open)
+            {
+                if (open.TryTake(out var hold))
+                {
+                    var left = 0L;
+                    foreach (var other in _open)
+                    {
+                        left += other.Left;
+                    }
+
+                    var limit = newest.Limit is { } status ? status with { Remaining = status.Remaining + left } : null;
+                    result = new AdmitResult(AdmitOutcome.Admitted, newest.AccountId, newest.Price, newest.Available + (left * newest.Price), newest.Currency,
+                        limit, hold, newest.WindowOffsetMinutes);
+                    return true;
+                }
+            }
+
+            return false;
+        }
+
+        // Asks ahead when the allowance is down to half of what is wanted, or the newest lease is half through its life.
+        public bool ShouldRefill(long timestamp, long lifetime)
+        {
+            lock (_gate)
+            {
+                if (_refill is not null)
+                {
+                    return false;
+                }
+
+                var left = 0;
+                foreach (var open in _open)
+                {
+                    left += open.Left;
+                }
+
+                return left * 2 <= _wanted || timestamp >= _credentialsUntil - (lifetime / 2);
+            }
+        }
+
+        public bool TryStartRefill(Task refill)
+        {
+            lock (_gate)
+            {
+                if (_refill is not null)
+                {
+                    return false;
+                }
+
+                _refill = refill;
+                return true;
+            }
+        }
+
+        public void EndRefill(Task refill)
+        {
+            lock (_gate)
+            {
+                if (_refill == refill)
+                {
+                    _refill = null;
+                }
+
+                if (_waiting == refill)
+                {
+                    _waiting = null;
+                }
+            }
+        }
+
+        // A caller that found nothing doubles what is asked for; a lease that lapsed half unspent halves it.
+        public int Wanted(bool waiting, int max)
+        {
+            lock (_gate)
+            {
+                if (waiting && _newest is not null)
+                {
+                    _wanted = Math.Min(max, _wanted * 2);
+                }
+
+                return _wanted;
+            }
+        }
+
+        public void Apply(KeyLease lease, long timestamp)
+        {
+            lock (_gate)
+            {
+                if (lease.Outcome != AdmitOutcome.Admitted)
+                {
+                    // A key that refuses every call (revoked, suspended, expired, a credential or service it no longer
+                    // accepts) ends what is open; a limit reached leaves the allowance already leased to be spent.
+                    if (lease.Outcome is not (AdmitOutcome.RateLimited or AdmitOutcome.QuotaExhausted or AdmitOutcome.InsufficientBalance
+                        or AdmitOutcome.AccountCapReached))
+                    {
+                        DropLocked();
+                    }
+
+                    return;
+                }
+
+                _newest = lease;
+                _credentialsUntil = timestamp + Math.Min(lifetime, (long)(lease.Lifetime.TotalSeconds * frequency));
+                if (lease.LeaseId != 0)
+                {
+                    _open.Add(new OpenLease(lease.LeaseId, lease.Allowance, _credentialsUntil));
+                }
+            }
+        }
+
+        public List<LeaseReport> TakeEnded(long timestamp)
+        {
+            lock (_gate)
+            {
+                ExpireLocked(timestamp);
+                if (_ended.Count == 0)
+                {
+                    return [];
+                }
+
+                var ended = new List<LeaseReport>(_ended);
+                _ended.Clear();
+                return ended;
+            }
+        }
+
+        // Reports that did not reach the key are sent with the next request.
+        public void Restore(IReadOnlyList<LeaseReport> ended)
+        {
+            if (ended.Count == 0)
+            {
+                return;
+            }
+
+            lock (_gate)
+            {
+                _ended.AddRange(ended);
+            }
+        }
+
+        public void Expire(long timestamp)
+        {
+            lock (_gate)
+            {
+                ExpireLocked(timestamp);
+            }
+        }
+
+        public void Drop()
+        {
+            lock (_gate)
+            {
+                DropLocked();
+            }
+        }
+
+        public bool IsIdle(long timestamp, long lifetime)
+        {
+            lock (_gate)
+            {
+                return _open.Count == 0 && _ended.Count == 0 && _refill is null && _waiting is null && timestamp - _lastUsed > 2 * lifetime;
+            }
+        }
+
+        private void DropLocked()
+        {
+            _newest = null;
+            _credentialsUntil = 0;
+            foreach (var open in _open)
+            {
+                _ended.Add(new LeaseReport(open.Id, open.Used));
+            }
+
+            _open.Clear();
+        }
+
+        // Used-up and lapsed leases end; a lease that lapsed more than half unspent halves what is asked for next.
+        private void ExpireLocked(long timestamp)
+        {
+            for (var i = 0; i < _open.Count;)
+            {
+                var open = _open[i];
+                if (open.Left > 0 && timestamp < open.Until)
+                {
+                    i++;
+                    continue;
+                }
+
+                if (open.Left * 2 > open.Calls)
+                {
+                    _wanted = Math.Max(1, _wanted / 2);
+                }
+
+                _ended.Add(new LeaseReport(open.Id, open.Used));
+                _open.RemoveAt(i);
+            }
+
+            if (_newest is not null && timestamp >= _credentialsUntil)
+            {
+                _newest = null;
+            }
+        }
+    }
+
+    // One lease's allowance as the front door spends it: its parts in order, each a hold and the calls left in it.
+    private sealed class OpenLease(long id, IReadOnlyList<LeaseAllowance> allowance, long until)
+    {
+        private readonly LeaseAllowance[] _parts = [.. allowance];
+        private int _part;
+
+        public long Id { get; } = id;
+
+        public long Until { get; } = until;
+
+        public int Calls { get; } = allowance.Sum(part => part.Calls);
+
+        public int Used { get; private set; }
+
+        public int Left => Calls - Used;
+
+        public bool TryTake(out long hold)
+        {
+            while (_part < _parts.Length)
+            {
+                var part = _parts[_part];
+                if (part.Calls > 0)
+                {
+                    _parts[_part] = part with { Calls = part.Calls - 1 };
+                    Used++;
+                    hold = part.Hold;
+                    return true;
+                }
+
+                _part++;
+            }
+
+            hold = 0;
+            return false;
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Lease of key {KeyId} not refilled ahead of need: {Reason}")]
+    private static partial void LogRefillFailed(ILogger logger, string keyId, string reason);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Ended leases of key {KeyId} not reported (the key takes them back when they lapse): {Reason}")]
+    private static partial void LogReportFailed(ILogger logger, string keyId, string reason);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Key changes cannot be pushed to this front door (leases lapse instead): {Reason}")]
+    private static partial void LogNoObserver(ILogger logger, string reason);
+}
