@@ -37,11 +37,17 @@ public sealed partial class ApiKeyGrain(
     private static readonly TimeSpan LeaseRetryMaxDelay = TimeSpan.FromMilliseconds(50);
     private static readonly TimeSpan LeaseIdleReturn = TimeSpan.FromSeconds(1);
     private static readonly TimeSpan LeaseRecallPoll = TimeSpan.FromMilliseconds(100);
+    private static readonly TimeSpan LeaseRecallInterval = TimeSpan.FromMilliseconds(50);
+    private long _lastRecall;
 
     // The front doors' leases of this key (see LeaseAsync), and whether the account asked for its balance back meanwhile.
     private readonly KeyLeaseLedger _leases = new();
     private IGrainTimer? _reclaimTimer;
     private bool _recalled;
+
+    // Whether the account's last answer leased more than one call (it has room): only then does a lease asked for ahead
+    // of need reserve from the account; otherwise it passes on only what the key already holds.
+    private bool _accountLeases = true;
 
     // The key's lease of its account's balance, by the account hold carrying each part: one part, or a few when
     // admissions overlapped while the account answered. _lease is their sum.
@@ -487,18 +493,9 @@ public sealed partial class ApiKeyGrain(
             if (exhausted is not null)
             {
                 // Calls leased to front doors count as used until they come back: a refusal is final only once they are back.
-                if (_leases.AnyOpen && now < recallUntil)
+                if (waiting && _leases.AnyOpen && now < recallUntil)
                 {
-                    TellHolders();
-                    try
-                    {
-                        await WhenUndecidedChanges().WaitAsync(LeaseRecallPoll, time);
-                    }
-                    catch (TimeoutException)
-                    {
-                        // Asked again below: a holder that went silent is given up on by the reclaim timer.
-                    }
-
+                    await RecallFromHoldersAsync();
                     continue;
                 }
 
@@ -526,7 +523,7 @@ public sealed partial class ApiKeyGrain(
             Reservation reservation;
             try
             {
-                (parts, reservation) = await ReserveCallsAsync(price, calls);
+                (parts, reservation) = await ReserveCallsAsync(price, calls, waiting);
             }
             catch
             {
@@ -537,6 +534,20 @@ public sealed partial class ApiKeyGrain(
             // 3. Consume, or give back: a refused call uses no quota and no rate-limit token.
             var granted = parts.Sum(part => part.Calls);
             var counted = Decide(quotas, calls, granted, time.GetUtcNow(), offset, keyBucket, serviceBucket);
+            if (granted == 0 && reservation.Granted)
+            {
+                // Asked ahead of need while the account holds money call by call: fresh credentials only.
+                return new Admission(new AdmitResult(AdmitOutcome.Admitted, State.AccountId, 0, reservation.Available, State.Currency, tightest, 0,
+                    (int)offset.TotalMinutes));
+            }
+
+            if (granted == 0 && waiting && !reservation.CapReached && _leases.AnyOpen && time.GetUtcNow() < recallUntil)
+            {
+                // Balance leased to front doors is not spent until they say so: a refusal is final only once it is back.
+                await RecallFromHoldersAsync();
+                continue;
+            }
+
             if (granted == 0)
             {
                 return new Admission(new AdmitResult(reservation.CapReached ? AdmitOutcome.AccountCapReached : AdmitOutcome.InsufficientBalance,
@@ -565,6 +576,28 @@ public sealed partial class ApiKeyGrain(
         public Admission(AdmitResult result)
             : this(result, [], [])
         {
+        }
+    }
+
+    // Asks the holders for their leases back and waits until one comes back (or a while: a silent one is reclaimed later).
+    // Only leases of several calls are recalled, and at most once per interval: a one-call lease is being spent by the
+    // caller it was granted to, and recalling it would only make that caller ask again.
+    private async Task RecallFromHoldersAsync()
+    {
+        var now = time.GetTimestamp();
+        if (_leases.AnyBulkOpen && time.GetElapsedTime(_lastRecall, now) >= LeaseRecallInterval)
+        {
+            _lastRecall = now;
+            TellHolders();
+        }
+
+        try
+        {
+            await WhenUndecidedChanges().WaitAsync(LeaseRecallPoll, time);
+        }
+        catch (TimeoutException)
+        {
+            // Asked again by the caller's loop.
         }
     }
 
@@ -663,7 +696,7 @@ public sealed partial class ApiKeyGrain(
     // The price of up to `calls` calls: from the key's lease of the account's balance as far as it covers them, otherwise one
     // call from the account (which refills the lease) and then the rest from the lease. Fewer calls than asked when the lease
     // runs out; none when the account refuses.
-    private async ValueTask<(List<GrantedPart> Parts, Reservation Reservation)> ReserveCallsAsync(long price, int calls)
+    private async ValueTask<(List<GrantedPart> Parts, Reservation Reservation)> ReserveCallsAsync(long price, int calls, bool waiting)
     {
         var parts = new List<GrantedPart>(1);
         if (price > 0)
@@ -671,9 +704,15 @@ public sealed partial class ApiKeyGrain(
             TakeCalls(price, calls, parts);
         }
 
+        if (parts.Count == 0 && !waiting && (price == 0 || !_accountLeases))
+        {
+            // Nobody waits, and the account holds money call by call (a low balance or a cap): nothing is reserved ahead.
+            return (parts, new Reservation(true, _lastAvailable + _lease, State.Currency));
+        }
+
         if (parts.Count == 0)
         {
-            var reservation = await ReserveAsync(price);
+            var reservation = await ReserveAsync(price, calls - 1);
             if (!reservation.Granted)
             {
                 return (parts, reservation);
@@ -739,7 +778,7 @@ public sealed partial class ApiKeyGrain(
     }
 
     // The price of one call from the key's lease when a part covers it, otherwise from the account (returning the lease's rest).
-    private async Task<Reservation> ReserveAsync(long price)
+    private async Task<Reservation> ReserveAsync(long price, int leaseCalls = -1)
     {
         if (price > 0 && TakeFromLease(price) is { } hold)
         {
@@ -756,9 +795,10 @@ public sealed partial class ApiKeyGrain(
         while (true)
         {
             var returning = TakeLease();
-            var grant = await AskAccountAsync(account, new LeaseRequest(keyId, price, returning, price > 0 ? metering.Value.LeaseCalls : 0, _leaseSeen),
-                callTimeout);
+            var grant = await AskAccountAsync(account,
+                new LeaseRequest(keyId, price, returning, price > 0 ? Math.Max(metering.Value.LeaseCalls, leaseCalls) : 0, _leaseSeen), callTimeout);
             _leaseSeen = Math.Max(_leaseSeen, grant.Sequence);
+            _accountLeases = grant.Lease > 0;
             if (grant.Granted)
             {
                 _lastAvailable = grant.Available;

@@ -234,7 +234,7 @@ public sealed partial class CallPipeline(
             {
                 // From this front door's lease of the key (no grain call while it lasts), or by the key grain itself.
                 admission = _leased
-                    ? await leases.AdmitAsync(keyId, proof, kind, route)
+                    ? await leases.AdmitAsync(keyId, proof, kind, route.ServiceId, route.PricePerCall, route.Currency)
                     : await hotPath.CallAsync(() => key.AdmitAsync(new AdmitRequest(proof, route.ServiceId, route.PricePerCall, route.Currency, trackId, kind)),
                         HotPathRetry.WhenNotRun, "API key");
             }

@@ -1,5 +1,4 @@
 using System.Collections.Concurrent;
-using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 
@@ -14,7 +13,7 @@ namespace Marketplace.Grains;
 /// It asks for the next lease before the allowance runs out (in the steady state no caller waits), sized from how fast the
 /// allowance went. A caller finding none waits for a lease asked for on its behalf, which the key grants at least one
 /// call unless it refuses. Near a limit the key grants one call per waiting caller, so limits stay exact.</para>
-/// <para>A lease is good for <see cref="LeaseOptions.Lifetime"/> from when it arrived: a key's change that was pushed is
+/// <para>A lease is good for <see cref="LeaseOptions.Lifetime"/> from when it was asked for: a key's change that was pushed is
 /// applied at once (<see cref="KeyChanged"/>), one whose push was lost within that lifetime. An ended lease (used up,
 /// lapsed or dropped) is reported to its key with the calls it spent, on the next request or by the sweep that also lets
 /// idle keys' leases lapse.</para>
@@ -36,9 +35,9 @@ public sealed partial class KeyLeaseCache : IKeyLeaseHolder, IDisposable
     private IKeyLeaseHolder? _observer;
     private int _observerAsked;
 
-    /// <summary>Creates the cache; its holder id is the process's journal sender id.</summary>
-    public KeyLeaseCache(IGrainFactory grains, HotPathCalls hotPath, IOptions<LeaseOptions> options, TimeProvider time, MarketplaceMetrics metrics,
-        IServiceProvider services, ILogger<KeyLeaseCache> logger)
+    /// <summary>Creates the cache; <paramref name="holder"/> is the process's journal sender id (<see cref="ICallLog.Sender"/>).</summary>
+    public KeyLeaseCache(Guid holder, IGrainFactory grains, HotPathCalls hotPath, IOptions<LeaseOptions> options, TimeProvider time,
+        MarketplaceMetrics metrics, ILogger<KeyLeaseCache> logger)
     {
         _grains = grains;
         _hotPath = hotPath;
@@ -47,7 +46,7 @@ public sealed partial class KeyLeaseCache : IKeyLeaseHolder, IDisposable
         _metrics = metrics;
         _logger = logger;
         _keys = new GrainReferences<IApiKeyGrain>(grains);
-        Holder = (services.GetService<ICallLog>() ?? NullCallLog.Instance).Sender;
+        Holder = holder;
         _lifetime = (long)(_options.Lifetime.TotalSeconds * time.TimestampFrequency);
         _sweep = time.CreateTimer(_ => Sweep(), null, _options.Lifetime / 2, _options.Lifetime / 2);
     }
@@ -62,9 +61,10 @@ public sealed partial class KeyLeaseCache : IKeyLeaseHolder, IDisposable
     /// Admits one call from the key's lease, refilling it when needed. The result is what the key grain's own admission
     /// would answer: the hold and window offset the call's record names, or the refusal.
     /// </summary>
-    public async ValueTask<AdmitResult> AdmitAsync(string keyId, string proof, CredentialKind kind, ServiceRoute route)
+    public async ValueTask<AdmitResult> AdmitAsync(string keyId, string proof, CredentialKind kind, string serviceId, long price, string currency)
     {
-        var entry = _entries.GetOrAdd((keyId, route.ServiceId), static (id, self) => new Entry(id.KeyId, id.ServiceId, self._lifetime, self._time.TimestampFrequency), this);
+        var route = new Priced(serviceId, price, currency);
+        var entry = _entries.GetOrAdd((keyId, serviceId), static (id, self) => new Entry(id.KeyId, id.ServiceId, self._lifetime, self._time.TimestampFrequency), this);
         var askWithProof = false;
         for (var attempt = 0; ; attempt++)
         {
@@ -75,7 +75,7 @@ public sealed partial class KeyLeaseCache : IKeyLeaseHolder, IDisposable
                 case Take.Admitted:
                     if (entry.ShouldRefill(_time.GetTimestamp(), _lifetime))
                     {
-                        _ = RefillAsync(entry, route, waiting: false, proof: null, kind);
+                        _ = RefillAheadAsync(entry, route, kind);
                     }
 
                     return result!;
@@ -100,55 +100,69 @@ public sealed partial class KeyLeaseCache : IKeyLeaseHolder, IDisposable
             }
 
             askWithProof = false;
-            if (entry.TryTakeGranted(lease, proof, kind, route, now, _time.GetTimestamp(), out result))
+            if (entry.TryTakeGranted(lease, proof, kind, now, out result))
             {
                 return result!;
             }
         }
     }
 
-    // Asks the key for a lease, reporting the entry's ended leases. A waiting caller's fault reaches it; a refill ahead of
-    // need that fails is only logged (the entry's callers ask again when its allowance runs out).
-    private async Task<KeyLease> RefillAsync(Entry entry, ServiceRoute route, bool waiting, string? proof, CredentialKind kind)
+    // Asks ahead of need; a failure is only logged (the entry's callers ask themselves when its allowance runs out).
+    private async Task RefillAheadAsync(Entry entry, Priced route, CredentialKind kind)
     {
-        var completion = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        if (!waiting && !entry.TryStartRefill(completion.Task))
+        try
         {
-            return KeyLease.Refused(AdmitOutcome.Admitted);
+            await RefillAsync(entry, route, waiting: false, proof: null, kind);
         }
+        catch (Exception exception)
+        {
+            LogRefillFailed(_logger, entry.KeyId, exception.Message);
+        }
+    }
 
+    // Asks the key for a lease, reporting the entry's ended leases. Callers that wait for it meanwhile share its outcome,
+    // a fault included, so none waits longer than one grain call's bound for a key that cannot answer.
+    private async Task<KeyLease> RefillAsync(Entry entry, Priced route, bool waiting, string? proof, CredentialKind kind)
+    {
+        var completion = new TaskCompletionSource<KeyLease>(TaskCreationOptions.RunContinuationsAsynchronously);
         if (waiting)
         {
             entry.StartWaiting(completion.Task);
         }
+        else if (!entry.TryStartRefill(completion.Task))
+        {
+            return NothingAsked;
+        }
 
-        var request = new KeyLeaseRequest(Holder, route.ServiceId, route.PricePerCall, route.Currency, entry.Wanted(waiting, _options.MaxCalls), waiting,
+        var request = new KeyLeaseRequest(Holder, route.ServiceId, route.Price, route.Currency, entry.Wanted(waiting, _options.MaxCalls), waiting,
             entry.TakeEnded(_time.GetTimestamp()), Observer(), proof, kind);
+        // A lease counts its life from when it was asked for: granted after that, it ends at most a lifetime after the grant,
+        // so a change the key made after granting it takes effect here within a lifetime even if its push is lost.
+        var asked = _time.GetTimestamp();
         try
         {
             var key = _keys.Get(entry.KeyId);
             var lease = await _hotPath.CallAsync(() => key.LeaseAsync(request), HotPathRetry.WhenNotRun, "API key");
-            entry.Apply(lease, _time.GetTimestamp());
+            entry.Apply(lease, asked);
             _metrics.RecordLeaseRefill();
+            completion.SetResult(lease);
             return lease;
         }
-        catch (Exception exception) when (!waiting)
+        catch (Exception exception)
         {
             entry.Restore(request.Ended);
-            LogRefillFailed(_logger, entry.KeyId, exception.Message);
-            return KeyLease.Refused(AdmitOutcome.Admitted);
-        }
-        catch
-        {
-            entry.Restore(request.Ended);
+            _ = completion.Task.ContinueWith(static task => task.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted,
+                TaskScheduler.Default);
+            completion.SetException(exception);
             throw;
         }
         finally
         {
             entry.EndRefill(completion.Task);
-            completion.SetResult();
         }
     }
+
+    private static readonly KeyLease NothingAsked = KeyLease.Refused(AdmitOutcome.Admitted);
 
     private IKeyLeaseHolder? Observer()
     {
@@ -233,6 +247,9 @@ public sealed partial class KeyLeaseCache : IKeyLeaseHolder, IDisposable
     /// <inheritdoc />
     public void Dispose() => _sweep.Dispose();
 
+    // The service and price a call is admitted at.
+    private readonly record struct Priced(string ServiceId, long Price, string Currency);
+
     private enum Take
     {
         Admitted,
@@ -251,17 +268,17 @@ public sealed partial class KeyLeaseCache : IKeyLeaseHolder, IDisposable
         private long _credentialsUntil;
         private long _lastUsed;
         private int _wanted = 1;
-        private Task? _refill;
+        private Task<KeyLease>? _refill;
 
         public string KeyId { get; } = keyId;
 
         public string ServiceId { get; } = serviceId;
 
         // A lease asked for on behalf of a waiting caller; others wait for it before asking themselves.
-        private Task? _waiting;
+        private Task<KeyLease>? _waiting;
 
         // The request in flight, if any: a caller finding no allowance waits for it before asking itself.
-        public Task? InFlight
+        public Task<KeyLease>? InFlight
         {
             get
             {
@@ -272,7 +289,7 @@ public sealed partial class KeyLeaseCache : IKeyLeaseHolder, IDisposable
             }
         }
 
-        public void StartWaiting(Task waiting)
+        public void StartWaiting(Task<KeyLease> waiting)
         {
             lock (_gate)
             {
@@ -302,7 +319,7 @@ public sealed partial class KeyLeaseCache : IKeyLeaseHolder, IDisposable
             }
         }
 
-        public Take TryTake(string proof, CredentialKind kind, ServiceRoute route, DateTimeOffset now, long timestamp, out AdmitResult? result)
+        public Take TryTake(string proof, CredentialKind kind, Priced route, DateTimeOffset now, long timestamp, out AdmitResult? result)
         {
             result = null;
             lock (_gate)
@@ -314,7 +331,7 @@ public sealed partial class KeyLeaseCache : IKeyLeaseHolder, IDisposable
                     return Take.NoAllowance;
                 }
 
-                if (newest.Price != route.PricePerCall || newest.Currency != route.Currency)
+                if (newest.Price != route.Price || newest.Currency != route.Currency)
                 {
                     // The service's price changed: what was leased at the old one goes back.
                     DropLocked();
@@ -335,7 +352,7 @@ public sealed partial class KeyLeaseCache : IKeyLeaseHolder, IDisposable
         }
 
         // A lease just granted to this waiting caller: spent at once when it carries a call (another caller may have taken it).
-        public bool TryTakeGranted(KeyLease lease, string proof, CredentialKind kind, ServiceRoute route, DateTimeOffset now, long timestamp, out AdmitResult? result)
+        public bool TryTakeGranted(KeyLease lease, string proof, CredentialKind kind, DateTimeOffset now, out AdmitResult? result)
         {
             result = null;
             lock (_gate)
@@ -388,7 +405,7 @@ public sealed partial class KeyLeaseCache : IKeyLeaseHolder, IDisposable
             }
         }
 
-        public bool TryStartRefill(Task refill)
+        public bool TryStartRefill(Task<KeyLease> refill)
         {
             lock (_gate)
             {
@@ -402,7 +419,7 @@ public sealed partial class KeyLeaseCache : IKeyLeaseHolder, IDisposable
             }
         }
 
-        public void EndRefill(Task refill)
+        public void EndRefill(Task<KeyLease> refill)
         {
             lock (_gate)
             {

@@ -47,6 +47,26 @@ public sealed class KeyLeaseLedger
         }
     }
 
+    /// <summary>
+    /// True while a holder has a lease of more than one call unreported: calls may lie unspent in it. (A one-call lease went to
+    /// a caller waiting for it, which spends it at once.)
+    /// </summary>
+    public bool AnyBulkOpen
+    {
+        get
+        {
+            foreach (var holder in _holders.Values)
+            {
+                if (holder.Open.Exists(lease => lease.Calls > 1))
+                {
+                    return true;
+                }
+            }
+
+            return false;
+        }
+    }
+
     /// <summary>Records a granted lease and returns its id.</summary>
     public long Grant(Guid holderId, IKeyLeaseHolder? observer, GrantedLease lease, DateTimeOffset now)
     {
@@ -57,6 +77,7 @@ public sealed class KeyLeaseLedger
         }
 
         holder.Observer = observer ?? holder.Observer;
+        holder.LastGrant = now;
         lease.Id = ++_lastId;
         lease.GrantedAt = now;
         holder.Open.Add(lease);
@@ -87,7 +108,6 @@ public sealed class KeyLeaseLedger
             returned.Add(new Returned(lease, lease.Calls - used));
         }
 
-        DropIfIdle(holderId, holder);
         return returned;
     }
 
@@ -126,20 +146,18 @@ public sealed class KeyLeaseLedger
                 returned.Add(new Returned(lease, lease.Calls - used));
             }
 
-            DropIfIdle(holderId, holder);
+            // A holder is remembered while its settlements may still come: what it spent and reported must stay matched
+            // with what its journal settled, or a later reclaim would count its reported calls twice.
+            if (holder.Open.Count == 0 && now - holder.LastGrant > ForgetAfter)
+            {
+                _holders.Remove(holderId);
+            }
         }
 
         return returned;
     }
 
-    private void DropIfIdle(Guid holderId, Holder holder)
-    {
-        // A holder with nothing open is forgotten; its later settlements belong to leases already accounted for.
-        if (holder.Open.Count == 0)
-        {
-            _holders.Remove(holderId);
-        }
-    }
+    private static readonly TimeSpan ForgetAfter = TimeSpan.FromMinutes(10);
 
     /// <summary>A lease ended, with the calls it did not spend.</summary>
     public readonly record struct Returned(GrantedLease Lease, int Unused);
@@ -153,6 +171,8 @@ public sealed class KeyLeaseLedger
         public long ReportedUsed { get; set; }
 
         public long Settled { get; set; }
+
+        public DateTimeOffset LastGrant { get; set; }
     }
 }
 

@@ -50,7 +50,8 @@ public static class ServiceCollectionExtensions
             .BindConfiguration(LeaseOptions.Section)
             .ValidateDataAnnotations()
             .ValidateOnStart();
-        services.AddSingleton<KeyLeaseCache>();
+        services.AddSingleton(provider => ActivatorUtilities.CreateInstance<KeyLeaseCache>(provider,
+            (provider.GetService<ICallLog>() ?? NullCallLog.Instance).Sender));
         services.AddOptions<RoutingOptions>()
             .BindConfiguration(RoutingOptions.Section)
             .ValidateDataAnnotations()
