@@ -6,7 +6,7 @@
 #
 # Settings (environment): WARMUP (s per target, 20), ROUNDS (3), DURATION (s per measured run, 10),
 # CONNECTIONS (8), THREADS (wrk threads, 2), DIRECT (1: also measure the provider without a proxy),
-# BARE (1: also measure a bare Kestrel + HttpClient proxy without any check, the .NET floor),
+# BARE (1: also measure the bare YARP forwarder (IHttpForwarder, no checks): the .NET floor and issue 13's bar),
 # CHURN (1: also measure the marketplace while 50 services, the measured one included, change release weights 50 times a
 # second (CHURN_RATE, default 10), with 500 services of two versions each in the catalog),
 # STRICT (1: also start a second marketplace with CallLog:Durability=strict, its own ports and embedded database, and
@@ -157,7 +157,7 @@ cleanup() {
   stop_embedded_pg "$TMP/pg" "${PG_PORT:-}"
   stop_embedded_pg "$TMP/pg-strict" "${PG_STRICT_PORT:-}"
   stop_pid "$NGINX_PID" nginx 10
-  stop_pid "${BARE_PID:-}" dotnet-proxy 10
+  stop_pid "${BARE_PID:-}" yarp 10
   stop_pid "$PROVIDER_PID" provider 15
   if [ "$status" -ne 0 ] || [ "$FAILED" -ne 0 ]; then
     for log in "$TMP"/*.log; do
@@ -266,10 +266,10 @@ NGINX_PID=$!
 wait_http "$NGINX_URL/health" "$NGINX_PID" nginx 20
 
 if [ "$BARE" = "1" ]; then
-  echo "== Starting the bare .NET proxy (Kestrel + HttpClient, no checks) on $BARE_URL"
-  DOTNET_gcServer=1 dotnet "$BENCH_DLL" bare-proxy "$BARE_URL" "$PROVIDER" >"$TMP/dotnet-proxy.log" 2>&1 &
+  echo "== Starting the bare YARP forwarder (IHttpForwarder, no checks) on $BARE_URL"
+  DOTNET_gcServer=1 dotnet "$BENCH_DLL" bare-proxy "$BARE_URL" "$PROVIDER" >"$TMP/yarp.log" 2>&1 &
   BARE_PID=$!
-  wait_http "$BARE_URL/health" "$BARE_PID" dotnet-proxy 60
+  wait_http "$BARE_URL/health" "$BARE_PID" yarp 60
 fi
 
 start_marketplace() { # url, pg port, data dir, silo port, gateway port, log name, [extra --Key=value ...]
@@ -348,7 +348,7 @@ check_target() { # name, url, [curl args]
 }
 check_target direct "$PROVIDER/ip/geo?ip=8.8.8.8"
 check_target nginx "$NGINX_URL/ip/geo?ip=8.8.8.8"
-[ "$BARE" = "1" ] && check_target dotnet-proxy "$BARE_URL/ip/geo?ip=8.8.8.8"
+[ "$BARE" = "1" ] && check_target yarp "$BARE_URL/ip/geo?ip=8.8.8.8"
 check_target marketplace "$MARKET/v1/call/ip-geo/geo?ip=8.8.8.8" -H "X-Api-Key: $API_KEY"
 [ "$STRICT" = "1" ] && check_target mkt-strict "$MARKET_STRICT/v1/call/ip-geo/geo?ip=8.8.8.8" -H "X-Api-Key: $API_KEY"
 cmp -s "$TMP/check-direct.body" "$TMP/check-marketplace.body" ||
@@ -393,7 +393,7 @@ url_of() {
   case "$1" in
     direct) echo "$PROVIDER/ip/geo?ip=8.8.8.8" ;;
     nginx) echo "$NGINX_URL/ip/geo?ip=8.8.8.8" ;;
-    dotnet-proxy) echo "$BARE_URL/ip/geo?ip=8.8.8.8" ;;
+    yarp) echo "$BARE_URL/ip/geo?ip=8.8.8.8" ;;
     marketplace | mkt-churn) echo "$MARKET/v1/call/ip-geo/geo?ip=8.8.8.8" ;;
     mkt-strict) echo "$MARKET_STRICT/v1/call/ip-geo/geo?ip=8.8.8.8" ;;
   esac
@@ -412,7 +412,7 @@ run_wrk() {
   local proxy_pid="" db_pid="$PG_PID" market=""
   case "$target" in
     nginx) proxy_pid="$NGINX_PID" ;;
-    dotnet-proxy) proxy_pid="$BARE_PID" ;;
+    yarp) proxy_pid="$BARE_PID" ;;
     marketplace | mkt-churn) proxy_pid="$SILO_PID"; market="$MARKET" ;;
     mkt-strict) proxy_pid="$STRICT_PID"; db_pid="$PG_STRICT_PID"; market="$MARKET_STRICT" ;;
   esac
@@ -479,7 +479,7 @@ run_wrk() {
 }
 
 TARGETS=(nginx marketplace)
-[ "$BARE" = "1" ] && TARGETS=(nginx dotnet-proxy marketplace)
+[ "$BARE" = "1" ] && TARGETS=(nginx yarp marketplace)
 [ "$STRICT" = "1" ] && TARGETS+=(mkt-strict)
 [ "$CHURN" = "1" ] && TARGETS+=(mkt-churn)
 [ "$DIRECT" = "1" ] && TARGETS=(direct "${TARGETS[@]}")
@@ -502,7 +502,7 @@ row() {
 
 echo "== Measuring: $ROUNDS rounds of ${DURATION}s per target, alternating (${TARGETS[*]})"
 echo "   proxy_cpu = nginx master+workers or the marketplace process; upstr_cpu = the sample provider (behind both);"
-echo "   db_cpu = the embedded PostgreSQL (write-behind of the marketplace's grains). CPU in microseconds per request."
+echo "   db_cpu = the embedded PostgreSQL (the marketplace's journal). CPU in microseconds per request."
 echo "   load1 = the machine's 1-minute load average after the run (everything here shares $(nproc) cores, wrk included)."
 for ((round = 1; round <= ROUNDS; round++)); do
   for target in "${TARGETS[@]}"; do
@@ -531,20 +531,25 @@ for target in "${TARGETS[@]}"; do
     "$(median "$target" 7)" "$(median "$target" 8)" "$(median "$target" 9)" "$(median "$target" 11)"
 done
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0 || a == "-" || b == "-") print "-"; else printf "%.2f", a / b }'; }
+median_cpu_with_db() { # target -> median of proxy + db CPU per request (the marketplace counts its PostgreSQL)
+  { grep -E "^r[0-9]+ $1 " "$RESULTS" || true; } | awk '{ print $7 + $9 }' | sort -g |
+    awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
 echo
 echo "   marketplace / nginx:  throughput $(ratio "$(median marketplace 3)" "$(median nginx 3)")x" \
   " p50 $(ratio "$(median marketplace 4)" "$(median nginx 4)")x" \
   " p99 $(ratio "$(median marketplace 5)" "$(median nginx 5)")x" \
   " proxy CPU/request $(ratio "$(median marketplace 7)" "$(median nginx 7)")x"
 if [ "$BARE" = "1" ]; then
-  echo "   dotnet-proxy / nginx: throughput $(ratio "$(median dotnet-proxy 3)" "$(median nginx 3)")x" \
-    " p50 $(ratio "$(median dotnet-proxy 4)" "$(median nginx 4)")x" \
-    " p99 $(ratio "$(median dotnet-proxy 5)" "$(median nginx 5)")x" \
-    " proxy CPU/request $(ratio "$(median dotnet-proxy 7)" "$(median nginx 7)")x"
-  echo "   marketplace / dotnet-proxy: throughput $(ratio "$(median marketplace 3)" "$(median dotnet-proxy 3)")x" \
-    " p50 $(ratio "$(median marketplace 4)" "$(median dotnet-proxy 4)")x" \
-    " p99 $(ratio "$(median marketplace 5)" "$(median dotnet-proxy 5)")x" \
-    " proxy CPU/request $(ratio "$(median marketplace 7)" "$(median dotnet-proxy 7)")x"
+  echo "   yarp / nginx: throughput $(ratio "$(median yarp 3)" "$(median nginx 3)")x" \
+    " p50 $(ratio "$(median yarp 4)" "$(median nginx 4)")x" \
+    " p99 $(ratio "$(median yarp 5)" "$(median nginx 5)")x" \
+    " proxy CPU/request $(ratio "$(median yarp 7)" "$(median nginx 7)")x"
+  echo "   marketplace / yarp: throughput $(ratio "$(median marketplace 3)" "$(median yarp 3)")x" \
+    " p50 $(ratio "$(median marketplace 4)" "$(median yarp 4)")x" \
+    " p99 $(ratio "$(median marketplace 5)" "$(median yarp 5)")x" \
+    " proxy CPU/request $(ratio "$(median marketplace 7)" "$(median yarp 7)")x" \
+    " CPU/request with its PostgreSQL $(ratio "$(median_cpu_with_db marketplace)" "$(median yarp 7)")x"
 fi
 if [ "$STRICT" = "1" ]; then
   echo "   mkt-strict / nginx:   throughput $(ratio "$(median mkt-strict 3)" "$(median nginx 3)")x" \
