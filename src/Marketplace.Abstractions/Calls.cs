@@ -15,7 +15,21 @@ public sealed record CallRequest(
     [property: Id(5)] string? ContentType,
     [property: Id(6)] byte[]? Body,
     [property: Id(7)] string? TrackId,
-    [property: Id(8)] string? IdempotencyKey = null);
+    [property: Id(8)] string? IdempotencyKey = null)
+{
+    /// <summary>
+    /// True when the caller takes a pass-through answer as a stream (the HTTP front door): it then gets the upstream's body
+    /// unread in the result's <c>Stream</c> (never serialized) instead of <see cref="CallResult.Body"/>.
+    /// </summary>
+    public bool Streams
+    {
+        get => _streams;
+        init => _streams = value;
+    }
+
+    [NonSerialized]
+    private readonly bool _streams;
+}
 
 /// <summary>How a call ended.</summary>
 public enum CallOutcome
@@ -87,7 +101,21 @@ public sealed record CallResult(
     [property: Id(12)] string? Version = null,
     [property: Id(13)] int? RetryAfterSeconds = null,
     [property: Id(14)] bool Replayed = false,
-    [property: Id(15)] Guid CallId = default);
+    [property: Id(15)] Guid CallId = default)
+{
+    /// <summary>
+    /// The upstream's body, unread, when the call was made with <see cref="CallRequest.Streams"/> and the version passes its
+    /// answer through: the receiver copies and disposes it (its type is the grains' <c>UpstreamBody</c>). Never serialized.
+    /// </summary>
+    public IAsyncDisposable? Stream
+    {
+        get => _stream;
+        init => _stream = value;
+    }
+
+    [NonSerialized]
+    private readonly IAsyncDisposable? _stream;
+}
 
 /// <summary>
 /// The call pipeline as a grain, so internal .NET services connected as Orleans clients get the same

@@ -275,7 +275,9 @@ public sealed partial class CallPipeline(
             ForwardResult forwarded;
             try
             {
-                forwarded = await ForwardAsync(adapter!, guard!, request, trackId, cancellationToken);
+                // A pass-through answer streams to a caller that takes streams; one an Idempotency-Key must keep is read whole.
+                var streams = request.Streams && idempotency is null && adapter!.PassesThrough;
+                forwarded = await ForwardAsync(adapter!, guard!, request, trackId, streams, cancellationToken);
             }
             catch (Exception exception)
             {
@@ -307,7 +309,10 @@ public sealed partial class CallPipeline(
             // The call's record settles it once the journal holds it: the caller gets its answer without waiting for metering.
             LogCompleted(logger, route.ServiceId, adapter!.Id, forwarded.Outcome, forwarded.Status, Stopwatch.GetElapsedTime(started).TotalMilliseconds, charge);
             var result = new CallResult(trackId, forwarded.Outcome, null, forwarded.Status, forwarded.ContentType, forwarded.Body, charge, route.PricePerCall,
-                admission.Available + admission.Reserved - charge, route.Currency, forwarded.Detail, admission.Limit, adapter.Id, forwarded.RetryAfterSeconds);
+                admission.Available + admission.Reserved - charge, route.Currency, forwarded.Detail, admission.Limit, adapter.Id, forwarded.RetryAfterSeconds)
+            {
+                Stream = forwarded.Stream,
+            };
             if (idempotency is not null)
             {
                 await RememberAsync(idempotency, fingerprint!, result);
@@ -435,11 +440,14 @@ public sealed partial class CallPipeline(
     }
 
     private sealed record ForwardResult(
-        CallOutcome Outcome, int Status, string? ContentType, byte[]? Body, string? Detail, bool Sent, bool Hit = false, int? RetryAfterSeconds = null);
+        CallOutcome Outcome, int Status, string? ContentType, byte[]? Body, string? Detail, bool Sent, bool Hit = false, int? RetryAfterSeconds = null,
+        UpstreamBody? Stream = null);
 
     private async Task<ForwardResult> ForwardAsync(
-        UpstreamAdapter adapter, VersionGuard guard, CallRequest request, string trackId, CancellationToken cancellationToken)
+        UpstreamAdapter adapter, VersionGuard guard, CallRequest request, string trackId, bool streams, CancellationToken cancellationToken)
     {
+        var started = time.GetTimestamp();
+        UpstreamBody? stream = null;
         if (!adapter.TryBuildRequest(request, trackId, out var first, out var error))
         {
             return new ForwardResult(CallOutcome.BadRequest, 400, null, null, error, Sent: false);
@@ -460,7 +468,17 @@ public sealed partial class CallPipeline(
 
                     using (message)
                     {
-                        using var response = await _client.SendAsync(message!, HttpCompletionOption.ResponseHeadersRead, token);
+                        var response = await _client.SendAsync(message!, HttpCompletionOption.ResponseHeadersRead, token);
+                        var status = (int)response.StatusCode;
+                        if (streams && status is >= 200 and < 500)
+                        {
+                            // Passed through as it arrives: the caller copies it within what is left of the version's timeout.
+                            var timeout = TimeSpan.FromMilliseconds(adapter.Spec.TimeoutMs);
+                            stream = new UpstreamBody(response, timeout - time.GetElapsedTime(started), time);
+                            return mapped = new UpstreamAnswer(status, response.Content.Headers.ContentType?.ToString(), []);
+                        }
+
+                        using var answered = response;
                         var body = await ReadBoundedAsync(response.Content, token);
                         var raw = new UpstreamAnswer((int)response.StatusCode, response.Content.Headers.ContentType?.ToString(), body);
 
@@ -482,8 +500,8 @@ public sealed partial class CallPipeline(
                 >= 400 and < 500 => CallOutcome.UpstreamRejected,
                 _ => CallOutcome.UpstreamFailed,
             };
-            return new ForwardResult(outcome, answer.Status, mapped!.ContentType, mapped.Body,
-                outcome == CallOutcome.UpstreamFailed ? $"The upstream answered {answer.Status}." : null, Sent: true, Hit: adapter.IsHit(answer));
+            return new ForwardResult(outcome, answer.Status, mapped!.ContentType, stream is null ? mapped.Body : null,
+                outcome == CallOutcome.UpstreamFailed ? $"The upstream answered {answer.Status}." : null, Sent: true, Hit: adapter.IsHit(answer), Stream: stream);
         }
         catch (TimeoutRejectedException)
         {

@@ -241,6 +241,9 @@ public sealed class UpstreamAdapter
         return true;
     }
 
+    /// <summary>True when the caller gets the upstream's answer as it is (no fields selected, no hit rule to read it for).</summary>
+    public bool PassesThrough => Spec.ResponseFields is not { Count: > 0 } && Spec.Hit is null;
+
     /// <summary>The answer the caller gets: passed through, or only the selected fields of a 2xx JSON answer.</summary>
     /// <exception cref="InvalidDataException">The version selects fields and the upstream's 2xx answer is not JSON.</exception>
     public UpstreamAnswer MapResponse(UpstreamAnswer answer)

@@ -52,8 +52,14 @@ public static class CallApi
         }
 
         var request = new CallRequest(serviceId, credential, context.Request.Method, path, context.Request.QueryString.Value ?? string.Empty,
-            context.Request.ContentType, body, context.GetTrackId(), idempotencyKey);
+            context.Request.ContentType, body, context.GetTrackId(), idempotencyKey) { Streams = true };
         var result = await pipeline.CallAsync(request, context.RequestAborted);
+        if (result.Stream is { } stream)
+        {
+            // Whatever the answer becomes, the upstream's response is released when this request ends.
+            context.Response.RegisterForDisposeAsync(stream);
+        }
+
         return ToHttp(context, result);
     }
 
@@ -154,11 +160,13 @@ public static class CallApi
         switch (result.Outcome)
         {
             case CallOutcome.Succeeded:
-            case CallOutcome.UpstreamRejected when result.Body is not null:
+            case CallOutcome.UpstreamRejected when result.Body is not null || result.Stream is not null:
                 headers["X-Charged"] = result.Charged.ToString(CultureInfo.InvariantCulture);
                 headers["X-Balance-Available"] = result.Available.ToString(CultureInfo.InvariantCulture);
                 context.Response.StatusCode = result.UpstreamStatus;
-                return TypedResults.Bytes(result.Body ?? [], result.ContentType);
+                return result.Stream is UpstreamBody stream
+                    ? new StreamedAnswer(stream, result.ContentType)
+                    : TypedResults.Bytes(result.Body ?? [], result.ContentType);
             case CallOutcome.UpstreamRejected:
             case CallOutcome.BadRequest:
                 return Problems.Create(StatusCodes.Status400BadRequest, "bad-call", "The call's path or parameters do not fit this data service.",
@@ -243,4 +251,24 @@ public static class CallApi
         ReadCredential(context.Request) is { } credential && ApiKeySecrets.TryParse(credential, out var keyId, out var secret)
             ? await grains.GetGrain<IApiKeyGrain>(keyId).AuthenticateAsync(secret)
             : null;
+
+    // A pass-through answer copied to the caller as the upstream sends it; a copy cut short (the version's deadline, the
+    // upstream's connection) aborts the response, so the caller sees it incomplete rather than a short 200.
+    private sealed class StreamedAnswer(UpstreamBody body, string? contentType) : IResult
+    {
+        public async Task ExecuteAsync(HttpContext httpContext)
+        {
+            var response = httpContext.Response;
+            response.ContentType = contentType;
+            response.ContentLength = body.Length;
+            try
+            {
+                await body.CopyToAsync(response.Body, httpContext.RequestAborted);
+            }
+            catch (Exception exception) when (exception is OperationCanceledException or IOException or HttpRequestException)
+            {
+                httpContext.Abort();
+            }
+        }
+    }
 }
