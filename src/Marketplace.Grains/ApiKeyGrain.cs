@@ -324,7 +324,14 @@ public sealed partial class ApiKeyGrain(
         }
 
         var leaseId = 0L;
-        if (admission.Parts.Count > 0)
+        // One call granted to a waiting caller is spent by it at once: counted as spent, like an admission, and not tracked
+        // (spread traffic costs one grain call per call, as before leases, and no report).
+        var granted = admission.Parts.Sum(part => part.Calls);
+        if (granted == 1 && request.Waiting)
+        {
+            _leases.SpentAtOnce(request.Holder, 1, time.GetUtcNow());
+        }
+        else if (granted > 0)
         {
             leaseId = _leases.Grant(request.Holder, request.Observer,
                 new GrantedLease(request.ServiceId, request.Price, admission.Parts, admission.Counted), time.GetUtcNow());

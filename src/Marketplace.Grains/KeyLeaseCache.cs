@@ -209,7 +209,7 @@ public sealed partial class KeyLeaseCache : IKeyLeaseHolder, IDisposable
         foreach (var (id, entry) in _entries)
         {
             entry.Expire(now);
-            if (entry.HasEnded)
+            if (entry.ReportDue(now, _lifetime))
             {
                 _ = ReportAsync(entry);
             }
@@ -268,6 +268,8 @@ public sealed partial class KeyLeaseCache : IKeyLeaseHolder, IDisposable
         private long _credentialsUntil;
         private long _lastUsed;
         private int _wanted = 1;
+        private int _takesSinceGrant;
+        private long _askedAt;
         private Task<KeyLease>? _refill;
 
         public string KeyId { get; } = keyId;
@@ -308,14 +310,12 @@ public sealed partial class KeyLeaseCache : IKeyLeaseHolder, IDisposable
             }
         }
 
-        public bool HasEnded
+        // Ended leases wait for the next request to carry them; the sweep sends them when none was asked for in half a lifetime.
+        public bool ReportDue(long timestamp, long lifetime)
         {
-            get
+            lock (_gate)
             {
-                lock (_gate)
-                {
-                    return _ended.Count > 0;
-                }
+                return _ended.Count > 0 && _refill is null && _waiting is null && timestamp - _askedAt >= lifetime / 2;
             }
         }
 
@@ -334,7 +334,7 @@ public sealed partial class KeyLeaseCache : IKeyLeaseHolder, IDisposable
                 if (newest.Price != route.Price || newest.Currency != route.Currency)
                 {
                     // The service's price changed: what was leased at the old one goes back.
-                    DropLocked();
+                    DropLocked(keepSingles: false);
                     return Take.NoAllowance;
                 }
 
@@ -347,7 +347,13 @@ public sealed partial class KeyLeaseCache : IKeyLeaseHolder, IDisposable
                         return Take.Refused;
                 }
 
-                return SpendLocked(newest, out result) ? Take.Admitted : Take.NoAllowance;
+                if (!SpendLocked(newest, out result))
+                {
+                    return Take.NoAllowance;
+                }
+
+                _takesSinceGrant++;
+                return Take.Admitted;
             }
         }
 
@@ -401,7 +407,9 @@ public sealed partial class KeyLeaseCache : IKeyLeaseHolder, IDisposable
                     left += open.Left;
                 }
 
-                return left * 2 <= _wanted || timestamp >= _credentialsUntil - (lifetime / 2);
+                // Only a key called again within its lease's life is asked for ahead: a key called now and then costs one
+                // grain call per call, as it would without leases, and no lease to report.
+                return _takesSinceGrant >= 2 && (left * 2 <= _wanted || timestamp >= _credentialsUntil - (lifetime / 2));
             }
         }
 
@@ -468,10 +476,13 @@ public sealed partial class KeyLeaseCache : IKeyLeaseHolder, IDisposable
 
                 _newest = lease;
                 _credentialsUntil = timestamp + Math.Min(lifetime, (long)(lease.Lifetime.TotalSeconds * frequency));
-                if (lease.LeaseId != 0)
+                if (lease.Allowance.Count > 0)
                 {
                     _open.Add(new OpenLease(lease.LeaseId, lease.Allowance, _credentialsUntil));
                 }
+
+                _takesSinceGrant = 0;
+                _askedAt = timestamp;
             }
         }
 
@@ -529,16 +540,21 @@ public sealed partial class KeyLeaseCache : IKeyLeaseHolder, IDisposable
             }
         }
 
-        private void DropLocked()
+        // Ends the open leases and forgets the credentials. A single call granted to a waiting caller (not tracked by the key,
+        // id 0) stays to be spent by the next caller the key admits again, unless its price no longer holds.
+        private void DropLocked(bool keepSingles = true)
         {
             _newest = null;
             _credentialsUntil = 0;
             foreach (var open in _open)
             {
-                _ended.Add(new LeaseReport(open.Id, open.Used));
+                if (open.Id != 0)
+                {
+                    _ended.Add(new LeaseReport(open.Id, open.Used));
+                }
             }
 
-            _open.Clear();
+            _open.RemoveAll(open => open.Id != 0 || !keepSingles);
         }
 
         // Used-up and lapsed leases end; a lease that lapsed more than half unspent halves what is asked for next.
@@ -558,7 +574,11 @@ public sealed partial class KeyLeaseCache : IKeyLeaseHolder, IDisposable
                     _wanted = Math.Max(1, _wanted / 2);
                 }
 
-                _ended.Add(new LeaseReport(open.Id, open.Used));
+                if (open.Id != 0)
+                {
+                    _ended.Add(new LeaseReport(open.Id, open.Used));
+                }
+
                 _open.RemoveAt(i);
             }
 

@@ -111,6 +111,18 @@ public sealed class KeyLeaseLedger
         return returned;
     }
 
+    /// <summary>Counts calls granted to a holder's waiting caller without a lease to report (spent at once).</summary>
+    public void SpentAtOnce(Guid holderId, int calls, DateTimeOffset now)
+    {
+        if (!_holders.TryGetValue(holderId, out var holder))
+        {
+            holder = new Holder { LastGrant = now };
+            _holders[holderId] = holder;
+        }
+
+        holder.ReportedUsed += calls;
+    }
+
     /// <summary>Counts calls a holder's journal settled for this key (its deliveries name the holder as their sender).</summary>
     public void Settled(Guid sender, long calls)
     {

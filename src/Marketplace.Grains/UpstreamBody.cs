@@ -8,21 +8,28 @@ namespace Marketplace.Grains;
 public sealed class UpstreamBody : IAsyncDisposable
 {
     private readonly HttpResponseMessage _response;
-    private readonly CancellationTokenSource _deadline;
+    private readonly TimeSpan _remaining;
+    private readonly TimeProvider _time;
 
     internal UpstreamBody(HttpResponseMessage response, TimeSpan remaining, TimeProvider time)
     {
         _response = response;
-        _deadline = new CancellationTokenSource(remaining <= TimeSpan.Zero ? TimeSpan.FromMilliseconds(1) : remaining, time);
+        _remaining = remaining <= TimeSpan.Zero ? TimeSpan.FromMilliseconds(1) : remaining;
+        _time = time;
     }
 
     /// <summary>The length the upstream announced, if it did.</summary>
     public long? Length => _response.Content.Headers.ContentLength;
 
-    /// <summary>Copies the body to <paramref name="destination"/>; stops at the version's deadline or the caller's cancellation.</summary>
+    /// <summary>
+    /// Copies the body to <paramref name="destination"/>; stops once what was left of the version's timeout when the headers
+    /// came has passed since the copy began (the call's record is queued first, which may wait while the journal is full),
+    /// or at the caller's cancellation.
+    /// </summary>
     public async Task CopyToAsync(Stream destination, CancellationToken cancellationToken)
     {
-        using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _deadline.Token);
+        using var deadline = new CancellationTokenSource(_remaining, _time);
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, deadline.Token);
         await using var body = await _response.Content.ReadAsStreamAsync(linked.Token);
         await body.CopyToAsync(destination, 64 * 1024, linked.Token);
     }
@@ -31,7 +38,6 @@ public sealed class UpstreamBody : IAsyncDisposable
     public ValueTask DisposeAsync()
     {
         _response.Dispose();
-        _deadline.Dispose();
         return ValueTask.CompletedTask;
     }
 }
