@@ -60,21 +60,6 @@ public sealed record KeyLease(
     /// <summary>A refusal: nothing to spend.</summary>
     public static KeyLease Refused(AdmitOutcome outcome, LimitStatus? limit = null, string? accountId = null, long available = 0, string? currency = null) =>
         new(outcome, 0, accountId, currency, [], TimeSpan.Zero, null, available, limit, 0, 0);
-
-    /// <summary>Calls the allowance holds.</summary>
-    public int Calls
-    {
-        get
-        {
-            var calls = 0;
-            foreach (var part in Allowance)
-            {
-                calls += part.Calls;
-            }
-
-            return calls;
-        }
-    }
 }
 
 /// <summary>What a front door needs to check a caller's secret or access token without asking the key: hashes only.</summary>

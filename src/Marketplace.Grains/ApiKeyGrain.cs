@@ -307,7 +307,7 @@ public sealed partial class ApiKeyGrain(
     public async ValueTask<KeyLease> LeaseAsync(KeyLeaseRequest request)
     {
         var now = time.GetUtcNow();
-        GiveBack(_leases.End(request.Holder, request.Ended));
+        GiveBack(_leases.End(request.Holder, request.Ended, now));
         var refusal = request.Proof is null ? KeyStatusRefusal(now) : Check(request.Proof, request.Kind, now);
         if (refusal is { } outcome)
         {
@@ -324,14 +324,7 @@ public sealed partial class ApiKeyGrain(
         }
 
         var leaseId = 0L;
-        // One call granted to a waiting caller is spent by it at once: counted as spent, like an admission, and not tracked
-        // (spread traffic costs one grain call per call, as before leases, and no report).
-        var granted = admission.Parts.Sum(part => part.Calls);
-        if (granted == 1 && request.Waiting)
-        {
-            _leases.SpentAtOnce(request.Holder, 1, time.GetUtcNow());
-        }
-        else if (granted > 0)
+        if (admission.Parts.Count > 0)
         {
             leaseId = _leases.Grant(request.Holder, request.Observer,
                 new GrantedLease(request.ServiceId, request.Price, admission.Parts, admission.Counted), time.GetUtcNow());
@@ -350,7 +343,7 @@ public sealed partial class ApiKeyGrain(
 
     public Task EndLeasesAsync(Guid holder, IReadOnlyList<LeaseReport> ended)
     {
-        GiveBack(_leases.End(holder, ended));
+        GiveBack(_leases.End(holder, ended, time.GetUtcNow()));
         return Task.CompletedTask;
     }
 

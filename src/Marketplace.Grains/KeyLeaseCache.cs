@@ -54,9 +54,6 @@ public sealed partial class KeyLeaseCache : IKeyLeaseHolder, IDisposable
     /// <summary>This front door's holder id: its journal's sender id.</summary>
     public Guid Holder { get; }
 
-    /// <summary>Keys and services with a cache entry.</summary>
-    public int Count => _entries.Count;
-
     /// <summary>
     /// Admits one call from the key's lease, refilling it when needed. The result is what the key grain's own admission
     /// would answer: the hold and window offset the call's record names, or the refusal.
@@ -64,7 +61,7 @@ public sealed partial class KeyLeaseCache : IKeyLeaseHolder, IDisposable
     public async ValueTask<AdmitResult> AdmitAsync(string keyId, string proof, CredentialKind kind, string serviceId, long price, string currency)
     {
         var route = new Priced(serviceId, price, currency);
-        var entry = _entries.GetOrAdd((keyId, serviceId), static (id, self) => new Entry(id.KeyId, id.ServiceId, self._lifetime, self._time.TimestampFrequency), this);
+        var entry = _entries.GetOrAdd((keyId, serviceId), static (id, self) => new Entry(id.KeyId, self._lifetime, self._time.TimestampFrequency), this);
         var askWithProof = false;
         for (var attempt = 0; ; attempt++)
         {
@@ -259,7 +256,7 @@ public sealed partial class KeyLeaseCache : IKeyLeaseHolder, IDisposable
     }
 
     // One key and service: the newest credentials, the open leases' allowances, the ended leases to report. Guarded by its lock.
-    private sealed class Entry(string keyId, string serviceId, long lifetime, long frequency)
+    private sealed class Entry(string keyId, long lifetime, long frequency)
     {
         private readonly Lock _gate = new();
         private readonly List<OpenLease> _open = [];
@@ -273,8 +270,6 @@ public sealed partial class KeyLeaseCache : IKeyLeaseHolder, IDisposable
         private Task<KeyLease>? _refill;
 
         public string KeyId { get; } = keyId;
-
-        public string ServiceId { get; } = serviceId;
 
         // A lease asked for on behalf of a waiting caller; others wait for it before asking themselves.
         private Task<KeyLease>? _waiting;
@@ -334,7 +329,7 @@ public sealed partial class KeyLeaseCache : IKeyLeaseHolder, IDisposable
                 if (newest.Price != route.Price || newest.Currency != route.Currency)
                 {
                     // The service's price changed: what was leased at the old one goes back.
-                    DropLocked(keepSingles: false);
+                    DropLocked();
                     return Take.NoAllowance;
                 }
 
@@ -540,21 +535,17 @@ public sealed partial class KeyLeaseCache : IKeyLeaseHolder, IDisposable
             }
         }
 
-        // Ends the open leases and forgets the credentials. A single call granted to a waiting caller (not tracked by the key,
-        // id 0) stays to be spent by the next caller the key admits again, unless its price no longer holds.
-        private void DropLocked(bool keepSingles = true)
+        // Ends the open leases and forgets the credentials.
+        private void DropLocked()
         {
             _newest = null;
             _credentialsUntil = 0;
             foreach (var open in _open)
             {
-                if (open.Id != 0)
-                {
-                    _ended.Add(new LeaseReport(open.Id, open.Used));
-                }
+                _ended.Add(new LeaseReport(open.Id, open.Used));
             }
 
-            _open.RemoveAll(open => open.Id != 0 || !keepSingles);
+            _open.Clear();
         }
 
         // Used-up and lapsed leases end; a lease that lapsed more than half unspent halves what is asked for next.
@@ -574,11 +565,7 @@ public sealed partial class KeyLeaseCache : IKeyLeaseHolder, IDisposable
                     _wanted = Math.Max(1, _wanted / 2);
                 }
 
-                if (open.Id != 0)
-                {
-                    _ended.Add(new LeaseReport(open.Id, open.Used));
-                }
-
+                _ended.Add(new LeaseReport(open.Id, open.Used));
                 _open.RemoveAt(i);
             }
 

@@ -5,8 +5,8 @@ namespace Marketplace.Grains;
 /// </summary>
 /// <remarks>
 /// A lease's calls count against the key's quotas from the moment it is granted; what its holder did not spend comes back
-/// when the holder reports the lease ended. A lease left unreported (its holder was killed) is given up on
-/// <c>reclaimAfter</c> after it lapsed: what it spent is then taken to be what its holder's journal settled beyond what the
+/// when the holder reports the lease ended. A lease left unreported by a holder silent for <c>reclaimAfter</c> (its process
+/// was killed) is given up on <c>reclaimAfter</c> after it lapsed: what it spent is then taken to be what its holder's journal settled beyond what the
 /// holder had reported, and the rest comes back. Lease ids start at a random number per ledger, so a report meant for a previous
 /// activation matches nothing here and gives nothing back twice.
 /// </remarks>
@@ -78,6 +78,7 @@ public sealed class KeyLeaseLedger
 
         holder.Observer = observer ?? holder.Observer;
         holder.LastGrant = now;
+        holder.LastSeen = now;
         lease.Id = ++_lastId;
         lease.GrantedAt = now;
         holder.Open.Add(lease);
@@ -85,13 +86,16 @@ public sealed class KeyLeaseLedger
     }
 
     /// <summary>Ends the reported leases; returns each with the calls it did not spend. Unknown ids are ignored.</summary>
-    public List<Returned> End(Guid holderId, IReadOnlyList<LeaseReport> reports)
+    public List<Returned> End(Guid holderId, IReadOnlyList<LeaseReport> reports, DateTimeOffset now)
     {
         var returned = new List<Returned>();
-        if (reports.Count == 0 || !_holders.TryGetValue(holderId, out var holder))
+        if (!_holders.TryGetValue(holderId, out var holder))
         {
             return returned;
         }
+
+        // Any request or report shows the holder alive: its leases are never reclaimed while it is.
+        holder.LastSeen = now;
 
         foreach (var report in reports)
         {
@@ -109,18 +113,6 @@ public sealed class KeyLeaseLedger
         }
 
         return returned;
-    }
-
-    /// <summary>Counts calls granted to a holder's waiting caller without a lease to report (spent at once).</summary>
-    public void SpentAtOnce(Guid holderId, int calls, DateTimeOffset now)
-    {
-        if (!_holders.TryGetValue(holderId, out var holder))
-        {
-            holder = new Holder { LastGrant = now };
-            _holders[holderId] = holder;
-        }
-
-        holder.ReportedUsed += calls;
     }
 
     /// <summary>Counts calls a holder's journal settled for this key (its deliveries name the holder as their sender).</summary>
@@ -143,6 +135,11 @@ public sealed class KeyLeaseLedger
         var returned = new List<Returned>();
         foreach (var (holderId, holder) in _holders.ToList())
         {
+            if (now - holder.LastSeen < reclaimAfter)
+            {
+                continue;
+            }
+
             for (var i = 0; i < holder.Open.Count;)
             {
                 var lease = holder.Open[i];
@@ -185,6 +182,8 @@ public sealed class KeyLeaseLedger
         public long Settled { get; set; }
 
         public DateTimeOffset LastGrant { get; set; }
+
+        public DateTimeOffset LastSeen { get; set; }
     }
 }
 

@@ -17,10 +17,11 @@ public sealed class LeaseOptions
 
     /// <summary>
     /// How long after its leases lapsed a silent holder is given up on and what it did not spend goes back: longer than the
-    /// journal takes to settle what the holder spent (its flush interval and a delivery).
+    /// journal takes to settle what the holder spent (its flush interval and a delivery), and longer than a refusal waits for
+    /// recalled leases (4/5 of the hot-path timeout), during which a holder's callers may all be waiting at the key.
     /// </summary>
     [Range(typeof(TimeSpan), "00:00:01", "00:10:00", ErrorMessage = "Leases:ReclaimAfter must be between 1 second and 10 minutes.")]
-    public TimeSpan ReclaimAfter { get; set; } = TimeSpan.FromSeconds(5);
+    public TimeSpan ReclaimAfter { get; set; } = TimeSpan.FromSeconds(10);
 
     /// <summary>Most calls one lease carries.</summary>
     [Range(1, 100_000, ErrorMessage = "Leases:MaxCalls must be between 1 and 100000.")]

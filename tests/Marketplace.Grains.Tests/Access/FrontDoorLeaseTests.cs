@@ -152,12 +152,12 @@ public sealed class FrontDoorLeaseTests(LeasingClusterFixture fixture) : IClassF
         var now = DateTimeOffset.UtcNow;
         var id = ledger.Grant(holder, null, new GrantedLease("s", 1, [new GrantedPart(11, 6, now), new GrantedPart(12, 4, now)], []), now);
 
-        Assert.Empty(ledger.End(holder, [new LeaseReport(id + 1, 0)]));
-        Assert.Empty(ledger.End(Guid.NewGuid(), [new LeaseReport(id, 0)]));
-        var returned = Assert.Single(ledger.End(holder, [new LeaseReport(id, 7)]));
+        Assert.Empty(ledger.End(holder, [new LeaseReport(id + 1, 0)], now));
+        Assert.Empty(ledger.End(Guid.NewGuid(), [new LeaseReport(id, 0)], now));
+        var returned = Assert.Single(ledger.End(holder, [new LeaseReport(id, 7)], now));
         Assert.Equal(3, returned.Unused);
         Assert.Equal([new GrantedPart(12, 3, now)], returned.Lease.Unspent(returned.Unused));
-        Assert.Empty(ledger.End(holder, [new LeaseReport(id, 7)]));
+        Assert.Empty(ledger.End(holder, [new LeaseReport(id, 7)], now));
         Assert.False(ledger.AnyOpen);
     }
 
@@ -183,7 +183,7 @@ public sealed class FrontDoorLeaseTests(LeasingClusterFixture fixture) : IClassF
     private static async Task<T> PollLongAsync<T>(Func<Task<T>> read, Func<T, bool> done)
     {
         var value = await read();
-        for (var i = 0; i < 300 && !done(value); i++)
+        for (var i = 0; i < 600 && !done(value); i++)
         {
             await Task.Delay(50, TestContext.Current.CancellationToken);
             value = await read();
