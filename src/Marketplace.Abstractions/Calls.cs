@@ -15,21 +15,7 @@ public sealed record CallRequest(
     [property: Id(5)] string? ContentType,
     [property: Id(6)] byte[]? Body,
     [property: Id(7)] string? TrackId,
-    [property: Id(8)] string? IdempotencyKey = null)
-{
-    /// <summary>
-    /// True when the caller takes a pass-through answer as a stream (the HTTP front door): it then gets the upstream's body
-    /// unread in the result's <c>Stream</c> (never serialized) instead of <see cref="CallResult.Body"/>.
-    /// </summary>
-    public bool Streams
-    {
-        get => _streams;
-        init => _streams = value;
-    }
-
-    [NonSerialized]
-    private readonly bool _streams;
-}
+    [property: Id(8)] string? IdempotencyKey = null);
 
 /// <summary>How a call ended.</summary>
 public enum CallOutcome
@@ -104,17 +90,17 @@ public sealed record CallResult(
     [property: Id(15)] Guid CallId = default)
 {
     /// <summary>
-    /// The upstream's body, unread, when the call was made with <see cref="CallRequest.Streams"/> and the version passes its
-    /// answer through: the receiver copies and disposes it (its type is the grains' <c>UpstreamBody</c>). Never serialized.
+    /// True when the upstream's answer was already passed through to the caller's own connection as it arrived (the HTTP
+    /// front door's forwarder): there is nothing left to write. Never serialized.
     /// </summary>
-    public IAsyncDisposable? Stream
+    public bool Forwarded
     {
-        get => _stream;
-        init => _stream = value;
+        get => _forwarded;
+        init => _forwarded = value;
     }
 
     [NonSerialized]
-    private readonly IAsyncDisposable? _stream;
+    private readonly bool _forwarded;
 }
 
 /// <summary>

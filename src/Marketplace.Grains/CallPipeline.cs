@@ -18,7 +18,7 @@ namespace Marketplace.Grains;
 /// </summary>
 public sealed partial class CallPipeline(
     IGrainFactory grains,
-    IHttpClientFactory httpClients,
+    UpstreamClient upstream,
     ServiceRouteCache routes,
     HotPathCalls hotPath,
     KeyLeaseCache leases,
@@ -36,12 +36,10 @@ public sealed partial class CallPipeline(
     private readonly bool _leased = leaseOptions.Value.Enabled;
     private readonly TimeSpan _idempotencyWindow = services.GetService<IOptions<IdempotencyOptions>>()?.Value.Window ?? TimeSpan.FromHours(24);
 
-    /// <summary>Name of the <see cref="HttpClient"/> used for upstream calls.</summary>
+    /// <summary>Name of the HTTP client configuration (its pooled handler) used for upstream calls.</summary>
     public const string HttpClientName = "marketplace-upstream";
 
-    // One client for the process: its SocketsHttpHandler pools connections and renews them (PooledConnectionLifetime),
-    // so there is no need to ask the factory for a client on every call.
-    private readonly HttpClient _client = httpClients.CreateClient(HttpClientName);
+    private readonly HttpMessageInvoker _invoker = upstream.Invoker;
 
     /// <summary>Largest upstream response body the pipeline buffers.</summary>
     public const int MaxResponseBytes = 8 * 1024 * 1024;
@@ -50,7 +48,14 @@ public sealed partial class CallPipeline(
     /// Runs one call and records it in the call log. Never throws but for the caller's own cancellation (which is logged
     /// too): upstream failures, cluster faults and unexpected errors become outcomes.
     /// </summary>
-    public async Task<CallResult> CallAsync(CallRequest request, CancellationToken cancellationToken = default)
+    public Task<CallResult> CallAsync(CallRequest request, CancellationToken cancellationToken = default) => CallAsync(request, null, cancellationToken);
+
+    /// <summary>
+    /// Runs one call like <see cref="CallAsync(CallRequest, CancellationToken)"/>; a pass-through answer without an
+    /// Idempotency-Key goes straight to <paramref name="connection"/> as it arrives (the result is then
+    /// <see cref="CallResult.Forwarded"/>).
+    /// </summary>
+    public async Task<CallResult> CallAsync(CallRequest request, ICallerConnection? connection, CancellationToken cancellationToken)
     {
         var started = Stopwatch.GetTimestamp();
         var at = time.GetUtcNow();
@@ -58,7 +63,7 @@ public sealed partial class CallPipeline(
         CallResult result;
         try
         {
-            result = await RunAsync(request, trace, cancellationToken);
+            result = await RunAsync(request, connection, trace, cancellationToken);
         }
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
         {
@@ -143,7 +148,7 @@ public sealed partial class CallPipeline(
         public double? UpstreamMs { get; set; }
     }
 
-    private async Task<CallResult> RunAsync(CallRequest request, CallTrace trace, CancellationToken cancellationToken)
+    private async Task<CallResult> RunAsync(CallRequest request, ICallerConnection? connection, CallTrace trace, CancellationToken cancellationToken)
     {
         var trackId = trace.TrackId;
         RequestContext.Set(TrackIds.ContextKey, trackId);
@@ -275,9 +280,13 @@ public sealed partial class CallPipeline(
             ForwardResult forwarded;
             try
             {
-                // A pass-through answer streams to a caller that takes streams; one an Idempotency-Key must keep is read whole.
-                var streams = request.Streams && idempotency is null && adapter!.PassesThrough;
-                forwarded = await ForwardAsync(adapter!, guard!, request, trackId, streams, cancellationToken);
+                // A pass-through answer goes to a caller's connection as it arrives; one an Idempotency-Key must keep is read whole.
+                var through = idempotency is null && adapter!.PassesThrough ? connection : null;
+                var callId = trace.CallId;
+                var version = adapter!;
+                forwarded = await ForwardAsync(adapter!, guard!, request, trackId, through,
+                    status => Completed(trackId, callId, route, version, admission, Classify(status, version, sent: true, forwarded: true)),
+                    cancellationToken);
             }
             catch (Exception exception)
             {
@@ -297,22 +306,10 @@ public sealed partial class CallPipeline(
             }
 
             trace.UpstreamMs = Stopwatch.GetElapsedTime(started).TotalMilliseconds;
-            var succeeded = forwarded.Outcome == CallOutcome.Succeeded;
-            var charged = route.ChargeRule switch
-            {
-                ChargeRule.PerCall => forwarded.Sent,
-                ChargeRule.PerHit => succeeded && forwarded.Hit,
-                _ => succeeded,
-            };
-            var charge = charged ? admission.Reserved : 0;
 
             // The call's record settles it once the journal holds it: the caller gets its answer without waiting for metering.
-            LogCompleted(logger, route.ServiceId, adapter!.Id, forwarded.Outcome, forwarded.Status, Stopwatch.GetElapsedTime(started).TotalMilliseconds, charge);
-            var result = new CallResult(trackId, forwarded.Outcome, null, forwarded.Status, forwarded.ContentType, forwarded.Body, charge, route.PricePerCall,
-                admission.Available + admission.Reserved - charge, route.Currency, forwarded.Detail, admission.Limit, adapter.Id, forwarded.RetryAfterSeconds)
-            {
-                Stream = forwarded.Stream,
-            };
+            var result = Completed(trackId, trace.CallId, route, adapter!, admission, forwarded);
+            LogCompleted(logger, route.ServiceId, adapter!.Id, forwarded.Outcome, forwarded.Status, trace.UpstreamMs.Value, result.Charged);
             if (idempotency is not null)
             {
                 await RememberAsync(idempotency, fingerprint!, result);
@@ -324,6 +321,41 @@ public sealed partial class CallPipeline(
         {
             permit?.Dispose();
         }
+    }
+
+    // The result of an admitted call that was forwarded: what its version's charge rule charges for how it ended.
+    private static CallResult Completed(string trackId, Guid callId, ServiceRoute route, UpstreamAdapter adapter, AdmitResult admission, ForwardResult forwarded)
+    {
+        var succeeded = forwarded.Outcome == CallOutcome.Succeeded;
+        var charged = route.ChargeRule switch
+        {
+            ChargeRule.PerCall => forwarded.Sent,
+            ChargeRule.PerHit => succeeded && forwarded.Hit,
+            _ => succeeded,
+        };
+        var charge = charged ? admission.Reserved : 0;
+        return new CallResult(trackId, forwarded.Outcome, null, forwarded.Status, forwarded.ContentType, forwarded.Body, charge, route.PricePerCall,
+            admission.Available + admission.Reserved - charge, route.Currency, forwarded.Detail, admission.Limit, adapter.Id, forwarded.RetryAfterSeconds, CallId: callId)
+        {
+            Forwarded = forwarded.Forwarded,
+        };
+    }
+
+    // How an upstream's answer ends the call: 2xx succeeded, 4xx the upstream refused the request, anything else failed.
+    private static ForwardResult Classify(int status, UpstreamAdapter adapter, bool sent, bool forwarded, UpstreamAnswer? answer = null, UpstreamAnswer? mapped = null)
+    {
+        var outcome = status switch
+        {
+            >= 200 and < 300 => CallOutcome.Succeeded,
+            >= 400 and < 500 => CallOutcome.UpstreamRejected,
+            _ => CallOutcome.UpstreamFailed,
+        };
+
+        // A passed-through answer has no hit rule (any 2xx is a hit); a read one is judged by the version's rule.
+        var hit = answer is null ? outcome == CallOutcome.Succeeded : adapter.IsHit(answer);
+        return new ForwardResult(outcome, status, mapped?.ContentType, mapped?.Body,
+            outcome == CallOutcome.UpstreamFailed ? $"The upstream answered {status}." : null, Sent: sent, Hit: hit,
+            Forwarded: forwarded && PassThroughCall.PassesStatus(status));
     }
 
     // Releases an Idempotency-Key after a call that charged nothing. A release that fails leaves the claim to lapse.
@@ -441,67 +473,69 @@ public sealed partial class CallPipeline(
 
     private sealed record ForwardResult(
         CallOutcome Outcome, int Status, string? ContentType, byte[]? Body, string? Detail, bool Sent, bool Hit = false, int? RetryAfterSeconds = null,
-        UpstreamBody? Stream = null);
+        bool Forwarded = false);
 
+    // Sends the call upstream within its version's protection. With a caller's connection the answer passes straight through
+    // it (streamed both ways by the front door's forwarder); without one it is read whole (bounded) and mapped.
     private async Task<ForwardResult> ForwardAsync(
-        UpstreamAdapter adapter, VersionGuard guard, CallRequest request, string trackId, bool streams, CancellationToken cancellationToken)
+        UpstreamAdapter adapter, VersionGuard guard, CallRequest request, string trackId, ICallerConnection? connection,
+        Func<int, CallResult> answered, CancellationToken cancellationToken)
     {
-        var started = time.GetTimestamp();
-        UpstreamBody? stream = null;
-        if (!adapter.TryBuildRequest(request, trackId, out var first, out var error))
+        if (!adapter.TryBuildUri(request, out var uri, out var error))
         {
             return new ForwardResult(CallOutcome.BadRequest, 400, null, null, error, Sent: false);
         }
 
-        UpstreamAnswer? mapped = null;
         try
         {
-            var answer = await guard.Pipeline.ExecuteAsync(
-                async token =>
-                {
-                    // Each attempt needs its own message; the first one is already built (and validated).
-                    var message = Interlocked.Exchange(ref first, null);
-                    if (message is null && !adapter.TryBuildRequest(request, trackId, out message, out _))
+            UpstreamAnswer answer;
+            UpstreamAnswer? mapped = null;
+            if (connection is not null)
+            {
+                var call = new PassThroughCall(adapter, request, trackId, uri, answered);
+                answer = await guard.Pipeline.ExecuteAsync(
+                    async token =>
                     {
-                        throw new InvalidOperationException("The upstream request could not be built again.");
-                    }
-
-                    using (message)
-                    {
-                        var response = await _client.SendAsync(message!, HttpCompletionOption.ResponseHeadersRead, token);
-                        var status = (int)response.StatusCode;
-                        if (streams && status is >= 200 and < 500)
+                        var passed = await connection.PassThroughAsync(call, token);
+                        if (passed.Status is { } status)
                         {
-                            // Passed through as it arrives: the caller copies it within what is left of the version's timeout.
-                            var timeout = TimeSpan.FromMilliseconds(adapter.Spec.TimeoutMs);
-                            stream = new UpstreamBody(response, timeout - time.GetElapsedTime(started), time);
-                            return mapped = new UpstreamAnswer(status, response.Content.Headers.ContentType?.ToString(), []);
+                            return new UpstreamAnswer(status, null, []);
                         }
 
-                        using var answered = response;
+                        // No answer: the version's timeout (Polly makes it a TimeoutRejectedException), the caller gone, or
+                        // the upstream out of reach.
+                        token.ThrowIfCancellationRequested();
+                        throw new HttpRequestException(passed.Error?.Message ?? "The upstream could not be reached.", passed.Error);
+                    },
+                    cancellationToken);
+            }
+            else
+            {
+                answer = await guard.Pipeline.ExecuteAsync(
+                    async token =>
+                    {
+                        // Each attempt sends a message of its own.
+                        using var message = new HttpRequestMessage { RequestUri = uri };
+                        adapter.Fill(message, request, trackId);
+                        using var response = await _invoker.SendAsync(message, token);
                         var body = await ReadBoundedAsync(response.Content, token);
                         var raw = new UpstreamAnswer((int)response.StatusCode, response.Content.Headers.ContentType?.ToString(), body);
 
                         // Mapped inside the pipeline, so an answer the version cannot map counts as a failure for the breaker.
                         mapped = adapter.MapResponse(raw);
                         return raw;
-                    }
-                },
-                cancellationToken);
+                    },
+                    cancellationToken);
+            }
 
             if (answer.Status >= 500)
             {
                 metrics.RecordUpstreamError(adapter.ServiceId, adapter.Id, MarketplaceMetrics.UpstreamErrorKinds.Status5xx);
             }
 
-            var outcome = answer.Status switch
-            {
-                >= 200 and < 300 => CallOutcome.Succeeded,
-                >= 400 and < 500 => CallOutcome.UpstreamRejected,
-                _ => CallOutcome.UpstreamFailed,
-            };
-            return new ForwardResult(outcome, answer.Status, mapped!.ContentType, stream is null ? mapped.Body : null,
-                outcome == CallOutcome.UpstreamFailed ? $"The upstream answered {answer.Status}." : null, Sent: true, Hit: adapter.IsHit(answer), Stream: stream);
+            return mapped is null
+                ? Classify(answer.Status, adapter, sent: true, forwarded: true)
+                : Classify(answer.Status, adapter, sent: true, forwarded: false, answer, mapped);
         }
         catch (TimeoutRejectedException)
         {
@@ -532,10 +566,6 @@ public sealed partial class CallPipeline(
         {
             metrics.RecordUpstreamError(adapter.ServiceId, adapter.Id, MarketplaceMetrics.UpstreamErrorKinds.Invalid);
             return new ForwardResult(CallOutcome.UpstreamFailed, 0, null, null, exception.Message, Sent: true);
-        }
-        finally
-        {
-            first?.Dispose();
         }
     }
 

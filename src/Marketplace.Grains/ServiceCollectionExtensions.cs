@@ -77,11 +77,8 @@ public static class ServiceCollectionExtensions
         services.TryAddSingleton<IJournalReader>(provider => provider.GetRequiredService<MemoryJournal>());
         services.AddHostedService(provider => provider.GetRequiredService<MemoryJournal>());
         services.AddSingleton<CallPipeline>();
-        services.AddHttpClient(CallPipeline.HttpClientName, client =>
-            {
-                // Each call has its own timeout from the service's settings.
-                client.Timeout = Timeout.InfiniteTimeSpan;
-            })
+        services.AddSingleton<UpstreamClient>();
+        services.AddHttpClient(CallPipeline.HttpClientName)
             .ConfigurePrimaryHttpMessageHandler(() => new SocketsHttpHandler
             {
                 PooledConnectionLifetime = TimeSpan.FromMinutes(2),
@@ -89,6 +86,9 @@ public static class ServiceCollectionExtensions
                 AllowAutoRedirect = false,
                 UseCookies = false,
                 ConnectTimeout = TimeSpan.FromSeconds(5),
+
+                // An upstream is reached directly: a proxy from the environment would hide where calls go.
+                UseProxy = false,
             })
             // The pipeline logs each call once with its TrackId; the factory's per-request scopes and lines cost
             // more CPU per call than the marketplace's own checks.

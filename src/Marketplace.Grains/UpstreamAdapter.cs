@@ -181,6 +181,20 @@ public sealed class UpstreamAdapter
     public bool TryBuildRequest(CallRequest request, string trackId, out HttpRequestMessage message, out string error)
     {
         message = null!;
+        if (!TryBuildUri(request, out var uri, out error))
+        {
+            return false;
+        }
+
+        message = new HttpRequestMessage { RequestUri = uri };
+        Fill(message, request, trackId);
+        return true;
+    }
+
+    /// <summary>The upstream address of the caller's request; false with a message for the caller when it cannot be mapped.</summary>
+    public bool TryBuildUri(CallRequest request, out Uri uri, out string error)
+    {
+        uri = null!;
         error = string.Empty;
         // The common case, a pass-through version, forwards the caller's query as it came.
         var mapsQuery = _template is not null || Spec.ParameterMap is { Count: > 0 };
@@ -191,7 +205,6 @@ public sealed class UpstreamAdapter
             return false;
         }
 
-        Uri uri;
         if (_template is null)
         {
             if (!UpstreamPath.TryBuild(_baseUrl, request.Path, query is null ? request.Query : Rename(query).ToQueryString(), out uri))
@@ -221,24 +234,47 @@ public sealed class UpstreamAdapter
             }
         }
 
-        message = new HttpRequestMessage(new HttpMethod(Spec.Method ?? request.Method), uri);
+        return true;
+    }
+
+    /// <summary>
+    /// Fills an upstream request whose address <see cref="TryBuildUri"/> gave: the version's method, the TrackId, the
+    /// version's headers (secret ones decrypted) and the caller's body (<see cref="BodyFor"/>). No header of the caller's
+    /// is forwarded: its credential stays in the marketplace.
+    /// </summary>
+    public void Fill(HttpRequestMessage message, CallRequest request, string trackId)
+    {
+        FillHeaders(message, request, trackId);
+        if (BodyFor(request) is { } body)
+        {
+            message.Content = new ByteArrayContent(body);
+            DescribeBody(message.Content.Headers, request, body.Length);
+        }
+    }
+
+    /// <summary>The version's method, the TrackId and the version's headers (secret ones decrypted); never the caller's headers.</summary>
+    public void FillHeaders(HttpRequestMessage message, CallRequest request, string trackId)
+    {
+        message.Method = Spec.Method is { } method ? new HttpMethod(method) : HttpMethod.Parse(request.Method);
         message.Headers.TryAddWithoutValidation(TrackIds.Header, trackId);
         foreach (var (name, value) in _headers)
         {
             message.Headers.TryAddWithoutValidation(name, value);
         }
+    }
 
-        if (request.Body is { Length: > 0 } body)
+    /// <summary>The body the upstream gets: the caller's, with fields renamed when the version maps parameters; null when there is none.</summary>
+    public byte[]? BodyFor(CallRequest request) =>
+        request.Body is { Length: > 0 } body ? (Spec.ParameterMap is { Count: > 0 } ? RenameJsonFields(body) : null) ?? body : null;
+
+    /// <summary>The body's content headers: its length and the caller's content type.</summary>
+    public static void DescribeBody(HttpContentHeaders headers, CallRequest request, long length)
+    {
+        headers.ContentLength = length;
+        if (request.ContentType is not null && MediaTypeHeaderValue.TryParse(request.ContentType, out var mediaType))
         {
-            var mapped = Spec.ParameterMap is { Count: > 0 } ? RenameJsonFields(body) : null;
-            message.Content = new ByteArrayContent(mapped ?? body);
-            if (request.ContentType is not null && MediaTypeHeaderValue.TryParse(request.ContentType, out var mediaType))
-            {
-                message.Content.Headers.ContentType = mediaType;
-            }
+            headers.ContentType = mediaType;
         }
-
-        return true;
     }
 
     /// <summary>True when the caller gets the upstream's answer as it is (no fields selected, no hit rule to read it for).</summary>

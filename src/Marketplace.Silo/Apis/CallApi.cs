@@ -32,7 +32,7 @@ public static class CallApi
     }
 
     /// <summary>Calls a data service through the whole pipeline.</summary>
-    public static async Task<IResult> CallService(string serviceId, HttpContext context, CallPipeline pipeline)
+    public static async Task<IResult> CallService(string serviceId, HttpContext context, CallPipeline pipeline, CallerConnections connections)
     {
         var credential = ReadCredential(context.Request);
         if (credential is null)
@@ -52,15 +52,11 @@ public static class CallApi
         }
 
         var request = new CallRequest(serviceId, credential, context.Request.Method, path, context.Request.QueryString.Value ?? string.Empty,
-            context.Request.ContentType, body, context.GetTrackId(), idempotencyKey) { Streams = true };
-        var result = await pipeline.CallAsync(request, context.RequestAborted);
-        if (result.Stream is { } stream)
-        {
-            // Whatever the answer becomes, the upstream's response is released when this request ends.
-            context.Response.RegisterForDisposeAsync(stream);
-        }
+            context.Request.ContentType, body, context.GetTrackId(), idempotencyKey);
+        var result = await pipeline.CallAsync(request, connections.For(context), context.RequestAborted);
 
-        return ToHttp(context, result);
+        // A pass-through answer went to the caller as it arrived (or its connection was aborted when the answer broke off).
+        return result.Forwarded ? Results.Empty : ToHttp(context, result);
     }
 
     /// <summary>A consumer's own balance and call counts, for the key it presents.</summary>
@@ -124,7 +120,19 @@ public static class CallApi
 
     private static IResult ToHttp(HttpContext context, CallResult result)
     {
-        var headers = context.Response.Headers;
+        WriteCallHeaders(context.Response.Headers, result);
+        if (result.Outcome == CallOutcome.Succeeded || (result.Outcome == CallOutcome.UpstreamRejected && result.Body is not null))
+        {
+            context.Response.StatusCode = result.UpstreamStatus;
+            return TypedResults.Bytes(result.Body ?? [], result.ContentType);
+        }
+
+        return Problem(context, result);
+    }
+
+    /// <summary>The call's own headers: its id, limits, price, version, and for the upstream's own answer the charge and balance.</summary>
+    public static void WriteCallHeaders(IHeaderDictionary headers, CallResult result)
+    {
         if (result.CallId != Guid.Empty)
         {
             headers[CallIdHeader] = result.CallId.ToString();
@@ -157,16 +165,18 @@ public static class CallApi
             headers.RetryAfter = retryAfter.ToString(CultureInfo.InvariantCulture);
         }
 
+        // The upstream's own answer (2xx, or a 4xx it explained): what it cost and what the account has left.
+        if (result.Outcome == CallOutcome.Succeeded || (result.Outcome == CallOutcome.UpstreamRejected && (result.Body is not null || result.Forwarded)))
+        {
+            headers["X-Charged"] = result.Charged.ToString(CultureInfo.InvariantCulture);
+            headers["X-Balance-Available"] = result.Available.ToString(CultureInfo.InvariantCulture);
+        }
+    }
+
+    private static IResult Problem(HttpContext context, CallResult result)
+    {
         switch (result.Outcome)
         {
-            case CallOutcome.Succeeded:
-            case CallOutcome.UpstreamRejected when result.Body is not null || result.Stream is not null:
-                headers["X-Charged"] = result.Charged.ToString(CultureInfo.InvariantCulture);
-                headers["X-Balance-Available"] = result.Available.ToString(CultureInfo.InvariantCulture);
-                context.Response.StatusCode = result.UpstreamStatus;
-                return result.Stream is UpstreamBody stream
-                    ? new StreamedAnswer(stream, result.ContentType)
-                    : TypedResults.Bytes(result.Body ?? [], result.ContentType);
             case CallOutcome.UpstreamRejected:
             case CallOutcome.BadRequest:
                 return Problems.Create(StatusCodes.Status400BadRequest, "bad-call", "The call's path or parameters do not fit this data service.",
@@ -251,24 +261,4 @@ public static class CallApi
         ReadCredential(context.Request) is { } credential && ApiKeySecrets.TryParse(credential, out var keyId, out var secret)
             ? await grains.GetGrain<IApiKeyGrain>(keyId).AuthenticateAsync(secret)
             : null;
-
-    // A pass-through answer copied to the caller as the upstream sends it; a copy cut short (the version's deadline, the
-    // upstream's connection) aborts the response, so the caller sees it incomplete rather than a short 200.
-    private sealed class StreamedAnswer(UpstreamBody body, string? contentType) : IResult
-    {
-        public async Task ExecuteAsync(HttpContext httpContext)
-        {
-            var response = httpContext.Response;
-            response.ContentType = contentType;
-            response.ContentLength = body.Length;
-            try
-            {
-                await body.CopyToAsync(response.Body, httpContext.RequestAborted);
-            }
-            catch (Exception exception) when (exception is OperationCanceledException or IOException or HttpRequestException)
-            {
-                httpContext.Abort();
-            }
-        }
-    }
 }

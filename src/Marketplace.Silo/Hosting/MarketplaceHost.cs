@@ -294,6 +294,10 @@ public sealed partial class MarketplaceHost : IAsyncDisposable
         var services = builder.Services;
         services.ConfigureHttpJsonOptions(json => json.SerializerOptions.Converters.Add(new StrictEnumConverterFactory()));
         services.AddSingleton<AuditLog>();
+
+        // Pass-through answers stream to HTTP callers through YARP's forwarder.
+        services.AddHttpForwarder();
+        services.AddSingleton<CallerConnections>();
     }
 
     private static void AddMarketplaceMetrics(WebApplicationBuilder builder, MetricsOptions options)
@@ -363,6 +367,8 @@ public sealed partial class MarketplaceHost : IAsyncDisposable
             .MinimumLevel.Override("Microsoft.Hosting.Lifetime", LogEventLevel.Information)
             .MinimumLevel.Override("Orleans", LogEventLevel.Warning)
             .MinimumLevel.Override("Polly", LogEventLevel.Warning)
+            // The pipeline logs each upstream fault once with its TrackId; the forwarder's own lines would repeat them.
+            .MinimumLevel.Override("Yarp", LogEventLevel.Error)
             .MinimumLevel.Override("System.Net.Http.HttpClient", LogEventLevel.Warning)
             .ReadFrom.Configuration(configuration)
             .Enrich.FromLogContext()
