@@ -59,7 +59,7 @@ public sealed partial class CallPipeline(
     {
         var started = Stopwatch.GetTimestamp();
         var at = time.GetUtcNow();
-        var trace = new CallTrace { CallId = Guid.CreateVersion7(at), TrackId = TrackIds.AcceptOrNew(request.TrackId) };
+        var trace = new CallTrace { CallId = TimeOrderedIds.New(at), TrackId = TrackIds.AcceptOrNew(request.TrackId) };
         CallResult result;
         try
         {

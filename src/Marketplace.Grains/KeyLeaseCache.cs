@@ -1,4 +1,6 @@
 using System.Collections.Concurrent;
+using System.Runtime.InteropServices;
+using System.Security.Cryptography;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 
@@ -269,6 +271,14 @@ public sealed partial class KeyLeaseCache : IKeyLeaseHolder, IDisposable
         private long _askedAt;
         private Task<KeyLease>? _refill;
 
+        // The proof last verified against the newest credentials, and until when its secret or token is valid: a busy key's
+        // callers are compared in constant time instead of hashed on every call. New credentials (a rotation, a revoked
+        // token, any change the key pushes or a new lease carries) are a new object, which no remembered proof matches.
+        private KeyCredentials? _verifiedFor;
+        private string _verifiedProof = string.Empty;
+        private CredentialKind _verifiedKind;
+        private DateTimeOffset _verifiedUntil;
+
         public string KeyId { get; } = keyId;
 
         // A lease asked for on behalf of a waiting caller; others wait for it before asking themselves.
@@ -333,7 +343,7 @@ public sealed partial class KeyLeaseCache : IKeyLeaseHolder, IDisposable
                     return Take.NoAllowance;
                 }
 
-                switch (KeyCredentialCheck.Check(credentials, proof, kind, now))
+                switch (CheckLocked(credentials, proof, kind, now))
                 {
                     case AdmitOutcome.InvalidCredentials or AdmitOutcome.TokenInvalid:
                         return Take.UnknownProof;
@@ -358,9 +368,26 @@ public sealed partial class KeyLeaseCache : IKeyLeaseHolder, IDisposable
             result = null;
             lock (_gate)
             {
-                return lease.Credentials is { } credentials && KeyCredentialCheck.Check(credentials, proof, kind, now) is null
+                return lease.Credentials is { } credentials && CheckLocked(credentials, proof, kind, now) is null
                     && SpendLocked(lease, out result);
             }
+        }
+
+        private AdmitOutcome? CheckLocked(KeyCredentials credentials, string proof, CredentialKind kind, DateTimeOffset now)
+        {
+            if (ReferenceEquals(credentials, _verifiedFor) && kind == _verifiedKind && now < _verifiedUntil
+                && CryptographicOperations.FixedTimeEquals(MemoryMarshal.AsBytes(proof.AsSpan()), MemoryMarshal.AsBytes(_verifiedProof.AsSpan())))
+            {
+                return KeyCredentialCheck.StatusRefusal(credentials, now);
+            }
+
+            var outcome = KeyCredentialCheck.Check(credentials, proof, kind, now, out var validUntil);
+            if (validUntil > now)
+            {
+                (_verifiedFor, _verifiedProof, _verifiedKind, _verifiedUntil) = (credentials, proof, kind, validUntil);
+            }
+
+            return outcome;
         }
 
         private bool SpendLocked(KeyLease newest, out AdmitResult? result)

@@ -15,7 +15,7 @@ public static partial class TrackIds
     public static bool IsWellFormed(string? value) => value is not null && TrackIdRegex().IsMatch(value);
 
     /// <summary>A new TrackId: time-ordered, 32 hex characters.</summary>
-    public static string New() => Guid.CreateVersion7().ToString("N");
+    public static string New() => TimeOrderedIds.New(DateTimeOffset.UtcNow).ToString("N");
 
     /// <summary>The caller's TrackId when well formed, otherwise a new one.</summary>
     public static string AcceptOrNew(string? value) => IsWellFormed(value) ? value! : New();

@@ -41,3 +41,31 @@ public sealed class TrackIdsTests
         Assert.Equal(1000, ids.Distinct(StringComparer.Ordinal).Count());
     }
 }
+
+public sealed class TimeOrderedIdsTests
+{
+    [Fact]
+    public void New_IsAVersionSevenIdOfTheGivenMillisecond_LaidOutAsTheRuntimeLaysItOut()
+    {
+        var at = new DateTimeOffset(2026, 12, 3, 13, 45, 7, 123, TimeSpan.Zero);
+
+        var id = TimeOrderedIds.New(at);
+        var reference = Guid.CreateVersion7(at);
+
+        Assert.Equal(7, id.Version);
+        Assert.Equal(0b1000, id.Variant & 0b1100); // RFC 9562's variant: 10xx
+        Assert.Equal(reference.Variant & 0b1100, id.Variant & 0b1100);
+        Assert.Equal(reference.ToString("N")[..12], id.ToString("N")[..12]);
+        Assert.True(id.CompareTo(TimeOrderedIds.New(at.AddMilliseconds(1))) < 0, "a later millisecond sorts later");
+    }
+
+    [Fact]
+    public void New_ManyInOneMillisecond_AllDifferent()
+    {
+        // More than one 4 KB buffer's worth, so the refill is crossed too.
+        var at = DateTimeOffset.UtcNow;
+        var ids = Enumerable.Range(0, 5_000).Select(_ => TimeOrderedIds.New(at)).ToHashSet();
+
+        Assert.Equal(5_000, ids.Count);
+    }
+}

@@ -9,17 +9,17 @@ namespace Marketplace.Silo.FrontDoor;
 public static class JsonCharsetCheck
 {
     /// <summary>Adds the check; put it after the TrackId middleware.</summary>
-    public static IApplicationBuilder UseJsonCharsetCheck(this IApplicationBuilder app) => app.Use(async (context, next) =>
+    public static IApplicationBuilder UseJsonCharsetCheck(this IApplicationBuilder app) => app.Use(next => context =>
     {
-        if (UnsupportedCharset(context.Request.ContentType) is { } charset)
+        // Most requests carry no body: they pass without an awaited step of their own.
+        if (UnsupportedCharset(context.Request.ContentType) is not { } charset)
         {
-            var problem = Problems.Create(StatusCodes.Status415UnsupportedMediaType, "unsupported-media-type",
-                "JSON request bodies must be UTF-8.", $"The charset '{Problems.Truncate(charset)}' is not supported; send UTF-8.");
-            await problem.ExecuteAsync(context);
-            return;
+            return next(context);
         }
 
-        await next(context);
+        var problem = Problems.Create(StatusCodes.Status415UnsupportedMediaType, "unsupported-media-type",
+            "JSON request bodies must be UTF-8.", $"The charset '{Problems.Truncate(charset)}' is not supported; send UTF-8.");
+        return problem.ExecuteAsync(context);
     });
 
     // The charset of a JSON content type when it is not UTF-8; null otherwise (no charset, UTF-8, not JSON, unparsable).
