@@ -146,7 +146,16 @@ public sealed record AdmitResult(
     [property: Id(4)] string? Currency,
     [property: Id(5)] LimitStatus? Limit = null,
     [property: Id(6)] long Hold = 0,
-    [property: Id(7)] int WindowOffsetMinutes = 0);
+    [property: Id(7)] int WindowOffsetMinutes = 0)
+{
+    /// <summary>A refusal: why, what the account could still spend, and the limit that refused it.</summary>
+    public static AdmitResult Refused(AdmitOutcome outcome, long available = 0, string? currency = null, LimitStatus? limit = null, string? accountId = null) =>
+        new(outcome, accountId, 0, available, currency, limit);
+
+    /// <summary>An admitted call: its account, the price reserved under <paramref name="hold"/>, and what is left.</summary>
+    public static AdmitResult Admitted(string accountId, long reserved, long available, string currency, LimitStatus? limit, long hold, int windowOffsetMinutes) =>
+        new(AdmitOutcome.Admitted, accountId, reserved, available, currency, limit, hold, windowOffsetMinutes);
+}
 
 /// <summary>An access token and the refresh token that replaces it, as issued (the only time they are shown).</summary>
 [GenerateSerializer, Immutable, Alias("mk.TokenPair")]

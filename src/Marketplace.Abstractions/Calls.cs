@@ -89,6 +89,10 @@ public sealed record CallResult(
     [property: Id(14)] bool Replayed = false,
     [property: Id(15)] Guid CallId = default)
 {
+    /// <summary>A call that ended before any upstream answer: refused, shed or failed in the marketplace; nothing charged.</summary>
+    public static CallResult Refused(string trackId, CallOutcome outcome, AdmitOutcome? rejection = null, long price = 0, string? currency = null) =>
+        new(trackId, outcome, rejection, 0, null, null, 0, price, 0, currency, null);
+
     /// <summary>
     /// True when the upstream's answer was already passed through to the caller's own connection as it arrived (the HTTP
     /// front door's forwarder): there is nothing left to write. Never serialized.

@@ -95,7 +95,7 @@ public sealed partial class KeyLeaseCache : IKeyLeaseHolder, IDisposable
             var lease = await RefillAsync(entry, route, waiting: true, askWithProof || !entry.HasCredentials ? proof : null, kind);
             if (lease.Outcome != AdmitOutcome.Admitted)
             {
-                return new AdmitResult(lease.Outcome, lease.AccountId, 0, lease.Available, lease.Currency, lease.Limit);
+                return AdmitResult.Refused(lease.Outcome, lease.Available, lease.Currency, lease.Limit, lease.AccountId);
             }
 
             askWithProof = false;
@@ -348,7 +348,7 @@ public sealed partial class KeyLeaseCache : IKeyLeaseHolder, IDisposable
                     case AdmitOutcome.InvalidCredentials or AdmitOutcome.TokenInvalid:
                         return Take.UnknownProof;
                     case { } refusal:
-                        result = new AdmitResult(refusal, null, 0, 0, null);
+                        result = AdmitResult.Refused(refusal);
                         return Take.Refused;
                 }
 
@@ -404,7 +404,7 @@ public sealed partial class KeyLeaseCache : IKeyLeaseHolder, IDisposable
                     }
 
                     var limit = newest.Limit is { } status ? status with { Remaining = status.Remaining + left } : null;
-                    result = new AdmitResult(AdmitOutcome.Admitted, newest.AccountId, newest.Price, newest.Available + (left * newest.Price), newest.Currency,
+                    result = AdmitResult.Admitted(newest.AccountId!, newest.Price, newest.Available + (left * newest.Price), newest.Currency!,
                         limit, hold, newest.WindowOffsetMinutes);
                     return true;
                 }
