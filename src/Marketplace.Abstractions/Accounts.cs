@@ -81,10 +81,10 @@ public interface IAccountGrain : IGrainWithStringKey
     ValueTask<LeaseGrant> ReserveWithLeaseAsync(LeaseRequest request);
 
     /// <summary>
-    /// Gives back what is left of a key's lease, by the hold each part was made in; <paramref name="seen"/> is the
-    /// newest lease the key has received. Fire and forget.
+    /// Gives back what is left of a key's lease, by the hold each part was made in; <paramref name="seen"/> is as in
+    /// <see cref="LeaseRequest.Seen"/>. Answered, so the key knows when what it handed back has arrived.
     /// </summary>
-    [OneWay, Alias("ReturnLeaseAsync")]
+    [Alias("ReturnLeaseAsync")]
     Task ReturnLeaseAsync(string keyId, IReadOnlyList<HoldRelease> lease, long seen);
 
     /// <summary>
@@ -159,7 +159,10 @@ public readonly record struct HoldRelease(
 /// <param name="Returning">What is left of the key's lease, by hold, handed back with this request.</param>
 /// <param name="LeaseCalls">How many more calls' worth of allowance the key would like to hold.</param>
 [GenerateSerializer, Immutable, Alias("mk.LeaseRequest")]
-/// <param name="Seen">The sequence number of the newest lease the key has received.</param>
+/// <param name="Seen">
+/// The sequence number of the newest lease the key vouches for: it has received every lease up to it, and nothing it handed
+/// back in another message is still on its way. The account counts the key as a lessee until it vouches for the newest.
+/// </param>
 public sealed record LeaseRequest(
     [property: Id(0)] string KeyId,
     [property: Id(1)] long Amount,

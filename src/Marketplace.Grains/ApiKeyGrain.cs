@@ -31,7 +31,8 @@ public sealed partial class ApiKeyGrain(
 
     // How long an admission keeps asking while the account recalls leases from other keys (a refusal is final only once
     // they are back), and how far apart it asks. The bound is time, not a count of attempts: on a loaded machine a
-    // recall can take far longer than a hundred short waits, and refusing early would refuse balance that exists.
+    // recall can take far longer than a hundred short waits, and refusing early would refuse balance that exists. It
+    // counts from the account's first "wait" (see RecallWait), and only ends a wait for a lessee that never answers.
     private static readonly TimeSpan LeaseRecallWait = TimeSpan.FromSeconds(5);
     private static readonly TimeSpan LeaseRetryDelay = TimeSpan.FromMilliseconds(2);
     private static readonly TimeSpan LeaseRetryMaxDelay = TimeSpan.FromMilliseconds(50);
@@ -39,6 +40,20 @@ public sealed partial class ApiKeyGrain(
     private static readonly TimeSpan LeaseRecallPoll = TimeSpan.FromMilliseconds(100);
     private static readonly TimeSpan LeaseRecallInterval = TimeSpan.FromMilliseconds(50);
     private long _lastRecall;
+
+    // A wait for recalled leases is bounded below what the caller waits for the admission (the hot-path timeout).
+    private TimeSpan RecallWait => TimeSpan.FromTicks(Math.Min(LeaseRecallWait.Ticks, hotPath.Value.GrainCallTimeout.Ticks * 4 / 5));
+
+    // How many of this key's admissions ask its account at once (see AccountAskGate): enough to keep a busy key's refills
+    // and call-by-call reservations flowing, few enough that the account's queue stays short for every key's recall.
+    private const int AccountAsksAtOnce = 16;
+    private readonly AccountAskGate _accountAsks = new(AccountAsksAtOnce);
+
+    // The account's latest refusal for good (no lease left to take back) and the number of the request it answered. An
+    // admission that was already waiting when that request was sent takes it as its own answer if its price is above what
+    // the account had then: the account answered after the admission began, so the refusal is as exact as asking again.
+    private long _accountAsksSent;
+    private (long Ask, Reservation Refusal)? _accountRefused;
 
     // The front doors' leases of this key (see LeaseAsync), and whether the account asked for its balance back meanwhile.
     private readonly KeyLeaseLedger _leases = new();
@@ -53,7 +68,7 @@ public sealed partial class ApiKeyGrain(
     // admissions overlapped while the account answered. _lease is their sum.
     private readonly List<LeasePart> _leaseParts = [];
     private long _lease;
-    private long _leaseSeen;
+    private readonly AccountLeaseReceipts _receipts = new();
     private long _lastAvailable;
     private bool _leaseUsed;
     private IGrainTimer? _leaseTimer;
@@ -441,7 +456,9 @@ public sealed partial class ApiKeyGrain(
             return new Admission(new AdmitResult(AdmitOutcome.CurrencyMismatch, State.AccountId, 0, 0, State.Currency));
         }
 
-        var recallUntil = time.GetUtcNow() + TimeSpan.FromTicks(Math.Min(LeaseRecallWait.Ticks, hotPath.Value.GrainCallTimeout.Ticks * 4 / 5));
+        // Set when the admission first has to wait for leases to come back (not when it began: its turn to ask the account
+        // may come late on a busy key), so the bound on that wait is a last resort for holders that are gone.
+        DateTimeOffset? recallUntil = null;
         while (true)
         {
             var now = time.GetUtcNow();
@@ -493,7 +510,7 @@ public sealed partial class ApiKeyGrain(
             if (exhausted is not null)
             {
                 // Calls leased to front doors count as used until they come back: a refusal is final only once they are back.
-                if (waiting && _leases.AnyOpen && now < recallUntil)
+                if (waiting && _leases.AnyOpen && now < (recallUntil ??= now + RecallWait))
                 {
                     await RecallFromHoldersAsync();
                     continue;
@@ -541,7 +558,8 @@ public sealed partial class ApiKeyGrain(
                     (int)offset.TotalMinutes));
             }
 
-            if (granted == 0 && waiting && !reservation.CapReached && _leases.AnyOpen && time.GetUtcNow() < recallUntil)
+            var decided = time.GetUtcNow();
+            if (granted == 0 && waiting && !reservation.CapReached && _leases.AnyOpen && decided < (recallUntil ??= decided + RecallWait))
             {
                 // Balance leased to front doors is not spent until they say so: a refusal is final only once it is back.
                 await RecallFromHoldersAsync();
@@ -786,21 +804,66 @@ public sealed partial class ApiKeyGrain(
             return new Reservation(true, _lastAvailable + _lease, State.Currency, Hold: hold);
         }
 
+        var waitingSince = _accountAsksSent;
+        await _accountAsks.EnterAsync();
+        try
+        {
+            return await ReserveFromAccountAsync(price, leaseCalls, waitingSince);
+        }
+        finally
+        {
+            _accountAsks.Leave();
+        }
+    }
+
+    // Asks the account, while no other admission's answer settles it: a lease refilled meanwhile covers the call, and a
+    // refusal for good the account gave after this admission began waiting refuses it too.
+    private async Task<Reservation> ReserveFromAccountAsync(long price, int leaseCalls, long waitingSince)
+    {
         var account = GrainFactory.GetGrain<IAccountGrain>(State.AccountId);
         var keyId = this.GetPrimaryKeyString();
-        // A refusal waits for recalls only as long as the caller waits for the admission (the hot-path timeout) allows.
         var callTimeout = hotPath.Value.GrainCallTimeout;
-        var giveUpAt = time.GetUtcNow() + TimeSpan.FromTicks(Math.Min(LeaseRecallWait.Ticks, callTimeout.Ticks * 4 / 5));
+        DateTimeOffset? giveUpAt = null;
         var delay = LeaseRetryDelay;
         while (true)
         {
+            if (price > 0 && TakeFromLease(price) is { } hold)
+            {
+                _leaseUsed = true;
+                return new Reservation(true, _lastAvailable + _lease, State.Currency, Hold: hold);
+            }
+
+            if (_accountRefused is { } refused && refused.Ask > waitingSince && price > refused.Refusal.Available)
+            {
+                return refused.Refusal;
+            }
+
             var returning = TakeLease();
-            var grant = await AskAccountAsync(account,
-                new LeaseRequest(keyId, price, returning, price > 0 ? Math.Max(metering.Value.LeaseCalls, leaseCalls) : 0, _leaseSeen), callTimeout);
-            _leaseSeen = Math.Max(_leaseSeen, grant.Sequence);
+            var ask = ++_accountAsksSent;
+            var (receipt, seen) = _receipts.Open(handingBack: returning.Count > 0);
+            LeaseGrant grant;
+            try
+            {
+                grant = await AskAccountAsync(account,
+                    new LeaseRequest(keyId, price, returning, price > 0 ? Math.Max(metering.Value.LeaseCalls, leaseCalls) : 0, seen), callTimeout);
+            }
+            catch
+            {
+                // Unanswered in time: the answer is dropped, and a lease in it with it (its hold expires at the account).
+                _receipts.Answered(receipt, 0);
+                throw;
+            }
+
+            _receipts.Answered(receipt, grant.Sequence);
             _accountLeases = grant.Lease > 0;
             if (grant.Granted)
             {
+                if (_accountRefused?.Ask < ask)
+                {
+                    // The account covered a call after it last refused one: whoever waits asks again.
+                    _accountRefused = null;
+                }
+
                 _lastAvailable = grant.Available;
                 if (grant.Lease > 0)
                 {
@@ -818,10 +881,24 @@ public sealed partial class ApiKeyGrain(
                 return new Reservation(true, grant.Available + _lease, grant.Currency, Hold: grant.Hold);
             }
 
-            // Other keys hold leases the account is recalling; the refusal is final only once they are back.
-            if (!grant.Retry || time.GetUtcNow() >= giveUpAt)
+            var refusal = new Reservation(false, grant.Available, grant.Currency, grant.CapReached);
+            if (!grant.Retry)
             {
-                return new Reservation(false, grant.Available, grant.Currency, grant.CapReached);
+                // For good: no key holds a lease the account could take back.
+                if (!(_accountRefused?.Ask > ask))
+                {
+                    _accountRefused = (ask, refusal);
+                }
+
+                return refusal;
+            }
+
+            // Other keys hold leases the account is recalling. The bound on the wait counts from the account's first "wait",
+            // so only the recall uses it up, not the queue before it; it ends the wait only when a lessee never answers.
+            var now = time.GetUtcNow();
+            if (now >= (giveUpAt ??= now + RecallWait))
+            {
+                return refusal;
             }
 
             await Task.Delay(delay, time);
@@ -871,7 +948,26 @@ public sealed partial class ApiKeyGrain(
             return Task.CompletedTask;
         }
 
-        return GrainFactory.GetGrain<IAccountGrain>(State.AccountId).ReturnLeaseAsync(this.GetPrimaryKeyString(), TakeLease(), _leaseSeen);
+        var lease = TakeLease();
+        var (receipt, seen) = lease.Count > 0 ? _receipts.Open(handingBack: true) : (0, _receipts.Seen);
+        return HandBackAsync(lease, receipt, seen);
+    }
+
+    private async Task HandBackAsync(IReadOnlyList<HoldRelease> lease, long receipt, long seen)
+    {
+        try
+        {
+            await GrainFactory.GetGrain<IAccountGrain>(State.AccountId).ReturnLeaseAsync(this.GetPrimaryKeyString(), lease, seen);
+        }
+        catch (Exception exception)
+        {
+            // What was not handed back is given back by the account when its hold expires.
+            LogLeaseNotReturned(logger, this.GetPrimaryKeyString(), exception.Message);
+        }
+        finally
+        {
+            _receipts.Answered(receipt, 0);
+        }
     }
 
     // Spends one call's price from the first lease part that covers it; returns the part's hold, or null.
@@ -1227,4 +1323,7 @@ public sealed partial class ApiKeyGrain(
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "Holder of key {KeyId}'s lease not told of a change: {Reason}")]
     private static partial void LogHolderNotTold(ILogger logger, string keyId, string reason);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Key {KeyId} could not hand its lease back to its account (the account releases it when its hold expires): {Reason}")]
+    private static partial void LogLeaseNotReturned(ILogger logger, string keyId, string reason);
 }
