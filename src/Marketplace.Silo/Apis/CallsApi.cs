@@ -30,6 +30,10 @@ public sealed record Reconciliation(
     long RollupCalls = 0, long RollupCharged = 0, long RollupCallsDifference = 0, long RollupChargedDifference = 0,
     IReadOnlyList<KeyReconciliation>? Keys = null);
 
+/// <summary>Every account reconciled with the journal: how many, how many differ, and each one that does, whole.</summary>
+/// <param name="PendingOnThisNode">Call records this node's journal writer had not stored yet: compare once load stops and it is 0.</param>
+public sealed record ReconciliationReport(int Accounts, int Inconsistent, bool Consistent, int PendingOnThisNode, IReadOnlyList<Reconciliation> Differences);
+
 /// <summary>One key's counters (calls, charged calls, failed calls) in the journal's totals and in its grain.</summary>
 public sealed record KeyReconciliation(
     string KeyId, long LogCalls, long LogChargedCalls, long LogFailed, long GrainCalls, long GrainChargedCalls, long GrainFailed, bool Consistent);
@@ -43,7 +47,10 @@ public static class CallsApi
         "call_id, track_id, at, account_id, key_id, service_id, version, outcome, rejection, status, upstream_ms, total_ms, price, charged, " +
         "currency, idempotency_key";
 
-    /// <summary>Maps <c>/admin/calls/{trackId}</c>, <c>/admin/calls/id/{callId}</c> and <c>/admin/reconciliation/accounts/{id}</c>.</summary>
+    /// <summary>
+    /// Maps <c>/admin/calls/{trackId}</c>, <c>/admin/calls/id/{callId}</c>, <c>/admin/reconciliation/accounts/{id}</c> and
+    /// <c>/admin/reconciliation</c>.
+    /// </summary>
     public static RouteGroupBuilder MapAdminCallsApi(this RouteGroupBuilder admin)
     {
         admin.MapGet("/calls/{trackId}", (string trackId, NpgsqlDataSource database, CancellationToken cancellationToken) =>
@@ -52,6 +59,9 @@ public static class CallsApi
             .WithName("GetCallById").WithSummary("One call by its call id (the X-Call-Id answer header)")
             .WithDescription("Reads one day partition and the millisecond the id's UUIDv7 timestamp names.");
         admin.MapGet("/reconciliation/accounts/{id}", ReconcileAsync).WithTags("Calls");
+        admin.MapGet("/reconciliation", ReconcileAllAsync).WithTags("Calls")
+            .WithSummary("Every account against the journal: balances, counters, keys and rollups")
+            .WithDescription("Reports each account whose balance, counters, keys or day rollups differ from the journal's totals.");
         return admin;
     }
 
@@ -141,11 +151,38 @@ public static class CallsApi
     /// rows, and the grains receive a batch only after it is durable, so compare once load stops and nothing is pending.
     /// </summary>
     public static async Task<Results<Ok<Reconciliation>, ProblemHttpResult>> ReconcileAsync(
+        string id, IGrainFactory grains, NpgsqlDataSource database, CallLogWriter writer, CancellationToken cancellationToken) =>
+        await ReconcileAccountAsync(id, grains, database, writer, cancellationToken) is { } reconciliation
+            ? TypedResults.Ok(reconciliation)
+            : Problems.NotFound("account", id);
+
+    /// <summary>
+    /// Every account of the registry reconciled as <see cref="ReconcileAsync"/> does (a few at a time): the report lists those
+    /// that differ. It reads every account and key grain, so it activates them all: an operator's check, not a hot path.
+    /// </summary>
+    public static async Task<Ok<ReconciliationReport>> ReconcileAllAsync(
+        IGrainFactory grains, NpgsqlDataSource database, CallLogWriter writer, CancellationToken cancellationToken)
+    {
+        var ids = await grains.GetGrain<IRegistryGrain>(IRegistryGrain.Default).ListAsync(EntityKind.Account);
+        var differences = new System.Collections.Concurrent.ConcurrentBag<Reconciliation>();
+        await Parallel.ForEachAsync(ids, new ParallelOptions { MaxDegreeOfParallelism = 8, CancellationToken = cancellationToken }, async (id, token) =>
+        {
+            if (await ReconcileAccountAsync(id, grains, database, writer, token) is { Consistent: false } reconciliation)
+            {
+                differences.Add(reconciliation);
+            }
+        });
+
+        var differing = differences.OrderBy(d => d.AccountId, StringComparer.Ordinal).ToList();
+        return TypedResults.Ok(new ReconciliationReport(ids.Count, differing.Count, differing.Count == 0, writer.QueueLength + writer.InFlight, differing));
+    }
+
+    private static async Task<Reconciliation?> ReconcileAccountAsync(
         string id, IGrainFactory grains, NpgsqlDataSource database, CallLogWriter writer, CancellationToken cancellationToken)
     {
         if (!Ids.IsValid(id) || await grains.GetGrain<IAccountGrain>(id).GetAsync() is not { } account)
         {
-            return Problems.NotFound("account", id);
+            return null;
         }
 
         await using var batch = database.CreateBatch();
@@ -190,9 +227,9 @@ public static class CallsApi
         var (rollupCallsDifference, rollupChargedDifference) = (logCalls - rollupCalls, logCharged - rollupCharged);
         var consistent = callsDifference == 0 && chargedDifference == 0 && balanceDifference == 0 && rollupCallsDifference == 0
             && rollupChargedDifference == 0 && keys.TrueForAll(k => k.Consistent);
-        return TypedResults.Ok(new Reconciliation(id, logCalls, logCharged, account.Usage.Calls, account.TotalCharged, callsDifference, chargedDifference,
+        return new Reconciliation(id, logCalls, logCharged, account.Usage.Calls, account.TotalCharged, callsDifference, chargedDifference,
             writer.QueueLength + writer.InFlight, consistent, account.Credits, expectedBalance, account.Balance, balanceDifference, rollupCalls, rollupCharged,
-            rollupCallsDifference, rollupChargedDifference, keys));
+            rollupCallsDifference, rollupChargedDifference, keys);
 
         static NpgsqlBatchCommand Command(NpgsqlBatch batch, string sql, object parameter)
         {

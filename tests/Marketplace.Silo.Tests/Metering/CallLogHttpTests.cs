@@ -192,8 +192,16 @@ public sealed class CallLogHttpTests(MeteringFixture fixture) : IClassFixture<Me
             Assert.Equal(HttpStatusCode.OK, response.StatusCode);
         }
 
+        var clean = await M.Api.CreateConsumerAsync(balance: 1_000, price: price);
+        using (var response = await M.CallAsync(clean, Verify, $"recon-clean-{Guid.NewGuid():N}"))
+        {
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        }
+
         var (agreed, _) = await WaitForReconciliationAsync(consumer.AccountId, TimeSpan.FromSeconds(15));
         Assert.True(agreed.GetProperty("consistent").GetBoolean(), agreed.ToString());
+        var (cleanAgreed, _) = await WaitForReconciliationAsync(clean.AccountId, TimeSpan.FromSeconds(15));
+        Assert.True(cleanAgreed.GetProperty("consistent").GetBoolean(), cleanAgreed.ToString());
 
         // What a lost settlement, a double-applied one or a rollup written apart from its rows would look like.
         await using (var database = M.Host.App.Services.GetRequiredService<NpgsqlDataSource>().CreateBatch())
@@ -228,6 +236,15 @@ public sealed class CallLogHttpTests(MeteringFixture fixture) : IClassFixture<Me
         Assert.Equal((6L, 4L, 2L, 4L, 4L, 0L), (key.GetProperty("logCalls").GetInt64(), key.GetProperty("grainCalls").GetInt64(),
             key.GetProperty("logFailed").GetInt64(), key.GetProperty("logChargedCalls").GetInt64(), key.GetProperty("grainChargedCalls").GetInt64(),
             key.GetProperty("grainFailed").GetInt64()));
+
+        // Every account at once: the one that differs is reported with its differences, the one that agrees is not.
+        var report = JsonDocument.Parse(await M.Admin.GetStringAsync("/admin/reconciliation")).RootElement;
+        var differing = report.GetProperty("differences").EnumerateArray().ToDictionary(d => d.GetProperty("accountId").GetString()!);
+        Assert.False(report.GetProperty("consistent").GetBoolean());
+        Assert.True(report.GetProperty("accounts").GetInt32() >= 2, report.ToString());
+        Assert.Equal(differing.Count, report.GetProperty("inconsistent").GetInt32());
+        Assert.Equal(7, differing[consumer.AccountId].GetProperty("chargedDifference").GetInt64());
+        Assert.DoesNotContain(clean.AccountId, differing.Keys);
     }
 
     [Fact]
