@@ -1,10 +1,15 @@
+using Orleans.Storage;
+
 namespace Marketplace.Grains;
 
 /// <inheritdoc cref="IIdempotencyGrain"/>
 public sealed class IdempotencyGrain(
-    [PersistentState("idempotency", StorageNames.Marketplace)] IPersistentState<IdempotencyState> store,
+    [PersistentState(IdempotencyGrain.StateName, StorageNames.Marketplace)] IPersistentState<IdempotencyState> store,
     TimeProvider time) : Grain, IIdempotencyGrain
 {
+    /// <summary>The name the records are stored under (the host deletes expired ones by it).</summary>
+    public const string StateName = "idempotency";
+
     /// <summary>How long a started call holds the key, when the caller does not say, before a retry may assume it died with its node.</summary>
     public static readonly TimeSpan InFlightLimit = TimeSpan.FromMinutes(3);
 
@@ -34,7 +39,21 @@ public sealed class IdempotencyGrain(
         state.ClaimedUntil = now + (claimFor ?? InFlightLimit);
         state.ExpiresAt = now + (claimFor is { } claim && claim > window ? claim : window);
         state.Result = null;
-        await store.WriteStateAsync();
+        try
+        {
+            await store.WriteStateAsync();
+        }
+        catch (InconsistentStateException)
+        {
+            // The expired record was deleted from storage while this activation still held it: start from what is stored.
+            await store.ReadStateAsync();
+            store.State = new IdempotencyState
+            {
+                Fingerprint = fingerprint, StartedAt = state.StartedAt, ClaimedUntil = state.ClaimedUntil, ExpiresAt = state.ExpiresAt,
+            };
+            await store.WriteStateAsync();
+        }
+
         return new IdempotencyStart(IdempotencyStatus.Started);
     }
 

@@ -24,6 +24,8 @@ public static class CallLogExtensions
         services.AddSingleton<ICallLog>(provider => provider.GetRequiredService<CallLogWriter>());
         services.AddHostedService(provider => provider.GetRequiredService<CallLogWriter>());
         services.Replace(ServiceDescriptor.Singleton<IJournalReader, PostgresJournalReader>());
+        services.AddSingleton<IdempotencyRecordsPurge>();
+        services.AddHostedService(provider => provider.GetRequiredService<IdempotencyRecordsPurge>());
         return services;
     }
 }

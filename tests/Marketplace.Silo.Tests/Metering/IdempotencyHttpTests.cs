@@ -1,7 +1,12 @@
 using System.Net;
 using System.Net.Http.Json;
 using System.Text.Json;
+using Marketplace.Grains;
+using Marketplace.Silo.Database;
 using Marketplace.Silo.Tests.Infrastructure;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Options;
+using Npgsql;
 
 namespace Marketplace.Silo.Tests.Metering;
 
@@ -235,6 +240,54 @@ public sealed class IdempotencyHttpTests(MeteringFixture fixture) : IClassFixtur
 
         Assert.Equal(HttpStatusCode.OK, first.StatusCode);
         Assert.Equal("true", second.Headers.GetValues("Idempotent-Replayed").Single());
+    }
+
+    [Fact]
+    public async Task IdempotencyRecords_KeptThroughTheWindow_DeletedOnceExpired()
+    {
+        var consumer = await M.Api.CreateConsumerAsync(balance: 100, price: 7);
+        var (expired, live) = (NewKey(), NewKey());
+        using (var first = await M.CallAsync(consumer, Verify, idempotencyKey: expired))
+        using (var second = await M.CallAsync(consumer, Verify, idempotencyKey: live))
+        {
+            Assert.Equal(HttpStatusCode.OK, first.StatusCode);
+            Assert.Equal(HttpStatusCode.OK, second.StatusCode);
+        }
+
+        var database = M.Host.App.Services.GetRequiredService<NpgsqlDataSource>();
+        var purge = M.Host.App.Services.GetRequiredService<IdempotencyRecordsPurge>();
+        var window = M.Host.App.Services.GetRequiredService<IOptions<IdempotencyOptions>>().Value.Window;
+
+        // Within the window (and its margin) nothing is deleted, however old the records are otherwise.
+        await AgeRecordAsync(database, expired, window + IdempotencyRecordsPurge.Margin - TimeSpan.FromMinutes(5));
+        await purge.PurgeAsync(TestContext.Current.CancellationToken);
+        Assert.Equal((1, 1), (await RecordsAsync(database, expired), await RecordsAsync(database, live)));
+
+        // Past it, the expired record goes and the live one stays.
+        await AgeRecordAsync(database, expired, window + IdempotencyRecordsPurge.Margin + TimeSpan.FromMinutes(5));
+        var deleted = await purge.PurgeAsync(TestContext.Current.CancellationToken);
+
+        Assert.True(deleted >= 1);
+        Assert.Equal((0, 1), (await RecordsAsync(database, expired), await RecordsAsync(database, live)));
+    }
+
+    private static async Task AgeRecordAsync(NpgsqlDataSource database, string idempotencyKey, TimeSpan age)
+    {
+        await using var command = database.CreateCommand(
+            "UPDATE orleans_grain_state SET modified_at = now() - $2 WHERE grain_type = $3 AND grain_id_extension LIKE '%' || $1");
+        command.Parameters.AddWithValue(idempotencyKey);
+        command.Parameters.AddWithValue(age);
+        command.Parameters.AddWithValue(IdempotencyGrain.StateName);
+        Assert.Equal(1, await command.ExecuteNonQueryAsync());
+    }
+
+    private static async Task<long> RecordsAsync(NpgsqlDataSource database, string idempotencyKey)
+    {
+        await using var command = database.CreateCommand(
+            "SELECT count(*) FROM orleans_grain_state WHERE grain_type = $2 AND grain_id_extension LIKE '%' || $1");
+        command.Parameters.AddWithValue(idempotencyKey);
+        command.Parameters.AddWithValue(IdempotencyGrain.StateName);
+        return (long)(await command.ExecuteScalarAsync())!;
     }
 
     private static string NewKey() => "idem-" + Guid.NewGuid().ToString("N");
