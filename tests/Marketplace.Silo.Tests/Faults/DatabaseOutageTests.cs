@@ -200,6 +200,8 @@ public sealed class DatabaseOutageTests
         Assert.True(outage.ProblemAt is not null, $"the call-log loop never reported a failed cycle during the {outageSeconds:F0} s outage");
         Assert.True(readyAt is not null, $"/health/ready did not report ready again within {RecoveryDeadline.TotalSeconds:F0} s after PostgreSQL was back");
         Assert.True(reconciliation.GetProperty("consistent").GetBoolean(), $"call log and account disagree after the outage: {reconciliation}");
+        var everyAccount = await admin.GetFromJsonAsync<JsonElement>("/admin/reconciliation");
+        Assert.True(everyAccount.GetProperty("consistent").GetBoolean(), $"accounts differ from the journal after the outage: {everyAccount}");
     }
 
     /// <summary>Polls readiness, the call-log loop's status and the queue for the outage.</summary>

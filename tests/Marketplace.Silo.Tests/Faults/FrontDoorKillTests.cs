@@ -177,6 +177,10 @@ public sealed class FrontDoorKillTests(PostgresFixture postgres)
         Assert.Equal(0, reconciliation.CallsDifference);
         Assert.Equal(0, reconciliation.ChargedDifference);
         Assert.Equal(Price * Quota, reconciliation.LogCharged);
+
+        // Every account of the cluster, not only the one the calls used.
+        var everyAccount = (await admin.GetFromJsonAsync<JsonElement>("/admin/reconciliation"))!;
+        Assert.True(everyAccount.GetProperty("consistent").GetBoolean(), $"accounts differ from the journal: {everyAccount}");
         Assert.Equal(Balance - (Price * Quota), account.GetProperty("balance").GetInt64());
         Assert.Equal(Price * Quota, account.GetProperty("totalCharged").GetInt64());
         Assert.Equal(0, account.GetProperty("reserved").GetInt64());
