@@ -148,6 +148,8 @@ public sealed class SeparateFrontDoorFaultTests(SeparateFrontDoorClusterFixture 
             Assert.True(run.Charged == run.OkCharged,
                 $"the account was charged {run.Charged}, the 200s say {run.OkCharged}: {run.LostCharges} lost, {run.ChargedTwice} charged twice " +
                 $"(settlements reported undelivered: {cluster.UndeliveredSettlements(catalog.AccountId)} calls)");
+            var reconciled = await cluster.ReconcileEveryAccountAsync(TimeSpan.FromSeconds(20));
+            Assert.True(reconciled.GetProperty("consistent").GetBoolean(), $"accounts differ from the journal: {reconciled}");
         }
         finally
         {
@@ -209,6 +211,8 @@ public sealed class SeparateFrontDoorFaultTests(SeparateFrontDoorClusterFixture 
             // once. The loss window printed above is what a killed account silo could lose (its write-behind interval).
             Assert.True(run.LostCharges == 0,
                 $"the account was charged {run.Charged} of the {run.OkCharged} the 200s say: {run.LostCharges} lost (loss window {lossWindow})");
+            var reconciled = await cluster.ReconcileEveryAccountAsync(TimeSpan.FromSeconds(20));
+            Assert.True(reconciled.GetProperty("consistent").GetBoolean(), $"accounts differ from the journal: {reconciled}");
         }
         finally
         {

@@ -1,5 +1,5 @@
-using System.Globalization;
 using System.Diagnostics;
+using System.Globalization;
 using System.Net.Http.Json;
 using System.Text.Json;
 using Marketplace.Silo.Tests.Infrastructure;
@@ -257,6 +257,27 @@ internal sealed class SiloCluster : IAsyncDisposable
     {
         using var admin = Admin(frontDoor);
         return (await admin.GetFromJsonAsync<JsonElement>(path)).Clone();
+    }
+
+    /// <summary>
+    /// Reconciles every account with the journal (<c>/admin/reconciliation</c>, through a running front door: a separate one
+    /// when there are, since silos with <c>Host:Role=silo</c> serve no HTTP API) until none differs or <paramref name="within"/>
+    /// passed (settlements of the last batches may still be on their way); the last report.
+    /// </summary>
+    public async Task<JsonElement> ReconcileEveryAccountAsync(TimeSpan within)
+    {
+        var clock = Stopwatch.StartNew();
+        while (true)
+        {
+            var door = FrontDoors.Concat(Silos).First(process => !process.HasExited && !process.IsPaused);
+            var report = await GetJsonAsync(door, "/admin/reconciliation");
+            if (report.GetProperty("consistent").GetBoolean() || clock.Elapsed > within)
+            {
+                return report;
+            }
+
+            await Task.Delay(100);
+        }
     }
 
     public async ValueTask DisposeAsync()
