@@ -171,6 +171,10 @@ public sealed class RollingUpgradeTests(PostgresFixture postgres)
         Assert.True(lostCharges <= undeliveredAccount, $"{lostCharges} charges lost, {undeliveredAccount} reported undelivered");
         Assert.True(lostKeyCalls <= undeliveredKey, $"{lostKeyCalls} key counts lost, {undeliveredKey} reported undelivered");
         Assert.True(lostServiceCalls <= undeliveredService, $"{lostServiceCalls} service counts lost, {undeliveredService} reported undelivered");
+
+        // 5. Every account agrees with the journal once the restarted grains have read their totals back.
+        var reconciled = await cluster.ReconcileEveryAccountAsync(TimeSpan.FromSeconds(20));
+        Assert.True(reconciled.GetProperty("consistent").GetBoolean(), $"accounts differ from the journal: {reconciled}");
     }
 
     private static CallLoad StartLoad(SiloCluster cluster, int slot, Consumer consumer, string callPath, Stopwatch clock)

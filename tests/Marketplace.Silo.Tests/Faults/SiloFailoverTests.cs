@@ -62,6 +62,8 @@ public sealed class SiloFailoverTests(FailoverClusterFixture fixture) : IClassFi
 
         Assert.True(run.Recovery < TimeSpan.FromSeconds(6), $"calls failed until {run.Recovery.TotalSeconds:F1} s after the kill");
         run.AssertAccounting();
+        var reconciled = await fixture.Cluster.ReconcileEveryAccountAsync(TimeSpan.FromSeconds(20));
+        Assert.True(reconciled.GetProperty("consistent").GetBoolean(), $"accounts differ from the journal: {reconciled}");
     }
 
     [Fact]
@@ -71,6 +73,8 @@ public sealed class SiloFailoverTests(FailoverClusterFixture fixture) : IClassFi
 
         Assert.True(run.Recovery < TimeSpan.FromSeconds(20), $"calls failed until {run.Recovery.TotalSeconds:F1} s after SIGSTOP");
         run.AssertAccounting();
+        var reconciled = await fixture.Cluster.ReconcileEveryAccountAsync(TimeSpan.FromSeconds(20));
+        Assert.True(reconciled.GetProperty("consistent").GetBoolean(), $"accounts differ from the journal: {reconciled}");
     }
 
     private async Task<FailoverRun> RunAsync(bool paused)
