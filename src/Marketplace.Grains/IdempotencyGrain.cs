@@ -47,10 +47,7 @@ public sealed class IdempotencyGrain(
         {
             // The expired record was deleted from storage while this activation still held it: start from what is stored.
             await store.ReadStateAsync();
-            store.State = new IdempotencyState
-            {
-                Fingerprint = fingerprint, StartedAt = state.StartedAt, ClaimedUntil = state.ClaimedUntil, ExpiresAt = state.ExpiresAt,
-            };
+            store.State = state;
             await store.WriteStateAsync();
         }
 

@@ -14,19 +14,16 @@ internal sealed class ForwardStage(UpstreamClient upstream, MarketplaceMetrics m
 {
     private readonly HttpMessageInvoker _invoker = upstream.Invoker;
 
-    // Sends the call upstream within its version's protection. With a caller's connection the answer passes straight through
-    // it (streamed both ways by the front door's forwarder); without one it is read whole (bounded) and mapped.
     /// <summary>Forwards the admitted call; timeouts, an open breaker and upstream faults become outcomes.</summary>
     public async Task<ForwardResult> RunAsync(CallRequest request, CallTrace trace, ICallerConnection? connection, CancellationToken cancellationToken)
     {
-        var (adapter, guard, trackId) = (trace.Adapter!, trace.Guard!, trace.TrackId);
+        var (adapter, guard) = (trace.Adapter!, trace.Guard!);
         trace.Version = adapter.Id;
         var started = Stopwatch.GetTimestamp();
         try
         {
             // A pass-through answer goes to a caller's connection as it arrives; any other is read whole.
-            return await ForwardAsync(adapter, guard, request, trackId, adapter.PassesThrough ? connection : null,
-                status => ChargeStage.Completed(trace, ChargeStage.Classify(status, adapter, sent: true, forwarded: true)), cancellationToken);
+            return await ForwardAsync(adapter, guard, request, trace, adapter.PassesThrough ? connection : null, cancellationToken);
         }
         catch (Exception exception) when (exception is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
         {
@@ -39,10 +36,12 @@ internal sealed class ForwardStage(UpstreamClient upstream, MarketplaceMetrics m
         }
     }
 
+    // Sends the call upstream within its version's protection. With a caller's connection the answer passes straight through
+    // it as it arrives (the front door's forwarder streams it); without one it is read whole (bounded) and mapped.
     private async Task<ForwardResult> ForwardAsync(
-        UpstreamAdapter adapter, VersionGuard guard, CallRequest request, string trackId, ICallerConnection? connection,
-        Func<int, CallResult> answered, CancellationToken cancellationToken)
+        UpstreamAdapter adapter, VersionGuard guard, CallRequest request, CallTrace trace, ICallerConnection? connection, CancellationToken cancellationToken)
     {
+        var trackId = trace.TrackId;
         if (!adapter.TryBuildUri(request, out var uri, out var error))
         {
             return new ForwardResult(CallOutcome.BadRequest, 400, null, null, error, Sent: false);
@@ -54,7 +53,9 @@ internal sealed class ForwardStage(UpstreamClient upstream, MarketplaceMetrics m
             UpstreamAnswer? mapped = null;
             if (connection is not null)
             {
-                var call = new PassThroughCall(adapter, request, trackId, uri, answered);
+                // The caller gets the call's headers (its charge by the status) before the answer's body.
+                var call = new PassThroughCall(adapter, request, trackId, uri,
+                    status => ChargeStage.Completed(trace, ChargeStage.Classify(status, adapter, sent: true, forwarded: true)));
                 answer = await guard.Pipeline.ExecuteAsync(
                     async token =>
                     {

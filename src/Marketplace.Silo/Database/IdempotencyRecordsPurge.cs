@@ -30,8 +30,9 @@ public sealed partial class IdempotencyRecordsPurge(
     /// <inheritdoc />
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
+        // The first round an interval after start: nothing is added to start-up (the delete reads the grain state table).
         using var timer = new PeriodicTimer(Interval, time);
-        do
+        while (await timer.WaitForNextTickAsync(stoppingToken).ConfigureAwait(false))
         {
             try
             {
@@ -47,7 +48,6 @@ public sealed partial class IdempotencyRecordsPurge(
                 LogPurgeFailed(logger, exception.Message);
             }
         }
-        while (await timer.WaitForNextTickAsync(stoppingToken).ConfigureAwait(false));
     }
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Deleted {Count} expired Idempotency-Key records")]
