@@ -63,9 +63,21 @@ public interface IAccountGrain : IGrainWithStringKey
     [Alias("GetAsync")]
     Task<AccountInfo?> GetAsync();
 
-    /// <summary>Adds money (positive amount) and records the reason; written durably before it returns.</summary>
+    /// <summary>
+    /// Adds money (positive amount) and records the reason; written durably before it returns. Each call is a new
+    /// change: a caller that may repeat it (its outcome unknown) uses <see cref="ChangeCreditsAsync"/> with an id.
+    /// </summary>
     [Alias("TopUpAsync")]
     Task<AccountInfo> TopUpAsync(long amount, string reason);
+
+    /// <summary>
+    /// Applies a top-up or an adjustment once per <see cref="BalanceChange.OperationId"/>: a repeat of an applied change
+    /// (a resend after a lost answer) is answered <see cref="BalanceChangeStatus.Replayed"/> and changes nothing, and the
+    /// same id with another kind, amount or reason is <see cref="BalanceChangeStatus.Mismatch"/>. Ids are remembered
+    /// with the account's ledger (its last 1,000 changes), for <see cref="BalanceChange.Window"/> at most.
+    /// </summary>
+    [Alias("ChangeCreditsAsync")]
+    Task<BalanceChangeResult> ChangeCreditsAsync(BalanceChange change);
 
     /// <summary>Holds <paramref name="amount"/> for a call, unless that would take the balance below the credit limit.</summary>
     [Alias("ReserveAsync")]
@@ -125,7 +137,50 @@ public sealed record LedgerEntry(
     [property: Id(0)] DateTimeOffset At,
     [property: Id(1)] long Amount,
     [property: Id(2)] string Reason,
-    [property: Id(3)] long BalanceAfter);
+    [property: Id(3)] long BalanceAfter,
+    [property: Id(4)] string? OperationId = null);
+
+/// <summary>Whether a <see cref="BalanceChange"/> adds money paid in or corrects the balance.</summary>
+public enum BalanceChangeKind
+{
+    /// <summary>Money paid in (positive; counted in <see cref="AccountInfo.TotalToppedUp"/>).</summary>
+    TopUp = 0,
+
+    /// <summary>A signed correction, refused when it would take the balance below the credit limit.</summary>
+    Adjustment = 1,
+}
+
+/// <summary>A top-up or adjustment named by the id its sender repeats it with until it knows the outcome.</summary>
+/// <param name="OperationId">The sender's id for this change (an HTTP caller's Idempotency-Key, or one made up per request).</param>
+[GenerateSerializer, Immutable, Alias("mk.BalanceChange")]
+public sealed record BalanceChange(
+    [property: Id(0)] BalanceChangeKind Kind,
+    [property: Id(1)] long Amount,
+    [property: Id(2)] string Reason,
+    [property: Id(3)] string OperationId)
+{
+    /// <summary>How long an account recognises an operation id it applied (bounded also by its ledger's 1,000 entries).</summary>
+    public static readonly TimeSpan Window = TimeSpan.FromHours(24);
+}
+
+/// <summary>What became of a <see cref="BalanceChange"/>.</summary>
+public enum BalanceChangeStatus
+{
+    /// <summary>Applied now.</summary>
+    Applied = 0,
+
+    /// <summary>Applied before under the same id: nothing changed now.</summary>
+    Replayed = 1,
+
+    /// <summary>The id names an earlier, different change: nothing changed.</summary>
+    Mismatch = 2,
+}
+
+/// <summary>The account after a <see cref="BalanceChange"/>, and whether it was applied now.</summary>
+[GenerateSerializer, Immutable, Alias("mk.BalanceChangeResult")]
+public sealed record BalanceChangeResult(
+    [property: Id(0)] AccountInfo Account,
+    [property: Id(1)] BalanceChangeStatus Status);
 
 /// <summary>Settled calls to one data service, added up.</summary>
 /// <param name="ChargedCalls">Calls that were charged.</param>

@@ -108,33 +108,16 @@ public sealed partial class AccountGrain(
         return Task.FromResult(Exists ? ToInfo() : null);
     }
 
-    public async Task<AccountInfo> TopUpAsync(long amount, string reason)
-    {
-        EnsureExists();
-        Validation.ThrowIfInvalid(Validation.CheckTopUp(amount, reason));
-        State.TotalToppedUp = checked(State.TotalToppedUp + amount);
-        await ChangeBalanceAsync(amount, reason);
-        AlertWatch().ToppedUp(time.GetUtcNow());
-        return ToInfo();
-    }
+    public async Task<AccountInfo> TopUpAsync(long amount, string reason) =>
+        (await ApplyChangeAsync(new BalanceChange(BalanceChangeKind.TopUp, amount, reason, TimeOrderedIds.New(time.GetUtcNow()).ToString("N")))).Account;
 
-    public async Task<AccountInfo> AdjustAsync(long amount, string reason)
-    {
-        EnsureExists();
-        Validation.ThrowIfInvalid(Validation.CheckAdjustment(amount, reason));
-        if (Available + amount < 0)
-        {
-            throw new InvalidOperationException(
-                $"The adjustment would take the balance below the credit limit (available {Available}, adjustment {amount}).");
-        }
+    public async Task<AccountInfo> AdjustAsync(long amount, string reason) =>
+        (await ApplyChangeAsync(new BalanceChange(BalanceChangeKind.Adjustment, amount, reason, TimeOrderedIds.New(time.GetUtcNow()).ToString("N")))).Account;
 
-        await ChangeBalanceAsync(amount, reason);
-        AlertWatch().Changed(State.Balance + State.CreditLimit - amount, time.GetUtcNow());
-        return ToInfo();
-    }
+    public Task<BalanceChangeResult> ChangeCreditsAsync(BalanceChange change) => ApplyChangeAsync(change);
 
     public Task<IReadOnlyList<LedgerEntry>> GetLedgerAsync() => Task.FromResult<IReadOnlyList<LedgerEntry>>(
-        [.. State.Ledger.Select(e => new LedgerEntry(e.At, e.Amount, e.Reason, e.BalanceAfter))]);
+        [.. State.Ledger.Select(e => new LedgerEntry(e.At, e.Amount, e.Reason, e.BalanceAfter, e.OperationId))]);
 
     public async Task DetachKeyAsync(string keyId)
     {
@@ -144,17 +127,78 @@ public sealed partial class AccountGrain(
         }
     }
 
-    private async Task ChangeBalanceAsync(long amount, string reason)
+    private async Task<BalanceChangeResult> ApplyChangeAsync(BalanceChange change)
     {
-        State.Credits = checked(State.Credits.GetValueOrDefault() + amount);
-        State.Balance = checked(State.Balance + amount);
-        State.Ledger.Add(new BalanceEntry { At = time.GetUtcNow(), Amount = amount, Reason = reason, BalanceAfter = State.Balance });
+        EnsureExists();
+        ArgumentException.ThrowIfNullOrEmpty(change.OperationId);
+        var topUp = change.Kind == BalanceChangeKind.TopUp;
+        Validation.ThrowIfInvalid(topUp ? Validation.CheckTopUp(change.Amount, change.Reason) : Validation.CheckAdjustment(change.Amount, change.Reason));
+        var now = time.GetUtcNow();
+        if (FindApplied(change.OperationId, now) is { } earlier)
+        {
+            var same = earlier.Kind == change.Kind && earlier.Amount == change.Amount && earlier.Reason == change.Reason;
+            return new BalanceChangeResult(ToInfo(), same ? BalanceChangeStatus.Replayed : BalanceChangeStatus.Mismatch);
+        }
+
+        if (!topUp && Available + change.Amount < 0)
+        {
+            throw new InvalidOperationException(
+                $"The adjustment would take the balance below the credit limit (available {Available}, adjustment {change.Amount}).");
+        }
+
+        if (topUp)
+        {
+            State.TotalToppedUp = checked(State.TotalToppedUp + change.Amount);
+        }
+
+        State.Credits = checked(State.Credits.GetValueOrDefault() + change.Amount);
+        State.Balance = checked(State.Balance + change.Amount);
+        State.Ledger.Add(new BalanceEntry
+        {
+            At = now,
+            Amount = change.Amount,
+            Reason = change.Reason,
+            BalanceAfter = State.Balance,
+            OperationId = change.OperationId,
+            Kind = change.Kind,
+        });
         if (State.Ledger.Count > LedgerLimit)
         {
             State.Ledger.RemoveRange(0, State.Ledger.Count - LedgerLimit);
         }
 
+        // Durable before the answer: an answered change survives any fault, and an unanswered one is resent with its id.
         await SaveNowAsync();
+        if (topUp)
+        {
+            AlertWatch().ToppedUp(now);
+        }
+        else
+        {
+            AlertWatch().Changed(State.Balance + State.CreditLimit - change.Amount, now);
+        }
+
+        return new BalanceChangeResult(ToInfo(), BalanceChangeStatus.Applied);
+    }
+
+    // The ledger entry an operation id made, if it is recent enough to be recognised (newest entries last).
+    private BalanceEntry? FindApplied(string operationId, DateTimeOffset now)
+    {
+        for (var i = State.Ledger.Count - 1; i >= 0; i--)
+        {
+            var entry = State.Ledger[i];
+            if (entry.At < now - BalanceChange.Window)
+            {
+                return null;
+            }
+
+            if (string.Equals(entry.OperationId, operationId, StringComparison.Ordinal))
+            {
+                return entry;
+            }
+        }
+
+        return null;
     }
 
     public ValueTask<Reservation> ReserveAsync(long amount)

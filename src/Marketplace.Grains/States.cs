@@ -200,6 +200,10 @@ public sealed class BalanceEntry
     [Id(1)] public long Amount { get; set; }
     [Id(2)] public string Reason { get; set; } = string.Empty;
     [Id(3)] public long BalanceAfter { get; set; }
+
+    // The sender's id for the change (null for changes stored before ids existed) and its kind, so a resend is recognised.
+    [Id(4)] public string? OperationId { get; set; }
+    [Id(5)] public BalanceChangeKind Kind { get; set; }
 }
 
 /// <summary>Stored state of an API key grain. Holds the secret only as salt and hash.</summary>

@@ -48,14 +48,37 @@ public static class AccountsApi
             ? TypedResults.Ok(info)
             : Problems.NotFound("account", id);
 
-    /// <summary>Adds money to an account, with a reason that is audited.</summary>
-    public static async Task<Results<Ok<AccountInfo>, ValidationProblem, ProblemHttpResult>> TopUp(
-        string id, TopUpRequest request, IGrainFactory grains, AuditLog audit, HttpContext context)
+    /// <summary>
+    /// Adds money to an account, with a reason that is audited. Send an <c>Idempotency-Key</c> to make a repeat safe: the
+    /// account applies each key once (for 24 h) and answers a repeat with the same result and <c>Idempotent-Replayed: true</c>.
+    /// </summary>
+    public static Task<Results<Ok<AccountInfo>, ValidationProblem, ProblemHttpResult>> TopUp(
+        string id, TopUpRequest request, IGrainFactory grains, AuditLog audit, HttpContext context, TimeProvider time) =>
+        ChangeCreditsAsync(id, BalanceChangeKind.TopUp, request.Amount, request.Reason, grains, audit, context, time);
+
+    /// <summary>
+    /// Corrects the balance by a signed amount with a reason; refused if it would pass the credit limit. An
+    /// <c>Idempotency-Key</c> makes a repeat safe, as for top-ups.
+    /// </summary>
+    public static Task<Results<Ok<AccountInfo>, ValidationProblem, ProblemHttpResult>> Adjust(
+        string id, AdjustmentRequest request, IGrainFactory grains, AuditLog audit, HttpContext context, TimeProvider time) =>
+        ChangeCreditsAsync(id, BalanceChangeKind.Adjustment, request.Amount, request.Reason, grains, audit, context, time);
+
+    private static async Task<Results<Ok<AccountInfo>, ValidationProblem, ProblemHttpResult>> ChangeCreditsAsync(
+        string id, BalanceChangeKind kind, long? amount, string? reason, IGrainFactory grains, AuditLog audit, HttpContext context, TimeProvider time)
     {
-        var errors = Validation.CheckTopUp(request.Amount ?? 0, request.Reason);
+        var topUp = kind == BalanceChangeKind.TopUp;
+        var errors = topUp ? Validation.CheckTopUp(amount ?? 0, reason) : Validation.CheckAdjustment(amount ?? 0, reason);
         if (errors.Count > 0)
         {
             return Problems.Validation(errors);
+        }
+
+        var operationId = context.Request.Headers[CallApi.IdempotencyKeyHeader] is { Count: > 0 } values ? values.ToString() : null;
+        if (operationId is not null && !IdempotencyOptions.IsWellFormed(operationId))
+        {
+            return Problems.Create(StatusCodes.Status400BadRequest, "bad-idempotency-key", "The Idempotency-Key header is not valid.",
+                "Send 1 to 128 characters of letters, digits, '-', '_', '.' or ':' (a UUID works).");
         }
 
         var account = grains.GetGrain<IAccountGrain>(id);
@@ -64,30 +87,25 @@ public static class AccountsApi
             return Problems.NotFound("account", id);
         }
 
-        var info = await account.TopUpAsync(request.Amount!.Value, request.Reason!);
-        await audit.RecordAsync(context, "account.top-up", "account", id, new { request.Amount, request.Reason });
-        return TypedResults.Ok(info);
-    }
-
-    /// <summary>Corrects the balance by a signed amount with a reason; refused if it would pass the credit limit.</summary>
-    public static async Task<Results<Ok<AccountInfo>, ValidationProblem, ProblemHttpResult>> Adjust(
-        string id, AdjustmentRequest request, IGrainFactory grains, AuditLog audit, HttpContext context)
-    {
-        var errors = Validation.CheckAdjustment(request.Amount ?? 0, request.Reason);
-        if (errors.Count > 0)
+        // Without a key from the caller the change still gets an id of its own, so this node's resends apply it once.
+        var change = new BalanceChange(kind, amount!.Value, reason!, operationId ?? "op:" + TimeOrderedIds.New(time.GetUtcNow()).ToString("N"));
+        var result = await CreditsDelivery.SendAsync(account, change, time);
+        if (result.Status == BalanceChangeStatus.Mismatch)
         {
-            return Problems.Validation(errors);
+            return Problems.Create(StatusCodes.Status409Conflict, "idempotency-conflict", "The Idempotency-Key was used for another change.",
+                "This account already applied a different top-up or adjustment under this Idempotency-Key; nothing changed.");
         }
 
-        var account = grains.GetGrain<IAccountGrain>(id);
-        if (!Ids.IsValid(id) || await account.GetAsync() is null)
+        if (result.Status == BalanceChangeStatus.Replayed)
         {
-            return Problems.NotFound("account", id);
+            context.Response.Headers["Idempotent-Replayed"] = "true";
+        }
+        else
+        {
+            await audit.RecordAsync(context, topUp ? "account.top-up" : "account.adjust", "account", id, new { Amount = amount, Reason = reason, OperationId = change.OperationId });
         }
 
-        var info = await account.AdjustAsync(request.Amount!.Value, request.Reason!);
-        await audit.RecordAsync(context, "account.adjust", "account", id, new { request.Amount, request.Reason });
-        return TypedResults.Ok(info);
+        return TypedResults.Ok(result.Account);
     }
 
     /// <summary>The audited top-ups and adjustments.</summary>

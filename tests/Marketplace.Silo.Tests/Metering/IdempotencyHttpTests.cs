@@ -290,6 +290,47 @@ public sealed class IdempotencyHttpTests(MeteringFixture fixture) : IClassFixtur
         return (long)(await command.ExecuteScalarAsync())!;
     }
 
+    [Fact]
+    public async Task TopUpAndAdjustment_RepeatedWithTheirIdempotencyKeys_AppliedOnce_ReusedForAnotherChangeIs409()
+    {
+        var consumer = await M.Api.CreateConsumerAsync(balance: 100, price: 7);
+        var (topUpKey, adjustmentKey) = (NewKey(), NewKey());
+
+        async Task<HttpResponseMessage> PostAsync(string path, string key, long amount, string reason)
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Post, $"/admin/accounts/{consumer.AccountId}/{path}")
+            {
+                Content = JsonContent.Create(new { amount, reason }),
+            };
+            request.Headers.Add("Idempotency-Key", key);
+            return await M.Admin.SendAsync(request);
+        }
+
+        using var first = await PostAsync("top-ups", topUpKey, 50, "wire 1");
+        using var repeat = await PostAsync("top-ups", topUpKey, 50, "wire 1");
+        using var adjusted = await PostAsync("adjustments", adjustmentKey, -30, "refund reversed");
+        using var adjustedAgain = await PostAsync("adjustments", adjustmentKey, -30, "refund reversed");
+        using var reused = await PostAsync("top-ups", topUpKey, 60, "wire 2");
+        using var reusedAsAdjustment = await PostAsync("adjustments", topUpKey, 50, "wire 1");
+        using var malformed = await PostAsync("top-ups", "has space", 50, "wire 3");
+        var account = await M.Admin.GetFromJsonAsync<JsonElement>($"/admin/accounts/{consumer.AccountId}");
+        var ledger = await M.Admin.GetFromJsonAsync<JsonElement>($"/admin/accounts/{consumer.AccountId}/ledger");
+
+        Assert.Equal(HttpStatusCode.OK, first.StatusCode);
+        Assert.False(first.Headers.Contains("Idempotent-Replayed"));
+        Assert.Equal(HttpStatusCode.OK, repeat.StatusCode);
+        Assert.Equal("true", repeat.Headers.GetValues("Idempotent-Replayed").Single());
+        Assert.Equal(150, (await repeat.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("balance").GetInt64());
+        Assert.Equal(HttpStatusCode.OK, adjusted.StatusCode);
+        Assert.Equal("true", adjustedAgain.Headers.GetValues("Idempotent-Replayed").Single());
+        await Problem.AssertAsync(reused, HttpStatusCode.Conflict, "idempotency-conflict");
+        await Problem.AssertAsync(reusedAsAdjustment, HttpStatusCode.Conflict, "idempotency-conflict");
+        await Problem.AssertAsync(malformed, HttpStatusCode.BadRequest, "bad-idempotency-key");
+        Assert.Equal(120, account.GetProperty("balance").GetInt64());
+        Assert.Equal(150, account.GetProperty("totalToppedUp").GetInt64());
+        Assert.Equal([topUpKey, adjustmentKey], ledger.EnumerateArray().Select(e => e.GetProperty("operationId").GetString()).Where(id => id is [_, ..] && !id.StartsWith("op:", StringComparison.Ordinal)));
+    }
+
     private static string NewKey() => "idem-" + Guid.NewGuid().ToString("N");
 
     private async Task<long> PhoneCallsAsync() => (await fixture.StatsAsync()).GetProperty("phone").GetInt64();
