@@ -8,6 +8,7 @@
 #   bash samples/cluster.sh         build (Release), start, wait until ready, run the internal client sample once,
 #                                   print what to try, then wait; Ctrl+C stops everything
 #   bash samples/cluster.sh stop    stop the cluster from another terminal
+#   bash samples/cluster.sh reconcile   compare every account, key and rollup with the journal (exit 1 on a difference)
 #
 # Stopping is orderly (SIGTERM, then wait): the front door first (it finishes its requests and sends its last
 # settlements and call-log rows), then the silos (grains write their state), the provider, and PostgreSQL last.
@@ -159,8 +160,12 @@ stop_command() {
 
 case "${1:-start}" in
   stop) stop_command; exit 0 ;;
+  reconcile)
+    # Every account, key and rollup against the journal, through the front door; exit 1 when anything differs.
+    [ -f "$SILO_DLL" ] || fail "build first: bash samples/cluster.sh"
+    MARKETPLACE_ADMIN_KEY="$ADMIN_KEY" exec dotnet "$SILO_DLL" reconcile --url "$API" --wait "${2:-10}" ;;
   start) ;;
-  *) fail "usage: bash samples/cluster.sh [start|stop]" ;;
+  *) fail "usage: bash samples/cluster.sh [start|stop|reconcile [WAIT_SECONDS]]" ;;
 esac
 
 if [ -f "$PIDS/cluster.pid" ] && alive "$(cat "$PIDS/cluster.pid")"; then

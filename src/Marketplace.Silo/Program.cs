@@ -1,5 +1,10 @@
 using Marketplace.Silo.Hosting;
 
+if (args is [ReconcileCommand.Verb, .. var rest])
+{
+    return await ReconcileCommand.RunAsync(rest, Console.Out, Console.Error);
+}
+
 try
 {
     await using var host = await MarketplaceHost.StartAsync(args);

@@ -35,8 +35,13 @@ public sealed record Reconciliation(
 public sealed record ReconciliationReport(int Accounts, int Inconsistent, bool Consistent, int PendingOnThisNode, IReadOnlyList<Reconciliation> Differences);
 
 /// <summary>One key's counters (calls, charged calls, failed calls) in the journal's totals and in its grain.</summary>
+/// <param name="Windows">Each quota the key has: the calls its grain counted in the current window against the journal's.</param>
 public sealed record KeyReconciliation(
-    string KeyId, long LogCalls, long LogChargedCalls, long LogFailed, long GrainCalls, long GrainChargedCalls, long GrainFailed, bool Consistent);
+    string KeyId, long LogCalls, long LogChargedCalls, long LogFailed, long GrainCalls, long GrainChargedCalls, long GrainFailed, bool Consistent,
+    IReadOnlyList<QuotaWindowReconciliation>? Windows = null);
+
+/// <summary>A key's quota window (a day or month, for all its services or one): the calls its grain counts against the journal's.</summary>
+public sealed record QuotaWindowReconciliation(string Window, string? ServiceId, DateTimeOffset WindowStart, long LogCalls, long GrainCalls, bool Consistent);
 
 /// <summary>Looking calls up in the call log by TrackId, and reconciling it with the grains.</summary>
 public static class CallsApi
@@ -192,10 +197,10 @@ public static class CallsApi
             "SELECT coalesce(sum(calls), 0)::bigint, coalesce(sum(charged), 0)::bigint FROM marketplace_usage_rollup " +
             "WHERE granularity = 'day' AND account_id = $1", id));
         batch.BatchCommands.Add(Command(batch,
-            "SELECT key_id, sum(calls)::bigint, sum(charged_calls)::bigint, sum(failed)::bigint FROM marketplace_key_totals " +
-            "WHERE key_id = ANY($1) GROUP BY key_id", account.KeyIds.ToArray()));
+            "SELECT key_id, service_id, sum(calls)::bigint, sum(charged_calls)::bigint, sum(failed)::bigint, max(day), sum(day_calls)::bigint, " +
+            "max(month), sum(month_calls)::bigint FROM marketplace_key_totals WHERE key_id = ANY($1) GROUP BY key_id, service_id", account.KeyIds.ToArray()));
         var (logCalls, logCharged, rollupCalls, rollupCharged) = (0L, 0L, 0L, 0L);
-        var keyTotals = new Dictionary<string, (long Calls, long ChargedCalls, long Failed)>();
+        var keyTotals = new Dictionary<string, List<KeyServiceTotals>>();
         await using (var reader = await batch.ExecuteReaderAsync(cancellationToken))
         {
             await reader.ReadAsync(cancellationToken);
@@ -206,18 +211,27 @@ public static class CallsApi
             await reader.NextResultAsync(cancellationToken);
             while (await reader.ReadAsync(cancellationToken))
             {
-                keyTotals[reader.GetString(0)] = (reader.GetInt64(1), reader.GetInt64(2), reader.GetInt64(3));
+                var keyId = reader.GetString(0);
+                if (!keyTotals.TryGetValue(keyId, out var services))
+                {
+                    keyTotals[keyId] = services = [];
+                }
+
+                services.Add(new KeyServiceTotals(reader.GetString(1), reader.GetInt64(2), reader.GetInt64(3), reader.GetInt64(4),
+                    reader.GetFieldValue<DateOnly>(5), reader.GetInt64(6), reader.GetFieldValue<DateOnly>(7), reader.GetInt64(8)));
             }
         }
 
         var keys = new List<KeyReconciliation>();
         foreach (var keyId in account.KeyIds)
         {
-            var usage = (await grains.GetGrain<IApiKeyGrain>(keyId).GetAsync())?.Usage;
-            var (calls, chargedCalls, failed) = keyTotals.GetValueOrDefault(keyId);
-            var (grainCalls, grainCharged, grainFailed) = (usage?.Calls ?? 0, usage?.Charged ?? 0, usage?.Failed ?? 0);
+            var key = await grains.GetGrain<IApiKeyGrain>(keyId).GetAsync();
+            var services = keyTotals.GetValueOrDefault(keyId) ?? [];
+            var (calls, chargedCalls, failed) = (services.Sum(s => s.Calls), services.Sum(s => s.ChargedCalls), services.Sum(s => s.Failed));
+            var (grainCalls, grainCharged, grainFailed) = (key?.Usage.Calls ?? 0, key?.Usage.Charged ?? 0, key?.Usage.Failed ?? 0);
+            var windows = QuotaWindowsOf(key, services);
             keys.Add(new KeyReconciliation(keyId, calls, chargedCalls, failed, grainCalls, grainCharged, grainFailed,
-                calls == grainCalls && chargedCalls == grainCharged && failed == grainFailed));
+                calls == grainCalls && chargedCalls == grainCharged && failed == grainFailed && windows.TrueForAll(w => w.Consistent), windows));
         }
 
         var callsDifference = logCalls - account.Usage.Calls;
@@ -239,6 +253,28 @@ public static class CallsApi
             return command;
         }
     }
+
+    // The journal keeps, per key and service, the calls of the latest quota day and month that had calls (in the key's window
+    // offset); a quota's window that is not the latest one has no calls in the journal.
+    private static List<QuotaWindowReconciliation> QuotaWindowsOf(ApiKeyInfo? key, List<KeyServiceTotals> services)
+    {
+        var windows = new List<QuotaWindowReconciliation>();
+        var offset = key?.Limits?.WindowOffset ?? TimeSpan.Zero;
+        foreach (var quota in key?.Quotas ?? [])
+        {
+            var local = quota.WindowStart.ToOffset(offset);
+            var start = DateOnly.FromDateTime(local.DateTime);
+            var logCalls = services
+                .Where(s => quota.ServiceId is null || s.ServiceId == quota.ServiceId)
+                .Sum(s => quota.Window == QuotaWindows.Day ? (s.Day == start ? s.DayCalls : 0) : (s.Month == start ? s.MonthCalls : 0));
+            windows.Add(new QuotaWindowReconciliation(quota.Window, quota.ServiceId, quota.WindowStart, logCalls, quota.Used, logCalls == quota.Used));
+        }
+
+        return windows;
+    }
+
+    private sealed record KeyServiceTotals(
+        string ServiceId, long Calls, long ChargedCalls, long Failed, DateOnly Day, long DayCalls, DateOnly Month, long MonthCalls);
 
     private static string? Nullable(NpgsqlDataReader reader, int ordinal) => reader.IsDBNull(ordinal) ? null : reader.GetString(ordinal).TrimEnd();
 }

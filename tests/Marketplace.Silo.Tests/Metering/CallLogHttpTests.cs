@@ -3,6 +3,7 @@ using System.Net;
 using System.Text.Json;
 using Marketplace.Grains;
 using Marketplace.Silo.Database;
+using Marketplace.Silo.Hosting;
 using Marketplace.Silo.Tests.Infrastructure;
 using Microsoft.Extensions.DependencyInjection;
 using Npgsql;
@@ -175,6 +176,9 @@ public sealed class CallLogHttpTests(MeteringFixture fixture) : IClassFixture<Me
         Assert.Equal(quota, key.GetProperty("logCalls").GetInt64());
         Assert.Equal(quota, key.GetProperty("grainCalls").GetInt64());
         Assert.Equal(quota, key.GetProperty("grainChargedCalls").GetInt64());
+        var day = Assert.Single(key.GetProperty("windows").EnumerateArray());
+        Assert.Equal(("day", quota, quota, true), (day.GetProperty("window").GetString(), day.GetProperty("logCalls").GetInt64(),
+            day.GetProperty("grainCalls").GetInt64(), day.GetProperty("consistent").GetBoolean()));
         Assert.Equal("rejected", rejected.GetProperty("outcome").GetString());
         Assert.Equal("QuotaExhausted", rejected.GetProperty("rejection").GetString());
         Assert.Equal(consumer.KeyId, rejected.GetProperty("keyId").GetString());
@@ -185,7 +189,7 @@ public sealed class CallLogHttpTests(MeteringFixture fixture) : IClassFixture<Me
     public async Task Reconciliation_JournalDisagreesWithGrains_ReportsEveryDifference()
     {
         const long price = 5;
-        var consumer = await M.Api.CreateConsumerAsync(balance: 1_000, price: price);
+        var consumer = await M.Api.CreateConsumerAsync(balance: 1_000, price: price, limits: new { quota = new { perDay = 100 } });
         for (var i = 0; i < 4; i++)
         {
             using var response = await M.CallAsync(consumer, Verify, $"recon-{i}-{Guid.NewGuid():N}");
@@ -209,7 +213,7 @@ public sealed class CallLogHttpTests(MeteringFixture fixture) : IClassFixture<Me
             foreach (var (sql, id) in new[]
             {
                 ("UPDATE marketplace_account_totals SET charged = charged + 7 WHERE account_id = $1", consumer.AccountId),
-                ("UPDATE marketplace_key_totals SET calls = calls + 2, failed = failed + 2 WHERE key_id = $1", consumer.KeyId),
+                ("UPDATE marketplace_key_totals SET calls = calls + 2, failed = failed + 2, day_calls = day_calls + 2 WHERE key_id = $1", consumer.KeyId),
                 ("UPDATE marketplace_usage_rollup SET calls = calls + 1 WHERE granularity = 'day' AND account_id = $1", consumer.AccountId),
             })
             {
@@ -236,6 +240,8 @@ public sealed class CallLogHttpTests(MeteringFixture fixture) : IClassFixture<Me
         Assert.Equal((6L, 4L, 2L, 4L, 4L, 0L), (key.GetProperty("logCalls").GetInt64(), key.GetProperty("grainCalls").GetInt64(),
             key.GetProperty("logFailed").GetInt64(), key.GetProperty("logChargedCalls").GetInt64(), key.GetProperty("grainChargedCalls").GetInt64(),
             key.GetProperty("grainFailed").GetInt64()));
+        var day = Assert.Single(key.GetProperty("windows").EnumerateArray());
+        Assert.Equal((6L, 4L, false), (day.GetProperty("logCalls").GetInt64(), day.GetProperty("grainCalls").GetInt64(), day.GetProperty("consistent").GetBoolean()));
 
         // Every account at once: the one that differs is reported with its differences, the one that agrees is not.
         var report = JsonDocument.Parse(await M.Admin.GetStringAsync("/admin/reconciliation")).RootElement;
@@ -245,6 +251,21 @@ public sealed class CallLogHttpTests(MeteringFixture fixture) : IClassFixture<Me
         Assert.Equal(differing.Count, report.GetProperty("inconsistent").GetInt32());
         Assert.Equal(7, differing[consumer.AccountId].GetProperty("chargedDifference").GetInt64());
         Assert.DoesNotContain(clean.AccountId, differing.Keys);
+
+        // The operator's command reports the same differences and exits 1.
+        var keyFile = Path.GetTempFileName();
+        await File.WriteAllTextAsync(keyFile, TestHosts.AdminKey);
+        var (output, error) = (new StringWriter(), new StringWriter());
+        var exitCode = await ReconcileCommand.RunAsync(["--url", M.Host.BaseAddress.ToString(), "--admin-key-file", keyFile], output, error);
+        File.Delete(keyFile);
+        var printed = output.ToString();
+        Assert.True(exitCode == 1, $"exit {exitCode}: {printed}{error}");
+        Assert.Contains($"account {consumer.AccountId}", printed, StringComparison.Ordinal);
+        Assert.Contains($"  charged: journal {(4 * price) + 7}, grains {4 * price}, difference 7", printed, StringComparison.Ordinal);
+        Assert.Contains($"  key {consumer.KeyId} day quota: journal 6, grains 4, difference 2", printed, StringComparison.Ordinal);
+        Assert.Contains("  calls: journal 4, rollups 5, difference -1", printed, StringComparison.Ordinal);
+        Assert.DoesNotContain(clean.AccountId, printed, StringComparison.Ordinal);
+        Assert.DoesNotContain(TestHosts.AdminKey, printed + error, StringComparison.Ordinal);
     }
 
     [Fact]
