@@ -142,6 +142,10 @@ public sealed class CallLogKillTests(PostgresFixture postgres)
                 using var lost = await admin.GetAsync($"/admin/calls/{missing[0].TrackId}");
                 Assert.Equal(HttpStatusCode.NotFound, lost.StatusCode);
             }
+
+            // The restarted grains count exactly what the journal holds: every account, key, quota window and rollup.
+            var reconciliation = JsonDocument.Parse(await admin.GetStringAsync("/admin/reconciliation")).RootElement;
+            Assert.True(reconciliation.GetProperty("consistent").GetBoolean(), $"reconciliation after the restart: {reconciliation}");
         }
 
         await second.StopAsync();

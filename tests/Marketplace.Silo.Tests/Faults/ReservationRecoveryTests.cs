@@ -94,6 +94,10 @@ public sealed class ReservationRecoveryTests(PostgresFixture postgres)
             using var ok = await survivorCallers.GetAsync($"/v1/call/{consumer.ServiceId}/verify?number=%2B4915112345678", cancel);
             Assert.True(ok.IsSuccessStatusCode, $"call {i} after the release answered {(int)ok.StatusCode}");
         }
+
+        // Every account, key, quota window and rollup agrees with the journal (the killed front door's calls included).
+        var reconciliation = await cluster.ReconcileEveryAccountAsync(TimeSpan.FromSeconds(15));
+        Assert.True(reconciliation.GetProperty("consistent").GetBoolean(), $"reconciliation: {reconciliation}");
     }
 
     // Right after the kill a read may meet the dead silo (the grain directory entry it held) and answer 503 "try again"

@@ -99,6 +99,9 @@ public sealed class SiloKillTests(PostgresFixture postgres)
         Assert.Equal(run.JournalCalls, run.KeyCalls);
         Assert.Equal(run.JournalCalls, run.ServiceCalls);
         Assert.Equal(run.JournalCalls, run.QuotaUsed);
+
+        // And every account, key, quota window and rollup of the cluster, as the operator's reconciliation sees them.
+        Assert.True(run.Reconciliation.GetProperty("consistent").GetBoolean(), $"reconciliation after the restart: {run.Reconciliation}");
     }
 
     /// <param name="durability">CallLog:Durability.</param>
@@ -208,6 +211,7 @@ public sealed class SiloKillTests(PostgresFixture postgres)
         var adminAccount = await GetJson(after, $"/admin/accounts/{adminAccountId}");
         var keyInfo = await GetJson(after, $"/admin/keys/{keyId}");
         var service = await GetJson(after, $"/admin/services/{serviceId}");
+        var everyAccount = await GetJson(after, "/admin/reconciliation");
         await second.StopAsync();
         var (journalCalls, journalCharged) = await JournalAsync(connectionString, accountId);
 
@@ -234,7 +238,8 @@ public sealed class SiloKillTests(PostgresFixture postgres)
             KillTook: killTook,
             LastBatchBeforeKill: killedAt - lastBatchSeen,
             RestartTook: restartTook,
-            AdminAccountBalanceAfter: adminAccount.GetProperty("balance").GetInt64());
+            AdminAccountBalanceAfter: adminAccount.GetProperty("balance").GetInt64(),
+            Reconciliation: everyAccount);
     }
 
     // The account's settled calls and charges as the journal's rows hold them.
@@ -369,7 +374,8 @@ public sealed class SiloKillTests(PostgresFixture postgres)
         TimeSpan KillTook,
         TimeSpan? LastBatchBeforeKill,
         TimeSpan RestartTook,
-        long AdminAccountBalanceAfter)
+        long AdminAccountBalanceAfter,
+        JsonElement Reconciliation)
     {
         public long Lost => Responses - Persisted;
 
