@@ -114,6 +114,13 @@ public interface IAccountGrain : IGrainWithStringKey
     [Alias("SettleBatchAsync")]
     Task SettleBatchAsync(SettlementBatch batch);
 
+    /// <summary>
+    /// Applies the journal batches of <paramref name="sender"/> that this account never received (the sender went away
+    /// between its commit and its settlements), each once. A key asks for it when it takes back a silent sender's lease.
+    /// </summary>
+    [Alias("FetchUndeliveredAsync")]
+    Task FetchUndeliveredAsync(Guid sender);
+
     /// <summary>Remembers that a key belongs to this account.</summary>
     [Alias("AttachKeyAsync")]
     Task AttachKeyAsync(string keyId);

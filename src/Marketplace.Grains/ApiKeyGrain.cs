@@ -362,18 +362,83 @@ public sealed partial class ApiKeyGrain(
         return Task.CompletedTask;
     }
 
-    // Leases whose holder went silent (its process was killed) give back what its journal shows it did not spend.
-    private Task ReclaimLapsedLeasesAsync(CancellationToken cancellationToken)
+    // Leases whose holder went silent (its process was killed) give back what its journal shows it did not spend. The holder
+    // may have died between committing a batch and sending its settlements: those batches are fetched from the journal first,
+    // so its spent calls are counted (and its account charged) rather than given back. A fetch that fails (the database is
+    // away) defers that holder's reclaim to the next round: its allowance stays held rather than handed out twice.
+    private async Task ReclaimLapsedLeasesAsync(CancellationToken cancellationToken)
     {
         var options = leaseOptions.Value;
-        GiveBack(_leases.Reclaim(time.GetUtcNow(), options.Lifetime, options.ReclaimAfter));
+        HashSet<Guid>? deferred = null;
+        foreach (var holder in _leases.DueForReclaim(time.GetUtcNow(), options.Lifetime, options.ReclaimAfter))
+        {
+            if (!await FetchUndeliveredAsync(holder))
+            {
+                (deferred ??= []).Add(holder);
+            }
+        }
+
+        GiveBack(_leases.Reclaim(time.GetUtcNow(), options.Lifetime, options.ReclaimAfter, deferred));
         if (!_leases.AnyOpen)
         {
             _reclaimTimer?.Dispose();
             _reclaimTimer = null;
         }
+    }
 
-        return Task.CompletedTask;
+    // Applies the batches of a sender the journal committed and this key never received, each once (the delivery marks), and
+    // tells the account to do the same. A sender that delivered nothing here since this activation is left to the next
+    // activation's read of the totals: without a mark, batches the activation already counted cannot be told apart.
+    private async Task<bool> FetchUndeliveredAsync(Guid sender)
+    {
+        if (!_applied.TryGetValue(sender, out var mark))
+        {
+            return true;
+        }
+
+        IReadOnlyList<JournalBatchUsage> batches;
+        try
+        {
+            batches = await journal.ReadBatchesAsync(sender, mark.Sequence, this.GetPrimaryKeyString(), null);
+        }
+        catch (Exception exception)
+        {
+            LogFetchFailed(logger, this.GetPrimaryKeyString(), sender, exception.Message);
+            return false;
+        }
+
+        if (batches.Count == 0)
+        {
+            return true;
+        }
+
+        // Other messages may have run while the journal was read: RecordBatchAsync skips a batch a delivery brought meanwhile.
+        var calls = 0L;
+        foreach (var batch in batches.GroupBy(b => b.Sequence).OrderBy(b => b.Key))
+        {
+            calls += batch.Sum(b => b.Usage.Calls);
+            await RecordBatchAsync([.. batch.Select(b => b.Usage)], new DeliveryId(sender, batch.Key));
+        }
+
+        LogFetched(logger, this.GetPrimaryKeyString(), calls, sender);
+        if (Exists)
+        {
+            _ = TellAccountAsync(GrainFactory.GetGrain<IAccountGrain>(State.AccountId), sender);
+        }
+
+        return true;
+
+        async Task TellAccountAsync(IAccountGrain account, Guid silent)
+        {
+            try
+            {
+                await account.FetchUndeliveredAsync(silent);
+            }
+            catch (Exception exception)
+            {
+                LogFetchFailed(logger, State.AccountId, silent, exception.Message);
+            }
+        }
     }
 
     // What ended leases did not spend goes back: their quota counts (in the windows that counted them), their rate tokens,
@@ -1320,6 +1385,12 @@ public sealed partial class ApiKeyGrain(
             [.. State.Secrets.Where(s => s.RetiresAt is null || s.RetiresAt > now).Select(s => new SecretInfo(s.Id, s.CreatedAt, s.RetiresAt))],
             quotas);
     }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Key {KeyId} counted {Calls} settled calls of sender {Sender} from the journal: the sender went away before their settlements arrived")]
+    private static partial void LogFetched(ILogger logger, string keyId, long calls, Guid sender);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Batches of sender {Sender} for {GrainId} not fetched from the journal (tried again later): {Reason}")]
+    private static partial void LogFetchFailed(ILogger logger, string grainId, Guid sender, string reason);
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "Holder of key {KeyId}'s lease not told of a change: {Reason}")]
     private static partial void LogHolderNotTold(ILogger logger, string keyId, string reason);

@@ -21,7 +21,18 @@ public interface IJournalReader
 
     /// <summary>The data service's totals.</summary>
     ValueTask<ServiceJournal> ReadServiceAsync(string serviceId);
+
+    /// <summary>
+    /// The settled calls of <paramref name="sender"/>'s batches numbered above <paramref name="after"/>, per batch, key and
+    /// service, in batch order: of the key <paramref name="keyId"/>, or of every key of the account <paramref name="accountId"/>.
+    /// What a grain fetches when the sender (a process) went away before its settlements reached the grain; batches stay
+    /// fetchable for an hour after their commit (migration 0011).
+    /// </summary>
+    ValueTask<IReadOnlyList<JournalBatchUsage>> ReadBatchesAsync(Guid sender, long after, string? keyId, string? accountId);
 }
+
+/// <summary>A key's settled calls to one service in one journal batch of a sender.</summary>
+public sealed record JournalBatchUsage(Guid Sender, long Sequence, string KeyId, string AccountId, ServiceUsageDelta Usage);
 
 /// <summary>Settled calls as the journal adds them up (migration 0007 defines what each counts).</summary>
 [GenerateSerializer, Immutable, Alias("mk.JournalCounts")]

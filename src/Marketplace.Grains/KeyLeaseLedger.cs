@@ -130,12 +130,12 @@ public sealed class KeyLeaseLedger
     /// had not reported (oldest lease first). A live holder reports every lease within its lifetime, so this errs only
     /// towards counting a call as spent.
     /// </summary>
-    public List<Returned> Reclaim(DateTimeOffset now, TimeSpan lifetime, TimeSpan reclaimAfter)
+    public List<Returned> Reclaim(DateTimeOffset now, TimeSpan lifetime, TimeSpan reclaimAfter, IReadOnlySet<Guid>? deferred = null)
     {
         var returned = new List<Returned>();
         foreach (var (holderId, holder) in _holders.ToList())
         {
-            if (now - holder.LastSeen < reclaimAfter)
+            if (now - holder.LastSeen < reclaimAfter || deferred?.Contains(holderId) == true)
             {
                 continue;
             }
@@ -165,6 +165,15 @@ public sealed class KeyLeaseLedger
 
         return returned;
     }
+
+    /// <summary>
+    /// The holders <see cref="Reclaim"/> would take a lease back from now: silent for <paramref name="reclaimAfter"/>, with a
+    /// lease that lapsed that long ago. Their journal batches the key never received are fetched first, so that what they
+    /// settled is counted before the rest is given back.
+    /// </summary>
+    public List<Guid> DueForReclaim(DateTimeOffset now, TimeSpan lifetime, TimeSpan reclaimAfter) =>
+        [.. _holders.Where(h => now - h.Value.LastSeen >= reclaimAfter && h.Value.Open.Exists(lease => now - lease.GrantedAt >= lifetime + reclaimAfter))
+            .Select(h => h.Key)];
 
     private static readonly TimeSpan ForgetAfter = TimeSpan.FromMinutes(10);
 

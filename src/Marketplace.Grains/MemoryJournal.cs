@@ -43,6 +43,12 @@ public sealed class MemoryJournal(SettlementBatcher settlements, IOptions<Meteri
         return ValueTask.CompletedTask;
     }
 
+    /// <summary>
+    /// False: batches are committed but their settlements are never sent, as when a process dies between the two (fault
+    /// tests: the grains must fetch such batches from the journal).
+    /// </summary>
+    public bool SendsSettlements { get; set; } = true;
+
     /// <summary>Commits what is gathered as one batch and sends its settlements.</summary>
     public void Flush()
     {
@@ -61,6 +67,10 @@ public sealed class MemoryJournal(SettlementBatcher settlements, IOptions<Meteri
 
     /// <inheritdoc />
     public ValueTask<ServiceJournal> ReadServiceAsync(string serviceId) => ValueTask.FromResult(Totals.ReadService(serviceId));
+
+    /// <inheritdoc />
+    public ValueTask<IReadOnlyList<JournalBatchUsage>> ReadBatchesAsync(Guid sender, long after, string? keyId, string? accountId) =>
+        ValueTask.FromResult(Totals.ReadBatches(sender, after, keyId, accountId));
 
     /// <inheritdoc />
     public Task StartAsync(CancellationToken cancellationToken) => Task.CompletedTask;
@@ -87,6 +97,9 @@ public sealed class MemoryJournal(SettlementBatcher settlements, IOptions<Meteri
         _pending = [];
         var sequence = ++_sequence;
         Totals.Commit(_sender, sequence, batch);
-        settlements.Deliver(_sender, sequence, batch);
+        if (SendsSettlements)
+        {
+            settlements.Deliver(_sender, sequence, batch);
+        }
     }
 }

@@ -11,6 +11,8 @@ internal sealed class MemoryJournalTotals
     private readonly Dictionary<string, AccountTotals> _accounts = new(StringComparer.Ordinal);
     private readonly Dictionary<string, Dictionary<string, KeyTotals>> _keys = new(StringComparer.Ordinal);
     private readonly Dictionary<string, JournalCounts> _services = new(StringComparer.Ordinal);
+    private readonly List<JournalBatchUsage> _batches = [];
+    private const int BatchesKept = 100_000;
 
     /// <summary>Adds the settled calls of batch <paramref name="sequence"/> of <paramref name="sender"/>, unless it was added before.</summary>
     public void Commit(Guid sender, long sequence, IReadOnlyList<CallRecord> records)
@@ -23,12 +25,37 @@ internal sealed class MemoryJournalTotals
             }
 
             _senders[sender] = sequence;
+            var batch = new Dictionary<(string Key, string Service), (string Account, long[] Sums)>();
             foreach (var record in records)
             {
                 if (record.Settled)
                 {
                     Add(record);
+                    if (record.KeyId is { } keyId)
+                    {
+                        if (!batch.TryGetValue((keyId, record.ServiceId), out var sums))
+                        {
+                            sums = (record.AccountId!, new long[4]);
+                            batch[(keyId, record.ServiceId)] = sums;
+                        }
+
+                        sums.Sums[0]++;
+                        sums.Sums[1] += record.Charged > 0 ? 1 : 0;
+                        sums.Sums[2] += record.Outcome == CallOutcome.Succeeded ? 0 : 1;
+                        sums.Sums[3] += record.Charged;
+                    }
                 }
+            }
+
+            foreach (var ((keyId, serviceId), (accountId, sums)) in batch)
+            {
+                _batches.Add(new JournalBatchUsage(sender, sequence, keyId, accountId, new ServiceUsageDelta(serviceId, sums[0], sums[1], sums[2], sums[3])));
+            }
+
+            // The database keeps an hour of them; in memory, the newest ones are enough for tests and benchmarks.
+            if (_batches.Count > BatchesKept)
+            {
+                _batches.RemoveRange(0, _batches.Count - BatchesKept);
             }
         }
     }
@@ -68,6 +95,15 @@ internal sealed class MemoryJournalTotals
         lock (_gate)
         {
             return new ServiceJournal(_services.GetValueOrDefault(serviceId) ?? JournalCounts.Zero, Senders());
+        }
+    }
+
+    public IReadOnlyList<JournalBatchUsage> ReadBatches(Guid sender, long after, string? keyId, string? accountId)
+    {
+        lock (_gate)
+        {
+            return [.. _batches.Where(b => b.Sender == sender && b.Sequence > after && (keyId is null || b.KeyId == keyId)
+                && (accountId is null || b.AccountId == accountId))];
         }
     }
 

@@ -428,6 +428,10 @@ public sealed partial class CallLogWriter : BackgroundService, ICallLog
                 {
                     await using var forget = _database.CreateCommand("DELETE FROM marketplace_journal_senders WHERE updated_at < now() - interval '7 days'");
                     await forget.ExecuteNonQueryAsync(token);
+
+                    // Batches grains may fetch (migration 0011) are fetched within Metering:ReservationTimeout of their commit.
+                    await using var fetched = _database.CreateCommand("DELETE FROM marketplace_journal_key_batches WHERE committed_at < now() - interval '1 hour'");
+                    await fetched.ExecuteNonQueryAsync(token);
                 }, cancellationToken);
                 _rollupsTrimmedFor = hour;
             }

@@ -117,6 +117,7 @@ public static partial class JournalBatch
         private readonly Dictionary<(string Account, string Currency), TotalSums> _accounts = [];
         private readonly Dictionary<(string Key, string Service, string Currency), TotalSums> _keys = [];
         private readonly Dictionary<(string Service, string Currency), TotalSums> _services = [];
+        private readonly Dictionary<string, string> _keyAccounts = new(StringComparer.Ordinal);
 
         public void AddRollup(RollupKey key, long charged, int bucket)
         {
@@ -141,12 +142,13 @@ public static partial class JournalBatch
             {
                 var day = r.WindowOffsetMinutes == 0 ? utcDay : JournalWindows.Day(r.At, r.WindowOffsetMinutes);
                 Get(_keys, (r.KeyId, r.ServiceId, currency)).Add(r.Charged, failed, day, new DateOnly(day.Year, day.Month, 1));
+                _keyAccounts[r.KeyId] = r.AccountId!;
             }
 
             Get(_services, (r.ServiceId, currency)).Add(r.Charged, failed, utcDay, utcMonth);
         }
 
-        public void AddCommands(NpgsqlBatch batch)
+        public void AddCommands(NpgsqlBatch batch, Guid sender, long sequence)
         {
             var rollups = _rollups.OrderBy(r => r.Key, RollupOrder.Instance).ToList();
             var command = batch.CreateBatchCommand();
@@ -164,8 +166,10 @@ public static partial class JournalBatch
 
             AddTotals(batch, AccountTotalsSql, AccountWindows, _accounts.OrderBy(t => t.Key.Account, StringComparer.Ordinal).ThenBy(t => t.Key.Currency, StringComparer.Ordinal)
                 .Select(t => (new[] { t.Key.Account, t.Key.Currency }, t.Value)).ToList());
-            AddTotals(batch, KeyTotalsSql, KeyWindows, _keys.OrderBy(t => t.Key.Key, StringComparer.Ordinal).ThenBy(t => t.Key.Service, StringComparer.Ordinal)
-                .ThenBy(t => t.Key.Currency, StringComparer.Ordinal).Select(t => (new[] { t.Key.Key, t.Key.Service, t.Key.Currency }, t.Value)).ToList());
+            var keys = _keys.OrderBy(t => t.Key.Key, StringComparer.Ordinal).ThenBy(t => t.Key.Service, StringComparer.Ordinal)
+                .ThenBy(t => t.Key.Currency, StringComparer.Ordinal).Select(t => (new[] { t.Key.Key, t.Key.Service, t.Key.Currency }, t.Value)).ToList();
+            AddTotals(batch, KeyTotalsSql, KeyWindows, keys);
+            AddKeyBatch(batch, sender, sequence, keys);
 
             var services = new Dictionary<ServiceRollupKey, RollupSums>();
             foreach (var (key, sums) in _rollups)
@@ -188,6 +192,31 @@ public static partial class JournalBatch
 
             AddTotals(batch, ServiceTotalsSql, [], _services.OrderBy(t => t.Key.Service, StringComparer.Ordinal).ThenBy(t => t.Key.Currency, StringComparer.Ordinal)
                 .Select(t => (new[] { t.Key.Service, t.Key.Currency }, t.Value)).ToList());
+        }
+
+        // The batch's key × service sums under its name, for a grain that never received its settlements (migration 0011).
+        private void AddKeyBatch(NpgsqlBatch batch, Guid sender, long sequence, List<(string[] Key, TotalSums Sums)> rows)
+        {
+            if (rows.Count == 0)
+            {
+                return;
+            }
+
+            var command = batch.CreateBatchCommand();
+            command.CommandText = KeyBatchesSql;
+            command.Parameters.Add(new NpgsqlParameter { Value = sender, NpgsqlDbType = NpgsqlDbType.Uuid });
+            command.Parameters.Add(new NpgsqlParameter { Value = sequence, NpgsqlDbType = NpgsqlDbType.Bigint });
+            for (var column = 0; column < 3; column++)
+            {
+                Add(command, rows.Select(r => r.Key[column]));
+            }
+
+            Add(command, rows.Select(r => _keyAccounts[r.Key[0]]));
+            Add(command, rows.Select(r => r.Sums.Calls));
+            Add(command, rows.Select(r => r.Sums.ChargedCalls));
+            Add(command, rows.Select(r => r.Sums.Failed));
+            Add(command, rows.Select(r => r.Sums.Charged));
+            batch.BatchCommands.Add(command);
         }
 
         private static void AddTotals(NpgsqlBatch batch, string sql, string[] windows, List<(string[] Key, TotalSums Sums)> rows)

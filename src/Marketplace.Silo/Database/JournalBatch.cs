@@ -12,7 +12,8 @@ namespace Marketplace.Silo.Database;
 /// <item>copies the rows into <c>marketplace_call_log</c> (binary COPY);</item>
 /// <item>upserts the batch, aggregated in memory, into the per-account and per-service rollups (minute, hour, day) and the
 /// per-account, per-key × service and per-service totals (migration 0007 defines what they count), with the latest quota
-/// windows of accounts and keys (migration 0009).</item>
+/// windows of accounts and keys (migration 0009), and the batch's per key × service sums under its name (migration 0011:
+/// what a grain fetches when the batch's settlements never reached it).</item>
 /// </list>
 /// All of it commits or none does, so the rollups always equal a count of the log and the totals its sums.
 /// A batch of at most <see cref="InlineRows"/> rows (strict mode's usual batch) goes in one round trip instead: its rows
@@ -93,6 +94,13 @@ public static partial class JournalBatch
     private static readonly string[] AccountWindows = [MonthWindow];
     private static readonly string[] KeyWindows = [DayWindow, MonthWindow];
 
+    private const string KeyBatchesSql = """
+        INSERT INTO marketplace_journal_key_batches (sender, seq, key_id, service_id, currency, account_id, calls, charged_calls, failed, charged)
+        SELECT $1, $2, k, s, c, a, n, cc, f, ch
+        FROM unnest($3::varchar[], $4::varchar[], $5::varchar[], $6::varchar[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[])
+             AS u (k, s, c, a, n, cc, f, ch)
+        """;
+
     private static readonly string AccountTotalsSql = TotalsSql("marketplace_account_totals", AccountWindows, "account_id", "currency");
     private static readonly string KeyTotalsSql = TotalsSql("marketplace_key_totals", KeyWindows, "key_id", "service_id", "currency");
     private static readonly string ServiceTotalsSql = TotalsSql("marketplace_service_totals", [], "service_id", "currency");
@@ -127,7 +135,7 @@ public static partial class JournalBatch
         await CopyAsync(connection, records, cancellationToken);
 
         await using var batch = new NpgsqlBatch(connection, transaction);
-        sums.AddCommands(batch);
+        sums.AddCommands(batch, sender, sequence);
         await batch.ExecuteNonQueryAsync(cancellationToken);
         await transaction.CommitAsync(cancellationToken);
         return true;
@@ -146,7 +154,7 @@ public static partial class JournalBatch
         claim.Parameters.Add(new NpgsqlParameter { Value = sequence, NpgsqlDbType = NpgsqlDbType.Bigint });
         batch.BatchCommands.Add(claim);
         batch.BatchCommands.Add(InlineRowsCommand(batch, records));
-        sums.AddCommands(batch);
+        sums.AddCommands(batch, sender, sequence);
         try
         {
             await batch.ExecuteNonQueryAsync(cancellationToken);

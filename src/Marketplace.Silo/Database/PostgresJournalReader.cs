@@ -57,7 +57,37 @@ public sealed class PostgresJournalReader(NpgsqlDataSource database, IOptions<Ca
         FROM marketplace_service_totals WHERE service_id = $2::varchar
         """;
 
+    // Null filters match every row: one statement serves a key's fetch and an account's.
+    private const string BatchesSql = """
+        SELECT seq, key_id, account_id, service_id, sum(calls)::bigint, sum(charged_calls)::bigint, sum(failed)::bigint, sum(charged)::bigint
+        FROM marketplace_journal_key_batches
+        WHERE sender = $1 AND seq > $2 AND ($3::varchar IS NULL OR key_id = $3) AND ($4::varchar IS NULL OR account_id = $4)
+        GROUP BY seq, key_id, account_id, service_id
+        ORDER BY seq, key_id, service_id
+        """;
+
     private readonly TimeSpan _timeout = options.Value.CommandTimeout;
+
+    /// <inheritdoc />
+    public async ValueTask<IReadOnlyList<JournalBatchUsage>> ReadBatchesAsync(Guid sender, long after, string? keyId, string? accountId)
+    {
+        using var timeout = new CancellationTokenSource(_timeout);
+        await using var connection = await database.OpenConnectionAsync(timeout.Token);
+        await using var command = new NpgsqlCommand(BatchesSql, connection) { CommandTimeout = Math.Max(1, (int)Math.Ceiling(_timeout.TotalSeconds)) };
+        command.Parameters.Add(new NpgsqlParameter { Value = sender, NpgsqlDbType = NpgsqlDbType.Uuid });
+        command.Parameters.Add(new NpgsqlParameter { Value = after, NpgsqlDbType = NpgsqlDbType.Bigint });
+        command.Parameters.Add(new NpgsqlParameter { Value = (object?)keyId ?? DBNull.Value, NpgsqlDbType = NpgsqlDbType.Varchar });
+        command.Parameters.Add(new NpgsqlParameter { Value = (object?)accountId ?? DBNull.Value, NpgsqlDbType = NpgsqlDbType.Varchar });
+        await using var reader = await command.ExecuteReaderAsync(timeout.Token);
+        var batches = new List<JournalBatchUsage>();
+        while (await reader.ReadAsync(timeout.Token))
+        {
+            batches.Add(new JournalBatchUsage(sender, reader.GetInt64(0), reader.GetString(1), reader.GetString(2),
+                new ServiceUsageDelta(reader.GetString(3), reader.GetInt64(4), reader.GetInt64(5), reader.GetInt64(6), reader.GetInt64(7))));
+        }
+
+        return batches;
+    }
 
     /// <inheritdoc />
     public async ValueTask<AccountJournal> ReadAccountAsync(string accountId, IReadOnlyCollection<string> keyIds, DateTimeOffset now)

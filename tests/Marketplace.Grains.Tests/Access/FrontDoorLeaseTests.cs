@@ -122,6 +122,58 @@ public sealed class FrontDoorLeaseTests(LeasingClusterFixture fixture) : IClassF
     }
 
     [Fact]
+    public async Task FrontDoorGone_BetweenCommittingABatchAndSettlingIt_TheKeyFetchesTheBatch_CountsItsCallsAndChargesTheAccount()
+    {
+        const int delivered = 10;
+        const int committedOnly = 30;
+        var (accountId, keyId, secret, serviceId) = await CreateAsync(balance: 1_000_000, price: 1, new KeyLimits(null, new Quota(100_000, null), null, null));
+        var services = FrontDoorServices(time: null, push: true);
+        var door = services.GetRequiredService<KeyLeaseCache>();
+        var journal = services.GetRequiredService<MemoryJournal>();
+        var admitted = new List<AdmitResult>();
+        for (var i = 0; i < delivered + committedOnly; i++)
+        {
+            var result = await door.AdmitAsync(keyId, secret, CredentialKind.KeySecret, serviceId, 1, Currency);
+            Assert.Equal(AdmitOutcome.Admitted, result.Outcome);
+            admitted.Add(result);
+        }
+
+        // The first calls' batch reaches the key and the account; the rest is committed, then the front door dies before
+        // sending its settlements (and never reports its lease).
+        await WriteBatchAsync(journal, keyId, serviceId, admitted[..delivered]);
+        await services.GetRequiredService<SettlementBatcher>().DrainAsync();
+        journal.SendsSettlements = false;
+        await WriteBatchAsync(journal, keyId, serviceId, admitted[delivered..]);
+        door.Dispose();
+        var key = fixture.Grains.GetGrain<IApiKeyGrain>(keyId);
+        var account = fixture.Grains.GetGrain<IAccountGrain>(accountId);
+        Assert.Equal(delivered, (await key.GetAsync())!.Usage.Calls);
+        Assert.True(DayUsed(await key.GetAsync()) > delivered + committedOnly, "the front door held no unspent allowance");
+
+        // Once the lease is reclaimed, the key counts every call the journal holds: none of the spent ones is given back.
+        var used = await PollLongAsync(async () => DayUsed(await key.GetAsync()), u => u <= delivered + committedOnly);
+        var info = await PollLongAsync(account.GetAsync, a => a!.TotalCharged == delivered + committedOnly);
+
+        Assert.Equal(delivered + committedOnly, used);
+        Assert.Equal(delivered + committedOnly, (await key.GetAsync())!.Usage.Calls);
+        Assert.Equal(delivered + committedOnly, info!.TotalCharged);
+        Assert.Equal(delivered + committedOnly, info.Usage.Calls);
+        Assert.Equal(1_000_000 - delivered - committedOnly, info.Balance);
+    }
+
+    private static async Task WriteBatchAsync(MemoryJournal journal, string keyId, string serviceId, IEnumerable<AdmitResult> admitted)
+    {
+        foreach (var call in admitted)
+        {
+            await journal.WriteAsync(new CallRecord(Guid.CreateVersion7(), "fetched", DateTimeOffset.UtcNow, call.AccountId, keyId, serviceId, "v1",
+                CallOutcome.Succeeded, null, 200, 1, 1, call.Reserved, call.Reserved, call.Currency, null, call.Reserved, call.Hold,
+                call.WindowOffsetMinutes), CancellationToken.None);
+        }
+
+        journal.Flush();
+    }
+
+    [Fact]
     public void Sizing_LeasesAheadOfNeed_NeverReachIntoTheQuotasTail()
     {
         foreach (var limit in new long[] { 1, 7, 100, 1_000, 1_000_000 })

@@ -50,6 +50,44 @@ public sealed class PostgresJournalReaderTests(PostgresFixture postgres)
         Assert.Equal(new Dictionary<Guid, long> { [sender] = 1 }, (await reader.ReadServiceAsync("svc-r")).Senders);
     }
 
+    // What a grain fetches when a sender died between committing a batch and sending its settlements (migration 0011).
+    [Theory]
+    [InlineData(0)]
+    [InlineData(JournalBatch.InlineRows)]
+    public async Task ReadBatches_OfOneSenderAboveAMark_PerKeyOrAccount_EachBatchOnce(int otherRows)
+    {
+        await using var database = await CreateDatabaseAsync("journal_batches_" + otherRows);
+        var (sender, other) = (Guid.NewGuid(), Guid.NewGuid());
+        List<CallRecord> second =
+        [
+            Record("acct-f", "key-f", "svc-a", March10, charged: 3),
+            Record("acct-f", "key-f", "svc-a", March10, charged: 3),
+            Record("acct-f", "key-g", "svc-b", March10, outcome: CallOutcome.UpstreamTimeout),
+            Record(null, "key-f", "svc-a", March10),
+            .. Enumerable.Range(0, otherRows).Select(i => Record("acct-o", "key-o", "svc-a", March10, charged: 1)),
+        ];
+        await JournalBatch.WriteAsync(database, sender, 1, [Record("acct-f", "key-f", "svc-a", March10, charged: 3)], CancellationToken.None);
+        await JournalBatch.WriteAsync(database, sender, 2, second, CancellationToken.None);
+        await JournalBatch.WriteAsync(database, sender, 2, second, CancellationToken.None);
+        await JournalBatch.WriteAsync(database, other, 3, [Record("acct-f", "key-f", "svc-a", March10, charged: 3)], CancellationToken.None);
+        var reader = Reader(database);
+
+        var keyAboveOne = await reader.ReadBatchesAsync(sender, 1, "key-f", null);
+        var keyAll = await reader.ReadBatchesAsync(sender, 0, "key-f", null);
+        var account = await reader.ReadBatchesAsync(sender, 1, null, "acct-f");
+        var none = await reader.ReadBatchesAsync(sender, 2, "key-f", null);
+
+        Assert.Equal([new JournalBatchUsage(sender, 2, "key-f", "acct-f", new ServiceUsageDelta("svc-a", 2, 2, 0, 6))], keyAboveOne);
+        Assert.Equal([1L, 2L], keyAll.Select(b => b.Sequence));
+        Assert.Equal(
+            [
+                new JournalBatchUsage(sender, 2, "key-f", "acct-f", new ServiceUsageDelta("svc-a", 2, 2, 0, 6)),
+                new JournalBatchUsage(sender, 2, "key-g", "acct-f", new ServiceUsageDelta("svc-b", 1, 0, 1, 0)),
+            ],
+            account);
+        Assert.Empty(none);
+    }
+
     [Fact]
     public async Task Read_AfterBatches_ReturnsExactlyWhatTheyWrote()
     {
