@@ -21,14 +21,15 @@ namespace Marketplace.Silo.Hosting;
 /// The range recovery itself asks only silos that are still members, so it does not wait for the dead one.
 /// </para>
 /// <para>
-/// What a lease can and cannot do: a killed silo runs nothing, so any lease only delays it. A hung silo (SIGSTOP, a long
-/// pause) runs nothing while it hangs either; once resumed it learns from the membership table or the other silos'
-/// refusals that it was declared dead and stops (Orleans fails fast), and nothing but the requests already queued on it
-/// can reach its grains meanwhile. No fixed lease can cover a pause of unknown length, so <see cref="DefaultLease"/> covers
-/// the failure-detection window and <see cref="LeaseAfterDeclaration"/> more, enough for a silo that was cut off from the
-/// others (but not from the database) to read the table (<c>TableRefreshTimeout</c>) and stop; the rest of the
-/// protection is the journal's (a call is charged once, by TrackId) and the state's version check (a stale write re-reads
-/// and adds its counts).
+/// What a lease can and cannot do: a killed silo runs nothing, so any lease only delays its grains' return. A hung silo
+/// (SIGSTOP, a long pause) runs nothing while it hangs either; resumed, it learns from the membership table that it was
+/// declared dead and stops (Orleans fails fast), and meanwhile only requests already queued on it reach its grains; no
+/// fixed lease covers a pause of unknown length. A silo cut off from the other silos but not from the database keeps
+/// serving its own front door until its next table read (every second, <see cref="ClusterMembership"/>) tells it that it is
+/// dead. So <see cref="DefaultLease"/> is the failure-detection window plus <see cref="LeaseAfterDeclaration"/>, one
+/// second: the others activate its grains about when it stops, and a killed silo's grains are back within about 2 s.
+/// What remains (a resumed silo's queued requests, a table read slower than a second) is bounded by the journal (a call
+/// is charged once, by its TrackId) and by the state's version check (a stale write re-reads and adds its counts).
 /// </para>
 /// </remarks>
 public static class ClusterGrainDirectory
