@@ -13,7 +13,7 @@ namespace Marketplace.Silo.Tests.Hosting;
 public sealed class ClusterGrainDirectoryTests
 {
     [Fact]
-    public void Defaults_DistributedDirectory_HoldsADeadSilosGrainsOneSecondAfterItsDeclaration()
+    public void ByDefault_DistributedDirectory_HoldsADeadSilosGrainsOneSecondAfterItsDeclaration()
     {
         var (registrations, services) = BuildSilo(new SiloHostOptions());
         using var _ = services;
