@@ -56,12 +56,17 @@ public sealed class SiloFailoverTests(FailoverClusterFixture fixture) : IClassFi
     private static readonly TimeSpan Margin = TimeSpan.FromMilliseconds(500);
     private static readonly TimeSpan LoadBeforeFault = TimeSpan.FromSeconds(2.5);
 
+    // Recovery bounds: the declaration (about 1 s after a kill, 8-9 s after a hang) plus the grain directory's one-second
+    // hold, with room for a loaded machine. Orleans' own directory lease (30 s) would hold the key 22 s and fail both.
+    private static readonly TimeSpan KillRecoveryBound = TimeSpan.FromSeconds(5);
+    private static readonly TimeSpan HangRecoveryBound = TimeSpan.FromSeconds(12);
+
     [Fact]
     public async Task SigKill_OfTheKeysSilo_UnderLoad_RecoversInSeconds_QuotaAndChargesWithinTheLossWindow()
     {
         var run = await RunAsync(paused: false);
 
-        Assert.True(run.Recovery < TimeSpan.FromSeconds(6), $"calls failed until {run.Recovery.TotalSeconds:F1} s after the kill");
+        Assert.True(run.Recovery < KillRecoveryBound, $"calls failed until {run.Recovery.TotalSeconds:F1} s after the kill (bound {KillRecoveryBound.TotalSeconds} s)");
         run.AssertAccounting();
         var reconciled = await fixture.Cluster.ReconcileEveryAccountAsync(TimeSpan.FromSeconds(20));
         Assert.True(reconciled.GetProperty("consistent").GetBoolean(), $"accounts differ from the journal: {reconciled}");
@@ -72,7 +77,7 @@ public sealed class SiloFailoverTests(FailoverClusterFixture fixture) : IClassFi
     {
         var run = await RunAsync(paused: true);
 
-        Assert.True(run.Recovery < TimeSpan.FromSeconds(20), $"calls failed until {run.Recovery.TotalSeconds:F1} s after SIGSTOP");
+        Assert.True(run.Recovery < HangRecoveryBound, $"calls failed until {run.Recovery.TotalSeconds:F1} s after SIGSTOP (bound {HangRecoveryBound.TotalSeconds} s)");
         run.AssertAccounting();
         var reconciled = await fixture.Cluster.ReconcileEveryAccountAsync(TimeSpan.FromSeconds(20));
         Assert.True(reconciled.GetProperty("consistent").GetBoolean(), $"accounts differ from the journal: {reconciled}");
