@@ -16,7 +16,8 @@ namespace Marketplace.Grains;
 /// so a slow write never stalls the calls of a hot key or account. Writes themselves run one at a time, in order,
 /// so the storage's version check (ETag) never sees two writes racing.
 /// <para>When the version check fails all the same, another activation of the grain wrote since this one last read or
-/// wrote: while silos leave and join, Orleans' grain directory can briefly run two activations of one grain. A grain
+/// wrote: two activations of one grain ran (with Orleans' default grain directory while silos leave and join; with the
+/// distributed one, which silos use by default, only when a silo declared dead still runs past the directory's hold). A grain
 /// that overrides <see cref="MergesConflicts"/> then re-reads what was stored and re-applies its own changes on top
 /// (<see cref="Merge"/>: counters add up, settings the other changed win), so neither activation's charges are lost.</para>
 /// </remarks>

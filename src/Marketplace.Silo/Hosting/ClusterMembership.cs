@@ -26,6 +26,15 @@ namespace Marketplace.Silo.Hosting;
 /// </remarks>
 public static class ClusterMembership
 {
+    private static readonly TimeSpan MaxProbeTimeout = TimeSpan.FromSeconds(4);
+    private const int NumMissedProbesLimit = 2;
+
+    /// <summary>
+    /// The silence after which a silo may be voted dead (<c>MaxProbeTimeout × NumMissedProbesLimit</c>): Orleans dates a
+    /// dead silo's failure this long before its declaration (see <see cref="ClusterGrainDirectory"/>).
+    /// </summary>
+    public static TimeSpan FailureDetectionWindow => MaxProbeTimeout * NumMissedProbesLimit;
+
     /// <summary>Applies the marketplace's membership settings to a silo.</summary>
     public static ISiloBuilder ConfigureMarketplaceMembership(this ISiloBuilder silo) =>
         silo.Configure<ClusterMembershipOptions>(membership =>
@@ -35,18 +44,22 @@ public static class ClusterMembership
             // lengthens its timeouts rather than voting healthy silos dead).
             membership.ProbeTimeout = TimeSpan.FromSeconds(1);
             membership.MinProbeTimeout = TimeSpan.FromMilliseconds(500);
-            membership.MaxProbeTimeout = TimeSpan.FromSeconds(4);
+            membership.MaxProbeTimeout = MaxProbeTimeout;
 
             // One direct miss, then an indirect probe through another silo; its failure is two votes, enough to evict.
             // The liveness window is MaxProbeTimeout × NumMissedProbesLimit = 8 s: the time a hung silo with open
             // connections survives, and the silence a merely slow silo must exceed before a vote counts against it.
-            membership.NumMissedProbesLimit = 2;
+            membership.NumMissedProbesLimit = NumMissedProbesLimit;
             membership.NumVotesForDeathDeclaration = 2;
             membership.EnableIndirectProbes = true;
             membership.EnableConnectionLivenessCheck = true;
 
-            // The others read the table every 5 s (gossip tells them of changes at once; this is the fallback).
-            membership.TableRefreshTimeout = TimeSpan.FromSeconds(5);
+            // Every silo reads the table every second (gossip tells them of changes at once; this is the fallback). The
+            // read is also how a silo that was declared dead while cut off from the others, but not from the database,
+            // learns it and stops: the grain directory holds its grains for a second after the declaration
+            // (ClusterGrainDirectory), so its grains stop admitting about when the others may activate them. One indexed
+            // query per silo per second.
+            membership.TableRefreshTimeout = TimeSpan.FromSeconds(1);
 
             // A silo that died without a goodbye goes stale in the table within 6 s: stale silos are not asked to
             // probe for others, do not count towards the votes needed, and a replacement on another address does not

@@ -225,6 +225,7 @@ public sealed partial class MarketplaceHost : IAsyncDisposable
                 storage.ConnectionString = connectionString;
             });
             silo.ConfigureMarketplaceMembership();
+            silo.ConfigureMarketplaceGrainDirectory(options);
             if (options.Dashboard)
             {
                 silo.AddDashboard();

@@ -114,6 +114,25 @@ public sealed class SiloHostOptions
     /// <summary>Serve the Orleans dashboard at <c>/dashboard</c> (admin credentials required).</summary>
     public bool Dashboard { get; set; } = true;
 
+    /// <summary>
+    /// Where the cluster records which silo runs each grain: <c>Distributed</c> (the default) or <c>Default</c>.
+    /// <c>Distributed</c> is Orleans' strongly consistent directory: while silos join and leave, a grain (a key, an
+    /// account) never has two activations, so no two copies admit calls against one quota or balance at once.
+    /// <c>Default</c> is Orleans' own default directory, only eventually consistent during membership changes (two
+    /// activations of one grain can run until it converges). Every silo of a cluster must use the same one; see
+    /// <see cref="ClusterGrainDirectory"/>.
+    /// </summary>
+    public string GrainDirectory { get; set; } = ClusterGrainDirectory.Distributed;
+
+    /// <summary>
+    /// With the <c>Distributed</c> directory: how long after a silo stopped answering (estimated as the time it was
+    /// declared dead minus the membership's failure-detection window, 8 s) no other silo may activate the grains it held,
+    /// in case it still runs them (hung or cut off rather than gone). The default, 9 s, holds them for one second after
+    /// the declaration; 8 s or less (0 included) turns the hold off. Each second above 8 s delays recovery from a killed
+    /// or hung silo by a second; Orleans' default, 30 s, delayed it by 22 s. See <see cref="ClusterGrainDirectory"/>.
+    /// </summary>
+    public TimeSpan GrainDirectoryLease { get; set; } = ClusterGrainDirectory.DefaultLease;
+
     /// <summary>Checks that cannot be expressed as attributes.</summary>
     public IEnumerable<string> Validate()
     {
@@ -133,6 +152,16 @@ public sealed class SiloHostOptions
         if (SiloPort == GatewayPort)
         {
             yield return "Silo:SiloPort and Silo:GatewayPort must differ.";
+        }
+
+        if (!ClusterGrainDirectory.IsKnown(GrainDirectory))
+        {
+            yield return $"Silo:GrainDirectory must be '{ClusterGrainDirectory.Distributed}' or '{ClusterGrainDirectory.Default}' (was '{GrainDirectory}').";
+        }
+
+        if (GrainDirectoryLease < TimeSpan.Zero || GrainDirectoryLease > ClusterGrainDirectory.MaxLease)
+        {
+            yield return $"Silo:GrainDirectoryLease must be between 00:00:00 and {ClusterGrainDirectory.MaxLease:c} (was {GrainDirectoryLease:c}).";
         }
     }
 }

@@ -39,10 +39,11 @@ public sealed class FailoverClusterFixture(PostgresFixture postgres) : IAsyncLif
 /// <item>lost: calls answered 200 whose charge the account does not hold, or whose call-log row is missing;</item>
 /// <item>double-charged: charges beyond the calls that may have been admitted, and TrackIds with two rows.</item>
 /// </list>
-/// The state of the failed silo's grains since their last write is gone (the stated loss window: the write-behind
-/// interval). So the quota may admit up to the calls answered in that window again, and no more: admitted ≥ quota (the
-/// load exceeds it) and admitted ≤ quota + the 200s answered in the last <c>WriteBehindInterval + margin</c> before the
-/// signal; the charges lost are bounded the same way.
+/// The failed silo's grains come back on a survivor with the counts the journal holds (the survivors' front doors wrote
+/// every call they answered), and the grain directory lets only one activation of the key admit at a time. So the quota
+/// admits exactly its size: admitted ≥ quota (the load exceeds it) and admitted ≤ quota, whatever the fault; a second
+/// activation of the key admitting beside the first (two copies, each with part of the count) fails the second bound. The
+/// charges lost stay bounded by the calls answered in the last <c>WriteBehindInterval + margin</c> before the signal.
 /// </remarks>
 [Collection(PostgresCollection.Name)]
 public sealed class SiloFailoverTests(FailoverClusterFixture fixture) : IClassFixture<FailoverClusterFixture>
@@ -55,12 +56,17 @@ public sealed class SiloFailoverTests(FailoverClusterFixture fixture) : IClassFi
     private static readonly TimeSpan Margin = TimeSpan.FromMilliseconds(500);
     private static readonly TimeSpan LoadBeforeFault = TimeSpan.FromSeconds(2.5);
 
+    // Recovery bounds: the declaration (about 1 s after a kill, 8-9 s after a hang) plus the grain directory's one-second
+    // hold, with room for a loaded machine. Orleans' own directory lease (30 s) would hold the key 22 s and fail both.
+    private static readonly TimeSpan KillRecoveryBound = TimeSpan.FromSeconds(5);
+    private static readonly TimeSpan HangRecoveryBound = TimeSpan.FromSeconds(12);
+
     [Fact]
     public async Task SigKill_OfTheKeysSilo_UnderLoad_RecoversInSeconds_QuotaAndChargesWithinTheLossWindow()
     {
         var run = await RunAsync(paused: false);
 
-        Assert.True(run.Recovery < TimeSpan.FromSeconds(6), $"calls failed until {run.Recovery.TotalSeconds:F1} s after the kill");
+        Assert.True(run.Recovery < KillRecoveryBound, $"calls failed until {run.Recovery.TotalSeconds:F1} s after the kill (bound {KillRecoveryBound.TotalSeconds} s)");
         run.AssertAccounting();
         var reconciled = await fixture.Cluster.ReconcileEveryAccountAsync(TimeSpan.FromSeconds(20));
         Assert.True(reconciled.GetProperty("consistent").GetBoolean(), $"accounts differ from the journal: {reconciled}");
@@ -71,7 +77,7 @@ public sealed class SiloFailoverTests(FailoverClusterFixture fixture) : IClassFi
     {
         var run = await RunAsync(paused: true);
 
-        Assert.True(run.Recovery < TimeSpan.FromSeconds(20), $"calls failed until {run.Recovery.TotalSeconds:F1} s after SIGSTOP");
+        Assert.True(run.Recovery < HangRecoveryBound, $"calls failed until {run.Recovery.TotalSeconds:F1} s after SIGSTOP (bound {HangRecoveryBound.TotalSeconds} s)");
         run.AssertAccounting();
         var reconciled = await fixture.Cluster.ReconcileEveryAccountAsync(TimeSpan.FromSeconds(20));
         Assert.True(reconciled.GetProperty("consistent").GetBoolean(), $"accounts differ from the journal: {reconciled}");
@@ -270,10 +276,11 @@ public sealed class SiloFailoverTests(FailoverClusterFixture fixture) : IClassFi
 
         public void AssertAccounting()
         {
-            // The quota: the load exceeded it, so it was used up; it admitted again at most what the failed silo had not written.
+            // The quota: the load exceeded it, so it was used up, and not one call past it: the recovered key counts what the
+            // journal holds, and no second activation admits beside it.
             Assert.True(QuotaRefused > 0, "the load never exhausted the quota");
             Assert.True(Ok + Failed >= Quota, $"only {Ok} calls admitted (+{Failed} failed) for a quota of {Quota}");
-            Assert.True(Ok <= Quota + Window, $"{Ok} calls admitted for a quota of {Quota}: more than the {Window} calls of the loss window over it");
+            Assert.True(Ok <= Quota, $"{Ok} calls admitted for a quota of {Quota}: {Ok - Quota} over it (the loss window before the fault held {Window} calls)");
 
             // Charges: none twice, none lost beyond the window; the survivors' call log holds every call they answered.
             Assert.True(DoubleCharged == 0, $"{DoubleCharged} double charges: charged {Charged} for {Ok} answered + {Failed} failed calls; duplicates {string.Join(", ", Duplicates)}");
