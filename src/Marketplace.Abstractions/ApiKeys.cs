@@ -61,7 +61,8 @@ public sealed record ApiKeyInfo(
     [property: Id(7)] UsageCounters Usage,
     [property: Id(8)] KeyLimits? Limits = null,
     [property: Id(9)] IReadOnlyList<SecretInfo>? Secrets = null,
-    [property: Id(10)] IReadOnlyList<QuotaUsage>? Quotas = null);
+    [property: Id(10)] IReadOnlyList<QuotaUsage>? Quotas = null,
+    [property: Id(11)] long LeasedCalls = 0);
 
 /// <summary>The answer to key creation: the only time the secret is shown.</summary>
 /// <param name="ApiKey">The full key to present on calls (<c>mk_&lt;keyId&gt;.&lt;secret&gt;</c>).</param>

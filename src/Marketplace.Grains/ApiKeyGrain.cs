@@ -1383,7 +1383,7 @@ public sealed partial class ApiKeyGrain(
             this.GetPrimaryKeyString(), State.AccountId, State.Name, State.Status, [.. State.Services], State.ExpiresAt,
             State.CreatedAt, State.Usage.ToContract(), State.Limits.ToContract(),
             [.. State.Secrets.Where(s => s.RetiresAt is null || s.RetiresAt > now).Select(s => new SecretInfo(s.Id, s.CreatedAt, s.RetiresAt))],
-            quotas);
+            quotas, _leases.OpenCalls);
     }
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Key {KeyId} counted {Calls} settled calls of sender {Sender} from the journal: the sender went away before their settlements arrived")]

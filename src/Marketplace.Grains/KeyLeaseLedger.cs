@@ -31,6 +31,9 @@ public sealed class KeyLeaseLedger
     }
 
     /// <summary>True while any holder has a lease it has not reported.</summary>
+    /// <summary>Calls of the leases front doors hold and have not reported: counted in the quota windows, maybe not spent yet.</summary>
+    public long OpenCalls => _holders.Values.Sum(holder => holder.Open.Sum(lease => (long)lease.Calls));
+
     public bool AnyOpen
     {
         get
