@@ -100,14 +100,6 @@ public interface IAccountGrain : IGrainWithStringKey
     Task ReturnLeaseAsync(string keyId, IReadOnlyList<HoldRelease> lease, long seen);
 
     /// <summary>
-    /// Turns a reservation made in <paramref name="hold"/> into a charge of <paramref name="charge"/> (0 releases it)
-    /// and counts the call. A hold that has expired releases nothing (its money is free already); hold 0 releases
-    /// from the oldest holds.
-    /// </summary>
-    [OneWay, Alias("SettleAsync")]
-    Task SettleAsync(string serviceId, long reserved, long charge, bool succeeded, long hold = 0);
-
-    /// <summary>
     /// Settles many calls at once (what a front door collected over a few milliseconds). Answered, so that a batch a
     /// stopping silo refused (never applied) is sent again rather than lost.
     /// </summary>

@@ -350,24 +350,6 @@ public sealed partial class AccountGrain(
         }
     }
 
-    public Task SettleAsync(string serviceId, long reserved, long charge, bool succeeded, long hold = 0)
-    {
-        if (!Exists)
-        {
-            return Task.CompletedTask;
-        }
-
-        // In memory only: the journal's batches are what an activation counts.
-        // A settlement may reach a newer activation than the one that reserved (after a crash), or come after its hold
-        // expired: then it charges and releases nothing.
-        _reserved.Release(hold, reserved);
-        State.Balance -= charge;
-        State.TotalCharged += charge;
-        State.Usage.Count(serviceId, succeeded, charge > 0);
-        AlertWatch().Changed(State.Balance + State.CreditLimit + charge, time.GetUtcNow());
-        return Task.CompletedTask;
-    }
-
     public Task SettleBatchAsync(SettlementBatch batch)
     {
         if (!Exists || !DeliveryMarks.TryAccept(_applied, batch.Delivery, time.GetUtcNow()))

@@ -1102,17 +1102,6 @@ public sealed partial class ApiKeyGrain(
     public ValueTask<ApiKeyInfo?> AuthenticateAsync(string secret) =>
         ValueTask.FromResult(Check(secret, CredentialKind.KeySecret, time.GetUtcNow()) is null ? ToInfo() : null);
 
-    public Task RecordAsync(string serviceId, bool succeeded, bool charged)
-    {
-        if (Exists)
-        {
-            // In memory only: the journal's batches are what an activation counts.
-            State.Usage.Count(serviceId, succeeded, charged);
-        }
-
-        return Task.CompletedTask;
-    }
-
     public Task RecordBatchAsync(IReadOnlyList<ServiceUsageDelta> usage, DeliveryId? delivery = null)
     {
         if (Exists && DeliveryMarks.TryAccept(_applied, delivery, time.GetUtcNow()))
