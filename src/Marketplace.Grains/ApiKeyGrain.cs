@@ -945,9 +945,16 @@ public sealed partial class ApiKeyGrain(
                 // the account until the reservation timeout, and what the request handed back too.
                 grant = await calls.CallAsync(() => account.ReserveWithLeaseAsync(request), HotPathRetry.UntilAnswered, "account");
             }
-            catch
+            catch (ClusterUnavailableException exception)
             {
                 // Unanswered for a minute: the answer is dropped, and a lease in it with it (its hold expires at the account).
+                // The fault reaches the admission's caller, perhaps in another process, as a timeout: the call path's own
+                // exception has no serializer.
+                _receipts.Answered(receipt, 0);
+                throw new TimeoutException(exception.Message);
+            }
+            catch
+            {
                 _receipts.Answered(receipt, 0);
                 throw;
             }

@@ -16,8 +16,11 @@ public sealed class PacketLossClusterFixture : TwoSiloCluster<PacketLossClusterF
     /// </summary>
     public static AdvancingTimeProvider SharedTime { get; } = new(new DateTimeOffset(DateTime.UtcNow.Date.AddHours(12), TimeSpan.Zero));
 
-    /// <summary>How long after its leases lapsed a silent front door is given up on (see <see cref="LeaseOptions.ReclaimAfter"/>).</summary>
-    public static readonly TimeSpan ReclaimAfter = TimeSpan.FromSeconds(5);
+    /// <summary>
+    /// How long after its leases lapsed a silent front door is given up on (see <see cref="LeaseOptions.ReclaimAfter"/>):
+    /// longer than the test lasts, so a lease whose grant was lost comes back only if its front door learns of it.
+    /// </summary>
+    public static readonly TimeSpan ReclaimAfter = TimeSpan.FromMinutes(2);
 
     public AdvancingTimeProvider Time => SharedTime;
 
