@@ -877,6 +877,10 @@ public sealed partial class ApiKeyGrain(
     // Puts money a front door did not spend back into the key's lease, in the hold that carries it.
     private void AddToLease(long hold, long amount, DateTimeOffset at)
     {
+        // Money a front door gave back may have been reserved call by call (the account was not leasing), so no timer hands it
+        // back yet: without one it would stay reserved until the reservation timeout once nobody calls (a caller whose lease
+        // answer was lost leaves its one call unspent).
+        ReturnWhenIdle();
         _lease += amount;
         foreach (var part in _leaseParts)
         {
@@ -890,6 +894,14 @@ public sealed partial class ApiKeyGrain(
         var index = _leaseParts.FindIndex(part => part.At > at);
         _leaseParts.Insert(index < 0 ? _leaseParts.Count : index, new LeasePart(hold, amount, at));
     }
+
+    // The key's lease goes back to the account once unused for a whole period (ReturnIdleLeaseAsync).
+    private void ReturnWhenIdle() =>
+        _leaseTimer ??= this.RegisterGrainTimer(ReturnIdleLeaseAsync, new GrainTimerCreationOptions(LeaseIdleReturn, LeaseIdleReturn)
+        {
+            KeepAlive = false,
+            Interleave = true,
+        });
 
     // The price of one call from the key's lease when a part covers it, otherwise from the account (returning the lease's rest).
     private async Task<Reservation> ReserveAsync(long price, int leaseCalls = -1)
@@ -980,11 +992,7 @@ public sealed partial class ApiKeyGrain(
                     _lease += grant.Lease;
                     metrics.RecordLeaseRefill();
                     _leaseUsed = true;
-                    _leaseTimer ??= this.RegisterGrainTimer(ReturnIdleLeaseAsync, new GrainTimerCreationOptions(LeaseIdleReturn, LeaseIdleReturn)
-                    {
-                        KeepAlive = false,
-                        Interleave = true,
-                    });
+                    ReturnWhenIdle();
                 }
 
                 return new Reservation(true, grant.Available + _lease, grant.Currency, Hold: grant.Hold);
