@@ -94,18 +94,11 @@ public interface IAccountGrain : IGrainWithStringKey
 
     /// <summary>
     /// Gives back what is left of a key's lease, by the hold each part was made in; <paramref name="seen"/> is as in
-    /// <see cref="LeaseRequest.Seen"/>. Answered, so the key knows when what it handed back has arrived.
+    /// <see cref="LeaseRequest.Seen"/>. Answered, so the key knows when what it handed back has arrived; sent again with the
+    /// same <paramref name="request"/> id until it is, and applied once.
     /// </summary>
     [Alias("ReturnLeaseAsync")]
-    Task ReturnLeaseAsync(string keyId, IReadOnlyList<HoldRelease> lease, long seen);
-
-    /// <summary>
-    /// Turns a reservation made in <paramref name="hold"/> into a charge of <paramref name="charge"/> (0 releases it)
-    /// and counts the call. A hold that has expired releases nothing (its money is free already); hold 0 releases
-    /// from the oldest holds.
-    /// </summary>
-    [OneWay, Alias("SettleAsync")]
-    Task SettleAsync(string serviceId, long reserved, long charge, bool succeeded, long hold = 0);
+    Task ReturnLeaseAsync(string keyId, IReadOnlyList<HoldRelease> lease, long seen, RequestId? request = null);
 
     /// <summary>
     /// Settles many calls at once (what a front door collected over a few milliseconds). Answered, so that a batch a
@@ -225,12 +218,17 @@ public readonly record struct HoldRelease(
 /// The sequence number of the newest lease the key vouches for: it has received every lease up to it, and nothing it handed
 /// back in another message is still on its way. The account counts the key as a lessee until it vouches for the newest.
 /// </param>
+/// <param name="Request">
+/// Names the request: one whose answer was lost is sent again with the same id, and the account answers it as the first time
+/// (the same hold and lease) without reserving or taking back anything again.
+/// </param>
 public sealed record LeaseRequest(
     [property: Id(0)] string KeyId,
     [property: Id(1)] long Amount,
     [property: Id(2)] IReadOnlyList<HoldRelease> Returning,
     [property: Id(3)] int LeaseCalls,
-    [property: Id(4)] long Seen);
+    [property: Id(4)] long Seen,
+    [property: Id(5)] RequestId? Request = null);
 
 /// <summary>The account's answer to a <see cref="LeaseRequest"/>.</summary>
 /// <param name="Lease">Extra allowance leased to the key, beyond the granted amount.</param>

@@ -216,10 +216,6 @@ public interface IApiKeyGrain : IGrainWithStringKey
     [Alias("VerifyAsync")]
     ValueTask<bool> VerifyAsync(string proof, CredentialKind kind);
 
-    /// <summary>Counts a settled call; fire and forget.</summary>
-    [OneWay, Alias("RecordAsync")]
-    Task RecordAsync(string serviceId, bool succeeded, bool charged);
-
     /// <summary>The account wants its leased allowance back (its balance runs low); fire and forget.</summary>
     [OneWay, AlwaysInterleave, Alias("RecallLeaseAsync")]
     Task RecallLeaseAsync();

@@ -9,6 +9,10 @@ namespace Marketplace;
 /// <param name="Wanted">Calls the front door expects to spend within a lease's life; 0 asks only for fresh credentials.</param>
 /// <param name="Waiting">True when a caller waits for this lease (the allowance is never empty then unless refused).</param>
 /// <param name="Ended">The leases this holder has finished with, and what it spent of each.</param>
+/// <param name="Request">
+/// Names the request: one whose answer was lost is sent again with the same id, and the key answers it with the lease it
+/// granted the first time instead of granting another (which nobody would report, holding quota and balance).
+/// </param>
 [GenerateSerializer, Immutable, Alias("mk.KeyLeaseRequest")]
 public sealed record KeyLeaseRequest(
     [property: Id(0)] Guid Holder,
@@ -20,7 +24,8 @@ public sealed record KeyLeaseRequest(
     [property: Id(6)] IReadOnlyList<LeaseReport> Ended,
     [property: Id(7)] IKeyLeaseHolder? Observer = null,
     [property: Id(8)] string? Proof = null,
-    [property: Id(9)] CredentialKind Kind = CredentialKind.KeySecret);
+    [property: Id(9)] CredentialKind Kind = CredentialKind.KeySecret,
+    [property: Id(10)] RequestId? Request = null);
 
 /// <summary>What a holder spent of a lease that ended.</summary>
 [GenerateSerializer, Immutable, Alias("mk.LeaseReport")]

@@ -45,6 +45,10 @@ public sealed partial class AccountGrain(
     // The highest journal batch applied per sender: seeded at activation from the journal read, then advanced by deliveries.
     private readonly Dictionary<Guid, DeliveryMark> _applied = [];
 
+    // The answers to keys' lease requests and returns, so one sent again after its answer was lost takes or gives back
+    // nothing twice (null: a return). In memory like the holds it guards; the window is explained on RequestMemory.
+    private readonly RequestMemory<LeaseGrant?> _keyRequests = new();
+
     public override async Task OnActivateAsync(CancellationToken cancellationToken)
     {
         await base.OnActivateAsync(cancellationToken);
@@ -241,19 +245,40 @@ public sealed partial class AccountGrain(
 
     public ValueTask<LeaseGrant> ReserveWithLeaseAsync(LeaseRequest request)
     {
+        if (request.Request is not { } id)
+        {
+            return ValueTask.FromResult(Grant(request));
+        }
+
+        switch (_keyRequests.Check(id, time.GetUtcNow(), out var first))
+        {
+            case RequestSeen.Repeat when first is not null:
+                return ValueTask.FromResult(first);
+            case RequestSeen.Stale:
+                // Its key stopped waiting for it: answered with nothing taken or given back.
+                return ValueTask.FromResult(new LeaseGrant(false, Available, State.Currency, false, 0, false));
+        }
+
+        var grant = Grant(request);
+        _keyRequests.Remember(id, grant);
+        return ValueTask.FromResult(grant);
+    }
+
+    private LeaseGrant Grant(LeaseRequest request)
+    {
         ExpireHolds();
         TakeBack(request.KeyId, request.Returning, request.Seen);
         if (!Exists || request.Amount < 0)
         {
-            return ValueTask.FromResult(new LeaseGrant(false, 0, State.Currency, false, 0, false));
+            return new LeaseGrant(false, 0, State.Currency, false, 0, false);
         }
 
         if (State.MonthlyCallCap is not null)
         {
             // A cap counts calls one by one, so a capped account does not lease.
             var reservation = Reserve(request.Amount);
-            return ValueTask.FromResult(new LeaseGrant(reservation.Granted, reservation.Available, reservation.Currency, reservation.CapReached, 0, false,
-                Hold: reservation.Hold));
+            return new LeaseGrant(reservation.Granted, reservation.Available, reservation.Currency, reservation.CapReached, 0, false,
+                Hold: reservation.Hold);
         }
 
         var available = Available;
@@ -261,7 +286,7 @@ public sealed partial class AccountGrain(
         {
             if (_lessees.Count == 0)
             {
-                return ValueTask.FromResult(new LeaseGrant(false, available, State.Currency, false, 0, false));
+                return new LeaseGrant(false, available, State.Currency, false, 0, false);
             }
 
             // One recall per lessee per interval: thousands of admissions retrying at once would otherwise send a
@@ -276,7 +301,7 @@ public sealed partial class AccountGrain(
                 }
             }
 
-            return ValueTask.FromResult(new LeaseGrant(false, available, State.Currency, false, 0, true));
+            return new LeaseGrant(false, available, State.Currency, false, 0, true);
         }
 
         var lease = 0L;
@@ -292,12 +317,24 @@ public sealed partial class AccountGrain(
             _lessees[request.KeyId] = (++_leaseSequence, hold);
         }
 
-        return ValueTask.FromResult(new LeaseGrant(true, available - request.Amount - lease, State.Currency, false, lease, false,
-            lease > 0 ? _leaseSequence : 0, hold));
+        return new LeaseGrant(true, available - request.Amount - lease, State.Currency, false, lease, false,
+            lease > 0 ? _leaseSequence : 0, hold);
     }
 
-    public Task ReturnLeaseAsync(string keyId, IReadOnlyList<HoldRelease> lease, long seen)
+    public Task ReturnLeaseAsync(string keyId, IReadOnlyList<HoldRelease> lease, long seen, RequestId? request = null)
     {
+        if (request is { } id)
+        {
+            if (_keyRequests.Check(id, time.GetUtcNow(), out _) != RequestSeen.New)
+            {
+                // Taken back before (or its key stopped waiting for the answer): releasing again would free money other
+                // reservations in the same holds still need.
+                return Task.CompletedTask;
+            }
+
+            _keyRequests.Remember(id, null);
+        }
+
         TakeBack(keyId, lease, seen);
         return Task.CompletedTask;
     }
@@ -348,24 +385,6 @@ public sealed partial class AccountGrain(
             metrics.RecordReservationsExpired(expired);
             LogReservationsExpired(logger, this.GetPrimaryKeyString(), expired);
         }
-    }
-
-    public Task SettleAsync(string serviceId, long reserved, long charge, bool succeeded, long hold = 0)
-    {
-        if (!Exists)
-        {
-            return Task.CompletedTask;
-        }
-
-        // In memory only: the journal's batches are what an activation counts.
-        // A settlement may reach a newer activation than the one that reserved (after a crash), or come after its hold
-        // expired: then it charges and releases nothing.
-        _reserved.Release(hold, reserved);
-        State.Balance -= charge;
-        State.TotalCharged += charge;
-        State.Usage.Count(serviceId, succeeded, charge > 0);
-        AlertWatch().Changed(State.Balance + State.CreditLimit + charge, time.GetUtcNow());
-        return Task.CompletedTask;
     }
 
     public Task SettleBatchAsync(SettlementBatch batch)

@@ -25,7 +25,8 @@ public sealed partial class ApiKeyGrain(
     ILogger<ApiKeyGrain> logger,
     TimeProvider time,
     MarketplaceMetrics metrics,
-    IJournalReader journal) : WriteBehindGrain<ApiKeyState>(store, options, logger), IApiKeyGrain, IAlertWatcher
+    IJournalReader journal,
+    HotPathCalls calls) : WriteBehindGrain<ApiKeyState>(store, options, logger), IApiKeyGrain, IAlertWatcher
 {
     private const int MaxActiveSecrets = 2;
 
@@ -69,6 +70,13 @@ public sealed partial class ApiKeyGrain(
     private readonly List<LeasePart> _leaseParts = [];
     private long _lease;
     private readonly AccountLeaseReceipts _receipts = new();
+
+    // Ids of this activation's requests to its account (asks and returns), each sent until answered (see RequestId).
+    private readonly RequestNumbers _accountRequests = new();
+
+    // The leases granted per front door request, so a request sent again after its answer was lost gets the same lease
+    // rather than a second one nobody would report. In memory like the leases themselves (see RequestMemory).
+    private readonly RequestMemory<Task<KeyLease>> _leaseRequests = new();
     private long _lastAvailable;
     private bool _leaseUsed;
     private IGrainTimer? _leaseTimer;
@@ -319,7 +327,30 @@ public sealed partial class ApiKeyGrain(
         return admission.Parts.Count > 0 ? admission.Result with { Hold = admission.Parts[0].Hold } : admission.Result;
     }
 
-    public async ValueTask<KeyLease> LeaseAsync(KeyLeaseRequest request)
+    public ValueTask<KeyLease> LeaseAsync(KeyLeaseRequest request)
+    {
+        if (request.Request is not { } id)
+        {
+            return GrantLeaseAsync(request);
+        }
+
+        switch (_leaseRequests.Check(id, time.GetUtcNow(), out var first))
+        {
+            // A first run that failed granted nothing (its reports are ended by id, so ending them again changes nothing): run anew.
+            case RequestSeen.Repeat when first is { IsFaulted: false, IsCanceled: false }:
+                return new ValueTask<KeyLease>(first);
+            case RequestSeen.Stale:
+                // Its holder stopped waiting for it: nothing granted.
+                return ValueTask.FromResult(KeyLease.Refused(AdmitOutcome.Admitted));
+        }
+
+        // Remembered before it runs: the grain interleaves, so a repeat may arrive while the first is still being decided.
+        var granting = GrantLeaseAsync(request).AsTask();
+        _leaseRequests.Remember(id, granting);
+        return new ValueTask<KeyLease>(granting);
+    }
+
+    private async ValueTask<KeyLease> GrantLeaseAsync(KeyLeaseRequest request)
     {
         var now = time.GetUtcNow();
         GiveBack(_leases.End(request.Holder, request.Ended, now));
@@ -846,6 +877,10 @@ public sealed partial class ApiKeyGrain(
     // Puts money a front door did not spend back into the key's lease, in the hold that carries it.
     private void AddToLease(long hold, long amount, DateTimeOffset at)
     {
+        // Money a front door gave back may have been reserved call by call (the account was not leasing), so no timer hands it
+        // back yet: without one it would stay reserved until the reservation timeout once nobody calls (a caller whose lease
+        // answer was lost leaves its one call unspent).
+        ReturnWhenIdle();
         _lease += amount;
         foreach (var part in _leaseParts)
         {
@@ -859,6 +894,14 @@ public sealed partial class ApiKeyGrain(
         var index = _leaseParts.FindIndex(part => part.At > at);
         _leaseParts.Insert(index < 0 ? _leaseParts.Count : index, new LeasePart(hold, amount, at));
     }
+
+    // The key's lease goes back to the account once unused for a whole period (ReturnIdleLeaseAsync).
+    private void ReturnWhenIdle() =>
+        _leaseTimer ??= this.RegisterGrainTimer(ReturnIdleLeaseAsync, new GrainTimerCreationOptions(LeaseIdleReturn, LeaseIdleReturn)
+        {
+            KeepAlive = false,
+            Interleave = true,
+        });
 
     // The price of one call from the key's lease when a part covers it, otherwise from the account (returning the lease's rest).
     private async Task<Reservation> ReserveAsync(long price, int leaseCalls = -1)
@@ -887,7 +930,6 @@ public sealed partial class ApiKeyGrain(
     {
         var account = GrainFactory.GetGrain<IAccountGrain>(State.AccountId);
         var keyId = this.GetPrimaryKeyString();
-        var callTimeout = hotPath.Value.GrainCallTimeout;
         DateTimeOffset? giveUpAt = null;
         var delay = LeaseRetryDelay;
         while (true)
@@ -906,17 +948,31 @@ public sealed partial class ApiKeyGrain(
             var returning = TakeLease();
             var ask = ++_accountAsksSent;
             var (receipt, seen) = _receipts.Open(handingBack: returning.Count > 0);
+            var id = _accountRequests.Open();
+            var request = new LeaseRequest(keyId, price, returning, price > 0 ? Math.Max(metering.Value.LeaseCalls, leaseCalls) : 0, seen, id);
             LeaseGrant grant;
             try
             {
-                grant = await AskAccountAsync(account,
-                    new LeaseRequest(keyId, price, returning, price > 0 ? Math.Max(metering.Value.LeaseCalls, leaseCalls) : 0, seen), callTimeout);
+                // Sent again with the same id until answered: a grant whose answer was lost would otherwise hold its money at
+                // the account until the reservation timeout, and what the request handed back too.
+                grant = await calls.CallAsync(() => account.ReserveWithLeaseAsync(request), HotPathRetry.UntilAnswered, "account");
+            }
+            catch (ClusterUnavailableException exception)
+            {
+                // Unanswered for a minute: the answer is dropped, and a lease in it with it (its hold expires at the account).
+                // The fault reaches the admission's caller, perhaps in another process, as a timeout: the call path's own
+                // exception has no serializer.
+                _receipts.Answered(receipt, 0);
+                throw new TimeoutException(exception.Message);
             }
             catch
             {
-                // Unanswered in time: the answer is dropped, and a lease in it with it (its hold expires at the account).
                 _receipts.Answered(receipt, 0);
                 throw;
+            }
+            finally
+            {
+                _accountRequests.Close(id);
             }
 
             _receipts.Answered(receipt, grant.Sequence);
@@ -936,11 +992,7 @@ public sealed partial class ApiKeyGrain(
                     _lease += grant.Lease;
                     metrics.RecordLeaseRefill();
                     _leaseUsed = true;
-                    _leaseTimer ??= this.RegisterGrainTimer(ReturnIdleLeaseAsync, new GrainTimerCreationOptions(LeaseIdleReturn, LeaseIdleReturn)
-                    {
-                        KeepAlive = false,
-                        Interleave = true,
-                    });
+                    ReturnWhenIdle();
                 }
 
                 return new Reservation(true, grant.Available + _lease, grant.Currency, Hold: grant.Hold);
@@ -971,28 +1023,6 @@ public sealed partial class ApiKeyGrain(
         }
     }
 
-    // The lease refill is a grain call of the call path: bounded like the admission that waits on it, so an account on a
-    // hung silo costs this key's admissions the timeout, not Orleans' 30 s. The bound races the call rather than cancelling
-    // it: a cancellable token on a grain call costs Orleans far more per call than the whole admission (measured: half the
-    // front door's throughput), and an abandoned answer is dropped when Orleans' own timeout ends it.
-    private async ValueTask<LeaseGrant> AskAccountAsync(IAccountGrain account, LeaseRequest request, TimeSpan timeout)
-    {
-        var asked = account.ReserveWithLeaseAsync(request);
-        if (asked.IsCompleted)
-        {
-            return asked.Result;
-        }
-
-        try
-        {
-            return await asked.AsTask().WaitAsync(timeout, time);
-        }
-        catch (TimeoutException)
-        {
-            throw new TimeoutException($"The account did not answer the key within {timeout.TotalSeconds:0.#} s.");
-        }
-    }
-
     // Hands back a lease unused for a whole period, and one old enough that its hold could soon expire at the account
     // (the next admission takes a fresh one).
     private async Task ReturnIdleLeaseAsync(CancellationToken cancellationToken)
@@ -1020,17 +1050,23 @@ public sealed partial class ApiKeyGrain(
 
     private async Task HandBackAsync(IReadOnlyList<HoldRelease> lease, long receipt, long seen)
     {
+        var account = GrainFactory.GetGrain<IAccountGrain>(State.AccountId);
+        var keyId = this.GetPrimaryKeyString();
+        var id = _accountRequests.Open();
         try
         {
-            await GrainFactory.GetGrain<IAccountGrain>(State.AccountId).ReturnLeaseAsync(this.GetPrimaryKeyString(), lease, seen);
+            // Sent again with the same id until answered (the account takes it back once): a lost return would hold its money
+            // at the account until the reservation timeout.
+            await calls.CallAsync(() => account.ReturnLeaseAsync(keyId, lease, seen, id), HotPathRetry.UntilAnswered, "account");
         }
         catch (Exception exception)
         {
             // What was not handed back is given back by the account when its hold expires.
-            LogLeaseNotReturned(logger, this.GetPrimaryKeyString(), exception.Message);
+            LogLeaseNotReturned(logger, keyId, exception.Message);
         }
         finally
         {
+            _accountRequests.Close(id);
             _receipts.Answered(receipt, 0);
         }
     }
@@ -1101,17 +1137,6 @@ public sealed partial class ApiKeyGrain(
 
     public ValueTask<ApiKeyInfo?> AuthenticateAsync(string secret) =>
         ValueTask.FromResult(Check(secret, CredentialKind.KeySecret, time.GetUtcNow()) is null ? ToInfo() : null);
-
-    public Task RecordAsync(string serviceId, bool succeeded, bool charged)
-    {
-        if (Exists)
-        {
-            // In memory only: the journal's batches are what an activation counts.
-            State.Usage.Count(serviceId, succeeded, charged);
-        }
-
-        return Task.CompletedTask;
-    }
 
     public Task RecordBatchAsync(IReadOnlyList<ServiceUsageDelta> usage, DeliveryId? delivery = null)
     {

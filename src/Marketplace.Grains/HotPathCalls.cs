@@ -15,6 +15,13 @@ public enum HotPathRetry
 
     /// <summary>Once, after any cluster fault but a timeout: the call reads, or repeating it changes nothing.</summary>
     WhenSafe = 2,
+
+    /// <summary>
+    /// Again and again after any cluster fault, a timeout included, with a growing pause, for about a minute: the request
+    /// carries a <see cref="RequestId"/> its receiver remembers, so however often it arrives it is applied once, and sending
+    /// it until it is answered is how its sender learns an outcome a lost answer hid.
+    /// </summary>
+    UntilAnswered = 3,
 }
 
 /// <summary>
@@ -34,6 +41,7 @@ public sealed class HotPathCalls
     private readonly ResiliencePipeline _never;
     private readonly ResiliencePipeline _whenNotRun;
     private readonly ResiliencePipeline _whenSafe;
+    private readonly ResiliencePipeline _untilAnswered;
     private readonly TimeProvider _time;
     private CancellationTokenSource _connections = new();
 
@@ -45,6 +53,19 @@ public sealed class HotPathCalls
         _never = ResiliencePipeline.Empty;
         _whenNotRun = Build(time, IsRefusedBeforeRun);
         _whenSafe = Build(time, IsRepeatable);
+
+        // 10 ms doubling to 1 s: 60 attempts span about a minute (more when attempts time out), the settlements' resend window.
+        _untilAnswered = new ResiliencePipelineBuilder { TimeProvider = time }
+            .AddRetry(new RetryStrategyOptions
+            {
+                MaxRetryAttempts = 60,
+                BackoffType = DelayBackoffType.Exponential,
+                Delay = TimeSpan.FromMilliseconds(10),
+                MaxDelay = TimeSpan.FromSeconds(1),
+                UseJitter = false,
+                ShouldHandle = arguments => ValueTask.FromResult(arguments.Outcome.Exception is { } exception && IsClusterFault(exception)),
+            })
+            .Build();
     }
 
     /// <summary>The bound on each grain call.</summary>
@@ -71,6 +92,7 @@ public sealed class HotPathCalls
         {
             HotPathRetry.WhenSafe => _whenSafe,
             HotPathRetry.WhenNotRun => _whenNotRun,
+            HotPathRetry.UntilAnswered => _untilAnswered,
             _ => _never,
         };
         try

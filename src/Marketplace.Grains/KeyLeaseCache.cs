@@ -34,6 +34,9 @@ public sealed partial class KeyLeaseCache : IKeyLeaseHolder, IDisposable
     private readonly ConcurrentDictionary<(string KeyId, string ServiceId), Entry> _entries = new();
     private readonly ITimer _sweep;
     private readonly long _lifetime;
+
+    // Ids of this front door's lease requests: one whose outcome is unknown is sent again with its id until answered.
+    private readonly RequestNumbers _requests = new();
     private IKeyLeaseHolder? _observer;
     private int _observerAsked;
 
@@ -133,15 +136,17 @@ public sealed partial class KeyLeaseCache : IKeyLeaseHolder, IDisposable
             return NothingAsked;
         }
 
+        var id = _requests.Open();
         var request = new KeyLeaseRequest(Holder, route.ServiceId, route.Price, route.Currency, entry.Wanted(waiting, _options.MaxCalls), waiting,
-            entry.TakeEnded(_time.GetTimestamp()), Observer(), proof, kind);
+            entry.TakeEnded(_time.GetTimestamp()), Observer(), proof, kind, id);
         // A lease counts its life from when it was asked for: granted after that, it ends at most a lifetime after the grant,
         // so a change the key made after granting it takes effect here within a lifetime even if its push is lost.
         var asked = _time.GetTimestamp();
+        var key = _keys.Get(entry.KeyId);
         try
         {
-            var key = _keys.Get(entry.KeyId);
             var lease = await _hotPath.CallAsync(() => key.LeaseAsync(request), HotPathRetry.WhenNotRun, "API key");
+            _requests.Close(id);
             entry.Apply(lease, asked);
             _metrics.RecordLeaseRefill();
             completion.SetResult(lease);
@@ -149,6 +154,18 @@ public sealed partial class KeyLeaseCache : IKeyLeaseHolder, IDisposable
         }
         catch (Exception exception)
         {
+            if (exception is ClusterUnavailableException)
+            {
+                // The key may have granted a lease whose answer was lost: its quota and balance would stay taken while this
+                // front door lives. The callers waiting now get the fault; the request is sent again meanwhile until answered.
+                entry.StartResolving();
+                _ = ResolveAsync(entry, key, request, id, asked);
+            }
+            else
+            {
+                _requests.Close(id);
+            }
+
             entry.Restore(request.Ended);
             _ = completion.Task.ContinueWith(static task => task.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted,
                 TaskScheduler.Default);
@@ -162,6 +179,28 @@ public sealed partial class KeyLeaseCache : IKeyLeaseHolder, IDisposable
     }
 
     private static readonly KeyLease NothingAsked = KeyLease.Refused(AdmitOutcome.Admitted);
+
+    // Sends a request whose outcome is unknown again, with its id, until the key answers (it answers a repeat with the lease
+    // it granted the first time, if any). A lease that comes back is spent like any other, or reported unspent once it
+    // lapses (its life counts from the first asking), so the key gets back what it took for it.
+    private async Task ResolveAsync(Entry entry, IApiKeyGrain key, KeyLeaseRequest request, RequestId id, long asked)
+    {
+        try
+        {
+            var lease = await _hotPath.CallAsync(() => key.LeaseAsync(request), HotPathRetry.UntilAnswered, "API key");
+            entry.ApplyLate(lease, asked);
+        }
+        catch (Exception exception)
+        {
+            // The key gives a lease nobody reports back once this front door falls silent for its key.
+            LogResolveFailed(_logger, entry.KeyId, exception.Message);
+        }
+        finally
+        {
+            _requests.Close(id);
+            entry.EndResolving();
+        }
+    }
 
     private IKeyLeaseHolder? Observer()
     {
@@ -238,7 +277,8 @@ public sealed partial class KeyLeaseCache : IKeyLeaseHolder, IDisposable
         }
         catch (Exception exception)
         {
-            // The key gives the lease back on its own once it lapsed (counting what this front door's journal settled).
+            // Sent again with the next request or sweep: the key ends a lease once, by its id, however often it is reported.
+            entry.Restore(ended);
             LogReportFailed(_logger, entry.KeyId, exception.Message);
         }
     }
@@ -269,6 +309,7 @@ public sealed partial class KeyLeaseCache : IKeyLeaseHolder, IDisposable
         private int _wanted = 1;
         private int _takesSinceGrant;
         private long _askedAt;
+        private int _resolving;
         private Task<KeyLease>? _refill;
 
         // The proof last verified against the newest credentials, and until when its secret or token is valid: a busy key's
@@ -558,7 +599,46 @@ public sealed partial class KeyLeaseCache : IKeyLeaseHolder, IDisposable
         {
             lock (_gate)
             {
-                return _open.Count == 0 && _ended.Count == 0 && _refill is null && _waiting is null && timestamp - _lastUsed > 2 * lifetime;
+                return _open.Count == 0 && _ended.Count == 0 && _refill is null && _waiting is null && _resolving == 0
+                    && timestamp - _lastUsed > 2 * lifetime;
+            }
+        }
+
+        // A request whose outcome is unknown is being sent again: the entry stays, so a lease it brings back is reported.
+        public void StartResolving()
+        {
+            lock (_gate)
+            {
+                _resolving++;
+            }
+        }
+
+        public void EndResolving()
+        {
+            lock (_gate)
+            {
+                _resolving--;
+            }
+        }
+
+        // A lease whose first answer was lost: its allowance is open to spend until a lifetime after it was asked for, but
+        // its credentials do not replace newer ones. One granted at another price than the newest lease's goes back unspent.
+        public void ApplyLate(KeyLease lease, long askedAt)
+        {
+            if (lease.Outcome != AdmitOutcome.Admitted || lease.Allowance.Count == 0)
+            {
+                return;
+            }
+
+            lock (_gate)
+            {
+                if (_newest is null || _newest.Price != lease.Price || _newest.Currency != lease.Currency)
+                {
+                    _ended.Add(new LeaseReport(lease.LeaseId, 0));
+                    return;
+                }
+
+                _open.Add(new OpenLease(lease.LeaseId, lease.Allowance, askedAt + Math.Min(lifetime, (long)(lease.Lifetime.TotalSeconds * frequency))));
             }
         }
 
@@ -645,6 +725,9 @@ public sealed partial class KeyLeaseCache : IKeyLeaseHolder, IDisposable
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Ended leases of key {KeyId} not reported (the key takes them back when they lapse): {Reason}")]
     private static partial void LogReportFailed(ILogger logger, string keyId, string reason);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "A lease request to key {KeyId} whose answer was lost stayed unanswered (the key takes back what it granted once this front door falls silent): {Reason}")]
+    private static partial void LogResolveFailed(ILogger logger, string keyId, string reason);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Key changes cannot be pushed to this front door (leases lapse instead): {Reason}")]
     private static partial void LogNoObserver(ILogger logger, string reason);

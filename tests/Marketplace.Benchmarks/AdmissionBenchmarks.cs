@@ -25,8 +25,9 @@ public class AdmissionBenchmarks
     private AdmissionDriver? _driver;
 
     /// <summary>
-    /// False: admit, then one-way <see cref="IAccountGrain.SettleAsync"/> and <see cref="IApiKeyGrain.RecordAsync"/>.
-    /// True: also the one-way <see cref="IDataServiceGrain.RecordAsync"/>, exactly what <c>CallPipeline</c> sends.
+    /// False: admit, then the journal's batched settlements to the account and the key
+    /// (<see cref="IAccountGrain.SettleBatchAsync"/>, <see cref="IApiKeyGrain.RecordBatchAsync"/>).
+    /// True: a batch also waits until the data service has counted every call.
     /// </summary>
     [Params(false, true)]
     public bool RecordOnService { get; set; }

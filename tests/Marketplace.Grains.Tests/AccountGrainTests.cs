@@ -108,10 +108,11 @@ public sealed class AccountGrainTests(ClusterFixture fixture)
         var accountId = await fixture.CreateAccountAsync(balance: 100);
         var serviceId = TestIds.Service();
         var account = Account(accountId);
-        Assert.True((await account.ReserveAsync(30)).Granted);
+        var reservation = await account.ReserveAsync(30);
+        Assert.True(reservation.Granted);
 
-        await account.SettleAsync(serviceId, 30, 30, succeeded: true);
-        var info = await Poll.UntilAsync(async () => (await account.GetAsync())!, a => a.Usage.Calls == 1);
+        await account.SettleBatchAsync(new SettlementBatch(30, 30, [new ServiceUsageDelta(serviceId, 1, 1, 0, 30)], [new HoldRelease(reservation.Hold, 30)]));
+        var info = (await account.GetAsync())!;
 
         Assert.Equal(70, info.Balance);
         Assert.Equal(0, info.Reserved);
@@ -129,10 +130,11 @@ public sealed class AccountGrainTests(ClusterFixture fixture)
         var accountId = await fixture.CreateAccountAsync(balance: 100);
         var serviceId = TestIds.Service();
         var account = Account(accountId);
-        Assert.True((await account.ReserveAsync(30)).Granted);
+        var reservation = await account.ReserveAsync(30);
+        Assert.True(reservation.Granted);
 
-        await account.SettleAsync(serviceId, 30, 0, succeeded: false);
-        var info = await Poll.UntilAsync(async () => (await account.GetAsync())!, a => a.Usage.Calls == 1);
+        await account.SettleBatchAsync(new SettlementBatch(30, 0, [new ServiceUsageDelta(serviceId, 1, 0, 1, 0)], [new HoldRelease(reservation.Hold, 30)]));
+        var info = (await account.GetAsync())!;
 
         Assert.Equal(100, info.Balance);
         Assert.Equal(0, info.Reserved);

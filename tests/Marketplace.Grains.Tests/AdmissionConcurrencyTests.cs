@@ -45,7 +45,8 @@ public sealed class AdmissionConcurrencyTests(ClusterFixture fixture)
 
         foreach (var result in admitted)
         {
-            await account.SettleAsync(serviceId, result.Reserved, result.Reserved, succeeded: true);
+            await account.SettleBatchAsync(new SettlementBatch(result.Reserved, result.Reserved,
+                [new ServiceUsageDelta(serviceId, 1, 1, 0, result.Reserved)], [new HoldRelease(result.Hold, result.Reserved)]));
         }
 
         var settled = await Poll.UntilAsync(async () => (await account.GetAsync())!, a => a.Usage.Calls >= expectedAdmitted);

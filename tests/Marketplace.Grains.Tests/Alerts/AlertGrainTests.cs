@@ -125,13 +125,13 @@ public sealed class AlertGrainTests(ClusterFixture fixture)
 
         for (var call = 1; call <= 5; call++)
         {
-            await account.SettleAsync(serviceId, 0, 100, succeeded: true);
+            await account.SettleBatchAsync(new SettlementBatch(0, 100, [new ServiceUsageDelta(serviceId, 1, 1, 0, 100)]));
         }
 
         var first = Assert.Single(await receiver.WaitForAsync("balance", 1));
         for (var call = 6; call <= 10; call++)
         {
-            await account.SettleAsync(serviceId, 0, 100, succeeded: true);
+            await account.SettleBatchAsync(new SettlementBatch(0, 100, [new ServiceUsageDelta(serviceId, 1, 1, 0, 100)]));
         }
 
         await receiver.WaitForAsync("balance", 2);
@@ -139,7 +139,7 @@ public sealed class AlertGrainTests(ClusterFixture fixture)
         // A top-up starts a new cycle from 1000 spendable: 50% fires again at 500 spent, and only then.
         await account.TopUpAsync(1_000, "more");
         await account.SettleBatchAsync(new SettlementBatch(0, 400, [new ServiceUsageDelta(serviceId, 4, 4, 0, 400)]));
-        await account.SettleAsync(serviceId, 0, 100, succeeded: true);
+        await account.SettleBatchAsync(new SettlementBatch(0, 100, [new ServiceUsageDelta(serviceId, 1, 1, 0, 100)]));
         var all = await receiver.WaitForAsync("balance", 3);
 
         Assert.Equal(3, all.Count);

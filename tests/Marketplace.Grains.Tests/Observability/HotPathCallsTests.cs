@@ -93,6 +93,29 @@ public sealed class HotPathCallsTests
     }
 
     [Fact]
+    public async Task CallAsync_UntilAnswered_LostAnswersAndTimeoutsRepeatedUntilTheAnswerComes()
+    {
+        var attempts = 0;
+        var call = _calls.CallAsync(() => ++attempts switch
+        {
+            1 => ValueTask.FromException<int>(new SiloUnavailableException("gone")),
+            2 => ValueTask.FromException<int>(new TimeoutException("lost")),
+            3 => Hang(),
+            _ => ValueTask.FromResult(9),
+        }, HotPathRetry.UntilAnswered, "account").AsTask();
+
+        // The pauses between attempts and the hung attempt's bound are on the fake clock: move it until the answer comes.
+        for (var step = 0; step < 10_000 && !call.IsCompleted; step++)
+        {
+            _time.Advance(TimeSpan.FromMilliseconds(10));
+            await Task.Yield();
+        }
+
+        Assert.Equal(9, await call);
+        Assert.Equal(4, attempts);
+    }
+
+    [Fact]
     public async Task CallAsync_RuleViolationFromTheGrain_PassesThroughUnchanged()
     {
         var call = _calls.CallAsync<int>(() => throw new ArgumentException("bad input"), HotPathRetry.WhenSafe, "API key").AsTask();
