@@ -127,9 +127,9 @@ public sealed class SiloHostOptions
     /// <summary>
     /// With the <c>Distributed</c> directory: how long after a silo stopped answering (estimated as the time it was
     /// declared dead minus the membership's failure-detection window, 8 s) no other silo may activate the grains it held,
-    /// in case it still runs them (hung or cut off rather than gone). The default, 9 s, holds them for one second after
-    /// the declaration; 8 s or less (0 included) turns the hold off. Each second above 8 s delays recovery from a killed
-    /// or hung silo by a second; Orleans' default, 30 s, delayed it by 22 s. See <see cref="ClusterGrainDirectory"/>.
+    /// in case it still runs them (hung or cut off rather than gone). The default, 8.5 s, holds them for half a second
+    /// after the declaration; 8 s or less (0 included) turns the hold off. Each second above 8 s delays recovery from a
+    /// killed or hung silo by a second; Orleans' default, 30 s, delayed it by 22 s. See <see cref="ClusterGrainDirectory"/>.
     /// </summary>
     public TimeSpan GrainDirectoryLease { get; set; } = ClusterGrainDirectory.DefaultLease;
 
