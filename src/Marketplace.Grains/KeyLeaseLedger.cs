@@ -138,7 +138,7 @@ public sealed class KeyLeaseLedger
         var returned = new List<Returned>();
         foreach (var (holderId, holder) in _holders.ToList())
         {
-            if (now - holder.LastSeen < reclaimAfter || deferred?.Contains(holderId) == true)
+            if (!IsSilent(holder, now, reclaimAfter) || deferred?.Contains(holderId) == true)
             {
                 continue;
             }
@@ -146,7 +146,7 @@ public sealed class KeyLeaseLedger
             for (var i = 0; i < holder.Open.Count;)
             {
                 var lease = holder.Open[i];
-                if (now - lease.GrantedAt < lifetime + reclaimAfter)
+                if (!HasLapsed(lease, now, lifetime, reclaimAfter))
                 {
                     i++;
                     continue;
@@ -175,8 +175,13 @@ public sealed class KeyLeaseLedger
     /// settled is counted before the rest is given back.
     /// </summary>
     public List<Guid> DueForReclaim(DateTimeOffset now, TimeSpan lifetime, TimeSpan reclaimAfter) =>
-        [.. _holders.Where(h => now - h.Value.LastSeen >= reclaimAfter && h.Value.Open.Exists(lease => now - lease.GrantedAt >= lifetime + reclaimAfter))
+        [.. _holders.Where(h => IsSilent(h.Value, now, reclaimAfter) && h.Value.Open.Exists(lease => HasLapsed(lease, now, lifetime, reclaimAfter)))
             .Select(h => h.Key)];
+
+    private static bool IsSilent(Holder holder, DateTimeOffset now, TimeSpan reclaimAfter) => now - holder.LastSeen >= reclaimAfter;
+
+    private static bool HasLapsed(GrantedLease lease, DateTimeOffset now, TimeSpan lifetime, TimeSpan reclaimAfter) =>
+        now - lease.GrantedAt >= lifetime + reclaimAfter;
 
     private static readonly TimeSpan ForgetAfter = TimeSpan.FromMinutes(10);
 

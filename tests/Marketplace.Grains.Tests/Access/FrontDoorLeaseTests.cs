@@ -1,4 +1,3 @@
-using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Time.Testing;
 
@@ -12,8 +11,8 @@ namespace Marketplace.Grains.Tests;
 [Collection(LeasingClusterFixture.Collection)]
 public sealed class FrontDoorLeaseTests(LeasingClusterFixture fixture) : IClassFixture<LeasingClusterFixture>, IDisposable
 {
-    private const string Currency = "EUR";
-    private readonly List<ServiceProvider> _frontDoors = [];
+    private const string Currency = TestFrontDoors.Currency;
+    private readonly TestFrontDoors _doors = new(fixture.Grains);
 
     [Fact]
     public async Task TwoFrontDoors_ThousandsOfCallsOverADayQuota_AdmitExactlyTheQuota()
@@ -232,60 +231,20 @@ public sealed class FrontDoorLeaseTests(LeasingClusterFixture fixture) : IClassF
 
     private static long DayUsed(ApiKeyInfo? key) => key!.Quotas!.Single(q => q.Window == "day" && q.ServiceId is null).Used;
 
-    private static async Task<T> PollLongAsync<T>(Func<Task<T>> read, Func<T, bool> done)
-    {
-        var value = await read();
-        for (var i = 0; i < 600 && !done(value); i++)
-        {
-            await Task.Delay(50, TestContext.Current.CancellationToken);
-            value = await read();
-        }
-
-        return value;
-    }
+    private static Task<T> PollLongAsync<T>(Func<Task<T>> read, Func<T, bool> done) => TestFrontDoors.PollLongAsync(read, done);
 
     // A front door's services, as a front door process registers them, with its own journal (so its own holder id).
     private KeyLeaseCache FrontDoor(TimeProvider? time = null, bool push = true) =>
         FrontDoorServices(time, push).GetRequiredService<KeyLeaseCache>();
 
-    private ServiceProvider FrontDoorServices(TimeProvider? time, bool push)
-    {
-        var services = new ServiceCollection();
-        services.AddSingleton<IConfiguration>(new ConfigurationBuilder().Build());
-        services.AddLogging();
-        services.AddSingleton(fixture.Grains);
-        if (time is not null)
-        {
-            services.AddSingleton(time);
-        }
-
-        services.AddMarketplaceCallPipeline();
-        services.Configure<LeaseOptions>(o => o.PushChanges = push);
-        var provider = services.BuildServiceProvider();
-        _frontDoors.Add(provider);
-        return provider;
-    }
+    private ServiceProvider FrontDoorServices(TimeProvider? time, bool push) => _doors.Build(time, push);
 
     private async Task<(string AccountId, string KeyId, string Secret, string ServiceId)> CreateAsync(long balance, long price, KeyLimits? limits)
     {
-        var accountId = TestIds.Account();
-        var providerId = TestIds.Provider();
-        var serviceId = TestIds.Service();
-        await fixture.Grains.GetGrain<IProviderGrain>(providerId).UpsertAsync(new ProviderSpec("p", null));
-        await fixture.Grains.GetGrain<IDataServiceGrain>(serviceId).UpsertAsync(
-            new DataServiceSpec("s", providerId, "http://127.0.0.1:9/x", price, Currency, null, 1000, Status: ServiceStatus.Published));
-        await fixture.Grains.GetGrain<IAccountGrain>(accountId).CreateAsync(new AccountSpec("a", Currency, 0));
-        await fixture.Grains.GetGrain<IAccountGrain>(accountId).TopUpAsync(balance, "test");
-        var keyId = TestIds.Key();
-        var created = await fixture.Grains.GetGrain<IApiKeyGrain>(keyId).CreateAsync(new ApiKeySpec(accountId, "k", [serviceId], null, limits));
-        return (accountId, keyId, created.ApiKey[(created.ApiKey.IndexOf('.') + 1)..], serviceId);
+        var (accountId, serviceId) = await _doors.CreateServiceAndAccountAsync(price, balance);
+        var (keyId, secret) = await _doors.CreateKeyAsync(accountId, serviceId, limits);
+        return (accountId, keyId, secret, serviceId);
     }
 
-    public void Dispose()
-    {
-        foreach (var provider in _frontDoors)
-        {
-            provider.Dispose();
-        }
-    }
+    public void Dispose() => _doors.Dispose();
 }

@@ -1,5 +1,4 @@
 using System.Collections.Concurrent;
-using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 
 namespace Marketplace.Grains.Tests;
@@ -14,8 +13,8 @@ namespace Marketplace.Grains.Tests;
 [Collection(LeasingClusterFixture.Collection)]
 public sealed class PacketLossTests(PacketLossClusterFixture fixture) : IClassFixture<PacketLossClusterFixture>, IDisposable
 {
-    private const string Currency = "EUR";
-    private readonly List<ServiceProvider> _frontDoors = [];
+    private const string Currency = TestFrontDoors.Currency;
+    private readonly TestFrontDoors _doors = new(fixture.Grains);
 
     [Fact]
     public async Task MoneyMessages_FifteenPercentLost_NothingChargedTwiceOrLostAndEveryReservationReleased()
@@ -168,59 +167,22 @@ public sealed class PacketLossTests(PacketLossClusterFixture fixture) : IClassFi
         }
     }
 
-    private static async Task<T> PollLongAsync<T>(Func<Task<T>> read, Func<T, bool> done)
-    {
-        var value = await read();
-        for (var i = 0; i < 600 && !done(value); i++)
-        {
-            await Task.Delay(50, TestContext.Current.CancellationToken);
-            value = await read();
-        }
-
-        return value;
-    }
+    private static Task<T> PollLongAsync<T>(Func<Task<T>> read, Func<T, bool> done) => TestFrontDoors.PollLongAsync(read, done);
 
     // A front door as a front door process registers it: its own lease cache, journal (so its own holder id) and settlements.
     private (KeyLeaseCache Cache, MemoryJournal Journal, SettlementBatcher Settlements) FrontDoor()
     {
-        var services = new ServiceCollection();
-        services.AddSingleton<IConfiguration>(new ConfigurationBuilder().Build());
-        services.AddLogging();
-        services.AddSingleton(fixture.Grains);
-        services.AddSingleton<TimeProvider>(fixture.Time);
-        services.AddMarketplaceCallPipeline();
-        var provider = services.BuildServiceProvider();
-        _frontDoors.Add(provider);
+        var provider = _doors.Build(fixture.Time);
         return (provider.GetRequiredService<KeyLeaseCache>(), provider.GetRequiredService<MemoryJournal>(), provider.GetRequiredService<SettlementBatcher>());
     }
 
     private async Task<(string AccountId, string ServiceId, (string Id, string Secret) Limited, (string Id, string Secret) Unlimited)> CreateAsync(
         long price, long topUp, long creditLimit, long quota)
     {
-        var accountId = TestIds.Account();
-        var providerId = TestIds.Provider();
-        var serviceId = TestIds.Service();
-        await fixture.Grains.GetGrain<IProviderGrain>(providerId).UpsertAsync(new ProviderSpec("p", null));
-        await fixture.Grains.GetGrain<IDataServiceGrain>(serviceId).UpsertAsync(
-            new DataServiceSpec("s", providerId, "http://127.0.0.1:9/x", price, Currency, null, 1000, Status: ServiceStatus.Published));
-        var account = fixture.Grains.GetGrain<IAccountGrain>(accountId);
-        await account.CreateAsync(new AccountSpec("a", Currency, creditLimit));
-        await account.TopUpAsync(topUp, "test");
-        return (accountId, serviceId, await KeyAsync(new KeyLimits(null, new Quota(quota, null), null, null)), await KeyAsync(null));
-
-        async Task<(string, string)> KeyAsync(KeyLimits? limits)
-        {
-            var keyId = TestIds.Key();
-            var created = await fixture.Grains.GetGrain<IApiKeyGrain>(keyId).CreateAsync(new ApiKeySpec(accountId, "k", [serviceId], null, limits));
-            return (keyId, created.ApiKey[(created.ApiKey.IndexOf('.') + 1)..]);
-        }
+        var (accountId, serviceId) = await _doors.CreateServiceAndAccountAsync(price, topUp, creditLimit);
+        return (accountId, serviceId, await _doors.CreateKeyAsync(accountId, serviceId, new KeyLimits(null, new Quota(quota, null), null, null)),
+            await _doors.CreateKeyAsync(accountId, serviceId, null));
     }
 
-    public void Dispose()
-    {
-        foreach (var provider in _frontDoors)
-        {
-            provider.Dispose();
-        }
-    }
+    public void Dispose() => _doors.Dispose();
 }
