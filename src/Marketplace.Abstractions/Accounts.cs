@@ -15,6 +15,8 @@ public sealed record AccountSpec(
 /// <param name="Reserved">Prices held for calls in flight.</param>
 /// <param name="Available">What new calls may still spend: Balance - Reserved + CreditLimit.</param>
 /// <param name="Credits">Every top-up and adjustment added up: the balance is this minus the journal's charges.</param>
+/// <param name="Withheld">Part of <paramref name="Reserved"/>: the most the account's previous activation may still have held
+/// (its grain moved or its silo died), released as settlements name it, the rest after 1.1 × Metering:ReservationTimeout.</param>
 [GenerateSerializer, Immutable, Alias("mk.AccountInfo")]
 public sealed record AccountInfo(
     [property: Id(0)] string Id,
@@ -31,7 +33,8 @@ public sealed record AccountInfo(
     [property: Id(11)] DateTimeOffset CreatedAt,
     [property: Id(12)] long? MonthlyCallCap = null,
     [property: Id(13)] long CallsThisMonth = 0,
-    [property: Id(14)] long Credits = 0);
+    [property: Id(14)] long Credits = 0,
+    [property: Id(15)] long Withheld = 0);
 
 /// <summary>Call counts: in total and per data service.</summary>
 [GenerateSerializer, Immutable, Alias("mk.UsageCounters")]

@@ -26,6 +26,18 @@ public sealed partial class AccountGrain(
     // What is never released (a front door or key activation died) is given back after Metering:ReservationTimeout.
     private readonly ReservationBook _reserved = new(metering.Value.ReservationTimeout);
 
+    // What the account holds never exceeds State.ReservedCeiling, and a higher ceiling is stored before it is used, so a new
+    // activation (the old one's silo died, or the grain moved) knows the most the old one may have held and withholds it:
+    // keys still spend the old activation's leases and front doors still settle its calls (ReservationBook.Withhold). A raise
+    // goes a quarter above what is needed in one write; once a minute the ceiling is lowered (written behind) to a quarter
+    // above the most held over the last two minutes, so a steady load writes nothing and little is withheld after a move.
+    private static readonly TimeSpan CeilingReview = TimeSpan.FromMinutes(1);
+    private long _heldPeak;
+    private long _previousPeak;
+    private DateTimeOffset _ceilingReviewedAt;
+    private Task? _ceilingWrite;
+    private static readonly TimeSpan CeilingWriteWait = TimeSpan.FromMilliseconds(250);
+
     // Keys that may hold leased allowance, with the sequence number of the newest lease each was sent and the hold
     // carrying it; recalled when the balance runs low. A key leaves the set once it has returned its lease having seen
     // that newest one, or when the lease's hold expires (the key activation holding it may be gone).
@@ -35,6 +47,9 @@ public sealed partial class AccountGrain(
     private readonly Dictionary<string, DateTimeOffset> _recalled = new(StringComparer.Ordinal);
     private static readonly TimeSpan RecallInterval = TimeSpan.FromMilliseconds(50);
     private long _leaseSequence;
+
+    // Passed as the lease for a capped account's grant, which reserves the call alone.
+    private const long Capped = -1;
 
     // A lease is granted only while the available balance is this many times what would then be leased.
     private const int LeaseHeadroom = 16;
@@ -74,6 +89,14 @@ public sealed partial class AccountGrain(
         State.MonthStart = QuotaWindows.MonthStart(now, TimeSpan.Zero);
         State.CallsThisMonth = read.CallsThisMonth;
         DeliveryMarks.Seed(_applied, read.Senders, now);
+
+        _ceilingReviewedAt = now;
+        if (State.ReservedCeiling > 0)
+        {
+            _reserved.Withhold(State.ReservedCeiling, now);
+            _heldPeak = State.ReservedCeiling;
+            LogWithholding(logger, this.GetPrimaryKeyString(), State.ReservedCeiling, now + metering.Value.ReservationTimeout * 1.1);
+        }
     }
 
     public async Task<AccountInfo> CreateAsync(AccountSpec spec)
@@ -208,7 +231,14 @@ public sealed partial class AccountGrain(
     public ValueTask<Reservation> ReserveAsync(long amount)
     {
         ExpireHolds();
-        return ValueTask.FromResult(Reserve(amount));
+        var room = MakeRoomAsync(amount);
+        return room.IsCompletedSuccessfully ? ValueTask.FromResult(Reserve(amount)) : ReserveAfterAsync(room, amount);
+
+        async ValueTask<Reservation> ReserveAfterAsync(ValueTask raising, long amount)
+        {
+            await raising;
+            return Reserve(amount);
+        }
     }
 
     private Reservation Reserve(long amount)
@@ -234,6 +264,7 @@ public sealed partial class AccountGrain(
         }
 
         var hold = _reserved.Add(amount, time.GetUtcNow());
+        _heldPeak = Math.Max(_heldPeak, _reserved.Total);
         if (State.MonthlyCallCap is not null)
         {
             // Counted from the journal when the account next activates.
@@ -247,7 +278,7 @@ public sealed partial class AccountGrain(
     {
         if (request.Request is not { } id)
         {
-            return ValueTask.FromResult(Grant(request));
+            return GrantAsync(request);
         }
 
         switch (_keyRequests.Check(id, time.GetUtcNow(), out var first))
@@ -259,26 +290,38 @@ public sealed partial class AccountGrain(
                 return ValueTask.FromResult(new LeaseGrant(false, Available, State.Currency, false, 0, false));
         }
 
-        var grant = Grant(request);
-        _keyRequests.Remember(id, grant);
-        return ValueTask.FromResult(grant);
+        var granting = GrantAsync(request);
+        if (granting.IsCompletedSuccessfully)
+        {
+            _keyRequests.Remember(id, granting.Result);
+            return granting;
+        }
+
+        return RememberAsync(id, granting);
+
+        async ValueTask<LeaseGrant> RememberAsync(RequestId id, ValueTask<LeaseGrant> granting)
+        {
+            // The grain is not reentrant: no repeat of this request runs before the answer is remembered. (A grant that throws
+            // changed nothing it could apply twice: see GrantAsync.)
+            var grant = await granting;
+            _keyRequests.Remember(id, grant);
+            return grant;
+        }
     }
 
-    private LeaseGrant Grant(LeaseRequest request)
+    private ValueTask<LeaseGrant> GrantAsync(LeaseRequest request)
     {
         ExpireHolds();
         TakeBack(request.KeyId, request.Returning, request.Seen);
         if (!Exists || request.Amount < 0)
         {
-            return new LeaseGrant(false, 0, State.Currency, false, 0, false);
+            return ValueTask.FromResult(new LeaseGrant(false, 0, State.Currency, false, 0, false));
         }
 
         if (State.MonthlyCallCap is not null)
         {
             // A cap counts calls one by one, so a capped account does not lease.
-            var reservation = Reserve(request.Amount);
-            return new LeaseGrant(reservation.Granted, reservation.Available, reservation.Currency, reservation.CapReached, 0, false,
-                Hold: reservation.Hold);
+            return AfterRoom(MakeRoomAsync(request.Amount), request, Capped);
         }
 
         var available = Available;
@@ -286,7 +329,7 @@ public sealed partial class AccountGrain(
         {
             if (_lessees.Count == 0)
             {
-                return new LeaseGrant(false, available, State.Currency, false, 0, false);
+                return ValueTask.FromResult(new LeaseGrant(false, available, State.Currency, false, 0, false));
             }
 
             // One recall per lessee per interval: thousands of admissions retrying at once would otherwise send a
@@ -301,7 +344,7 @@ public sealed partial class AccountGrain(
                 }
             }
 
-            return new LeaseGrant(false, available, State.Currency, false, 0, true);
+            return ValueTask.FromResult(new LeaseGrant(false, available, State.Currency, false, 0, true));
         }
 
         var lease = 0L;
@@ -311,7 +354,38 @@ public sealed partial class AccountGrain(
             lease = wanted;
         }
 
+        return AfterRoom(MakeRoomAsync(request.Amount + lease), request, lease);
+    }
+
+    // Grants (the call's price and `lease`, or for a capped account the call alone) once the ceiling has room for it.
+    private ValueTask<LeaseGrant> AfterRoom(ValueTask room, LeaseRequest request, long lease)
+    {
+        if (room.IsCompletedSuccessfully)
+        {
+            return ValueTask.FromResult(Take(request, lease));
+        }
+
+        return AwaitRoomAsync(room, request, lease);
+
+        async ValueTask<LeaseGrant> AwaitRoomAsync(ValueTask room, LeaseRequest request, long lease)
+        {
+            await room;
+            return Take(request, lease);
+        }
+    }
+
+    private LeaseGrant Take(LeaseRequest request, long lease)
+    {
+        if (lease == Capped)
+        {
+            var reservation = Reserve(request.Amount);
+            return new LeaseGrant(reservation.Granted, reservation.Available, reservation.Currency, reservation.CapReached, 0, false,
+                Hold: reservation.Hold);
+        }
+
+        var available = Available;
         var hold = _reserved.Add(request.Amount + lease, time.GetUtcNow());
+        _heldPeak = Math.Max(_heldPeak, _reserved.Total);
         if (lease > 0)
         {
             _lessees[request.KeyId] = (++_leaseSequence, hold);
@@ -319,6 +393,75 @@ public sealed partial class AccountGrain(
 
         return new LeaseGrant(true, available - request.Amount - lease, State.Currency, false, lease, false,
             lease > 0 ? _leaseSequence : 0, hold);
+    }
+
+    // Completes once what is held can grow by `adding` within a stored ceiling, or (the database slow or away) once a higher
+    // one has been asked to be stored for CeilingWriteWait.
+    private ValueTask MakeRoomAsync(long adding)
+    {
+        if (!Exists || adding <= 0)
+        {
+            return ValueTask.CompletedTask;
+        }
+
+        // Nothing is held beyond what the balance covers: past it the reservation is refused, and the ceiling stops there too.
+        var needed = _reserved.Total + adding;
+        var most = State.Balance + State.CreditLimit;
+        if (needed > most)
+        {
+            return ValueTask.CompletedTask;
+        }
+
+        var now = time.GetUtcNow();
+        if (now - _ceilingReviewedAt >= CeilingReview)
+        {
+            // Lowering needs no write before it: a stored ceiling above the one in memory only withholds more after a move.
+            var peak = Math.Max(Math.Max(_heldPeak, _previousPeak), needed);
+            var lower = Math.Min(peak + (peak / 4), most);
+            if (lower < State.ReservedCeiling * 3 / 4)
+            {
+                State.ReservedCeiling = lower;
+                MarkDirty();
+            }
+
+            _previousPeak = _heldPeak;
+            _heldPeak = _reserved.Total;
+            _ceilingReviewedAt = now;
+        }
+
+        return needed <= State.ReservedCeiling ? ValueTask.CompletedTask : RaiseCeilingAsync(Math.Min(needed + (needed / 4), most));
+    }
+
+    // Stores a higher ceiling before the holds grow past the old one. Availability comes first when the database is slow or
+    // away (its outage stalls settlements, so holds grow while it lasts): after CeilingWriteWait, or at once while an earlier
+    // raise is still being written, the holds grow all the same and the write completes behind. Only the loss of this
+    // activation before that write lands (a second fault during the database's) can then overdraw, by at most that growth.
+    private async ValueTask RaiseCeilingAsync(long ceiling)
+    {
+        State.ReservedCeiling = ceiling;
+        if (_ceilingWrite is { IsCompleted: false })
+        {
+            MarkDirty();
+            metrics.RecordHoldCeilingUnstored();
+            return;
+        }
+
+        var write = SaveNowAsync();
+        _ceilingWrite = write;
+
+        // Observed here whether or not the wait below sees it end: a late failure is written again behind.
+        _ = write.ContinueWith(static done => done.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
+        var waited = await Task.WhenAny(write, Task.Delay(CeilingWriteWait, time));
+        if (waited == write && write.IsCompletedSuccessfully)
+        {
+            metrics.RecordHoldCeilingRaised();
+            return;
+        }
+
+        // Failed (written again behind) or still waiting for the database.
+        MarkDirty();
+        metrics.RecordHoldCeilingUnstored();
+        LogCeilingNotStored(logger, this.GetPrimaryKeyString(), ceiling, write.Exception?.GetBaseException().Message ?? $"not stored within {CeilingWriteWait.TotalMilliseconds} ms");
     }
 
     public Task ReturnLeaseAsync(string keyId, IReadOnlyList<HoldRelease> lease, long seen, RequestId? request = null)
@@ -400,9 +543,13 @@ public sealed partial class AccountGrain(
         }
         else
         {
+            // A hold of a previous activation is released from what this one withholds for it: this delivery never reached it.
             foreach (var release in batch.Releases)
             {
-                _reserved.Release(release.Hold, release.Amount);
+                if (_reserved.Release(release.Hold, release.Amount) == 0)
+                {
+                    _reserved.ReleasePrevious(release.Hold, release.Amount);
+                }
             }
         }
 
@@ -464,6 +611,7 @@ public sealed partial class AccountGrain(
         target.Name = StateMerge.Setting(target.Name, baseline.Name, stored.Name);
         target.CreditLimit = StateMerge.Setting(target.CreditLimit, baseline.CreditLimit, stored.CreditLimit);
         target.MonthlyCallCap = StateMerge.Setting(target.MonthlyCallCap, baseline.MonthlyCallCap, stored.MonthlyCallCap);
+        target.ReservedCeiling = Math.Max(target.ReservedCeiling, stored.ReservedCeiling);
         StateMerge.Listed(target.KeyIds, baseline.KeyIds, stored.KeyIds, id => id);
         var since = baseline.Ledger.Count > 0 ? baseline.Ledger[^1].At : DateTimeOffset.MinValue;
         target.Ledger.AddRange(stored.Ledger.Where(entry => entry.At > since && !target.Ledger.Exists(mine => mine.At == entry.At && mine.Amount == entry.Amount)));
@@ -509,7 +657,13 @@ public sealed partial class AccountGrain(
         this.GetPrimaryKeyString(), State.Name, State.Currency, State.Balance, _reserved.Total, State.CreditLimit, Available,
         State.TotalToppedUp, State.TotalCharged, State.Usage.ToContract(), [.. State.KeyIds], State.CreatedAt,
         State.MonthlyCallCap, State.MonthStart == QuotaWindows.MonthStart(time.GetUtcNow(), TimeSpan.Zero) ? State.CallsThisMonth : 0,
-        State.Credits.GetValueOrDefault());
+        State.Credits.GetValueOrDefault(), _reserved.Withheld);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Account {AccountId}: {Amount} withheld for what the previous activation may still hold (keys' leases, calls in flight), until settlements release it or {Until} at the latest")]
+    private static partial void LogWithholding(ILogger logger, string accountId, long amount, DateTimeOffset until);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Account {AccountId}: the ceiling of its holds was raised to {Ceiling} but is not stored yet (written behind; until then a lost activation could overdraw by what the holds grow): {Reason}")]
+    private static partial void LogCeilingNotStored(ILogger logger, string accountId, long ceiling, string reason);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Account {AccountId}: {Amount} held longer than the reservation timeout was released (a front door or key activation holding it is gone)")]
     private static partial void LogReservationsExpired(ILogger logger, string accountId, long amount);

@@ -38,6 +38,8 @@ public sealed class MarketplaceMetrics
     private readonly Counter<long> _upstreamErrors;
     private readonly Counter<long> _leaseRefills;
     private readonly Counter<long> _reservationsExpired;
+    private readonly Counter<long> _holdCeilingRaises;
+    private readonly Counter<long> _holdCeilingUnstored;
 
     /// <summary>Creates the instruments on a meter from <paramref name="meters"/>.</summary>
     public MarketplaceMetrics(IMeterFactory meters, UpstreamProtection protection, SettlementBatcher settlements)
@@ -59,6 +61,10 @@ public sealed class MarketplaceMetrics
             "Balance leases an API key received from its account.");
         _reservationsExpired = meter.CreateCounter<long>("marketplace.reservations.expired", "{minor_unit}",
             "Money held for calls or leases that nobody released within Metering:ReservationTimeout, given back by the account.");
+        _holdCeilingRaises = meter.CreateCounter<long>("marketplace.account.hold_ceiling_raises", "{write}",
+            "Stored raises of an account's hold ceiling: writes an admission waited for because the account's holds grew past it.");
+        _holdCeilingUnstored = meter.CreateCounter<long>("marketplace.account.hold_ceiling_unstored", "{raise}",
+            "Raises of an account's hold ceiling admissions went on without (the database slow or away; written behind).");
         meter.CreateObservableGauge("marketplace.breaker.state", () => ObserveBreakers(protection), "{state}",
             "Circuit breaker of each service version on this silo: 0 closed, 1 half-open, 2 open, 3 isolated.");
         meter.CreateObservableGauge("marketplace.settlement.pending", () => settlements.PendingCount, "{call}",
@@ -140,6 +146,12 @@ public sealed class MarketplaceMetrics
 
     /// <summary>Counts one balance lease an API key received from its account.</summary>
     public void RecordLeaseRefill() => _leaseRefills.Add(1);
+
+    /// <summary>Counts one stored raise of an account's hold ceiling (a write before its holds grow).</summary>
+    public void RecordHoldCeilingRaised() => _holdCeilingRaises.Add(1);
+
+    /// <summary>Counts one raise of an account's hold ceiling that admissions did not wait for (the database slow or away).</summary>
+    public void RecordHoldCeilingUnstored() => _holdCeilingUnstored.Add(1);
 
     /// <summary>Counts money an account released because its hold outlived the reservation timeout.</summary>
     public void RecordReservationsExpired(long amount) => _reservationsExpired.Add(amount);

@@ -190,6 +190,10 @@ public sealed class AccountState
 
     // Top-ups and adjustments, net: the balance is this minus what the journal charged. Null when stored before it existed.
     [Id(14)] public long? Credits { get; set; }
+
+    // The most the account may hold for calls in flight and keys' leases, stored before it is exceeded: a new activation
+    // withholds it for what the previous one held (see AccountGrain.MakeRoomAsync).
+    [Id(15)] public long ReservedCeiling { get; set; }
 }
 
 /// <summary>An audited change of balance made by an admin (top-up or adjustment).</summary>

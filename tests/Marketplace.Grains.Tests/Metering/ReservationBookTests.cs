@@ -84,6 +84,35 @@ public sealed class ReservationBookTests
     }
 
     [Fact]
+    public void Withheld_ForAPreviousBook_IsReleasedByItsHoldsOnly_AndEndsAfterEveryOldHoldExpired()
+    {
+        var before = new ReservationBook(Timeout);
+        var oldHold = before.Add(30, Start);
+        var after = new ReservationBook(Timeout);
+        after.Withhold(50, Start);
+        var ownHold = after.Add(10, Start);
+        Assert.Equal(60, after.Total);
+
+        // A settlement the previous book never received releases from what is withheld, never from this book's own holds.
+        Assert.Equal(30, after.ReleasePrevious(oldHold, 30));
+        Assert.Equal(0, after.ReleasePrevious(ownHold, 10));
+        Assert.Equal(20, after.Withheld);
+        Assert.Equal(30, after.Total);
+        Assert.Equal(20, after.ReleasePrevious(oldHold, 25));
+        Assert.Equal(0, after.ReleasePrevious(oldHold, 1));
+
+        // What is left ends with the last hold the previous book could have made before the new one began: 1.1 × the timeout.
+        var later = new ReservationBook(Timeout);
+        later.Withhold(40, Start);
+        Assert.Equal(0, later.Expire(Start + Timeout + (Timeout / 10) - TimeSpan.FromTicks(1), out _));
+        Assert.Equal(40, later.Total);
+        Assert.Equal(1, later.Expire(Start + Timeout + (Timeout / 10), out var released));
+        Assert.Equal(40, released);
+        Assert.Equal(0, later.Withheld);
+        Assert.Equal(0, later.Total);
+    }
+
+    [Fact]
     public void Release_WithoutAHold_ReleasesOldestFirst()
     {
         var book = new ReservationBook(Timeout);

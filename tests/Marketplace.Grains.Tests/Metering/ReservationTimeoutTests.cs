@@ -1,5 +1,6 @@
 using Microsoft.Extensions.DependencyInjection;
 using Orleans.Hosting;
+using Orleans.Storage;
 using Orleans.TestingHost;
 
 namespace Marketplace.Grains.Tests.Metering;
@@ -94,6 +95,110 @@ public sealed class ReservationTimeoutTests(ReservationTimeoutClusterFixture fix
 
         var admitted = await fixture.Grains.GetGrain<IApiKeyGrain>(keyId).AdmitAsync(new AdmitRequest(secret, serviceId, 10_000, "EUR", "all"));
         Assert.Equal(AdmitOutcome.Admitted, admitted.Outcome);
+    }
+
+    [Fact]
+    public async Task AccountActivationLost_WhileAKeyHoldsALease_TheNewActivationWithholdsIt_SoTheBalanceNeverGoesPastItsLimit()
+    {
+        // Price 100, a lease of 32 calls: 3,300 held for a key (granted only with 16 times the lease available).
+        var (account, _, serviceId) = await CreateAsync(balance: 100_000, keyCount: 1);
+        var lessee = await account.ReserveWithLeaseAsync(new LeaseRequest(TestIds.Key(), 100, [], 32, 0));
+        Assert.True(lessee.Granted);
+        Assert.Equal(3_200, lessee.Lease);
+
+        // The ceiling of the account's holds was stored before the lease was granted: a killed silo loses nothing more.
+        var stored = await ReadStoredAsync(account);
+        Assert.InRange(stored.ReservedCeiling, 3_300, 100_000);
+
+        // The account's activation is lost (its silo killed, or the grain moved: either way its holds are gone with it) while
+        // the key still holds the lease. The new activation withholds what the old one may have held.
+        await ClusterFixture.DeactivateAsync(account);
+        var moved = (await account.GetAsync())!;
+        Assert.Equal(stored.ReservedCeiling, moved.Withheld);
+        Assert.Equal(moved.Withheld, moved.Reserved);
+        Assert.Equal(100_000 - moved.Withheld, moved.Available);
+
+        // Everything available is spent elsewhere; then the key spends its lease (its calls settle naming the old hold).
+        var rest = await account.ReserveAsync(moved.Available);
+        Assert.True(rest.Granted);
+        Assert.False((await account.ReserveAsync(1)).Granted);
+        await account.SettleBatchAsync(new SettlementBatch(3_300, 3_300, [new ServiceUsageDelta(serviceId, 33, 33, 0, 3_300)],
+            [new HoldRelease(lessee.Hold, 3_300)], new DeliveryId(Guid.NewGuid(), 1)));
+        await account.SettleBatchAsync(new SettlementBatch(moved.Available, moved.Available, [new ServiceUsageDelta(serviceId, 1, 1, 0, moved.Available)],
+            [new HoldRelease(rest.Hold, moved.Available)], new DeliveryId(Guid.NewGuid(), 1)));
+
+        // Never past the limit (0): both were covered, and what the old activation's settlement released came off the withheld
+        // amount, which keeps only the ceiling's margin.
+        var settled = (await account.GetAsync())!;
+        Assert.Equal(100_000 - 3_300 - moved.Available, settled.Balance);
+        Assert.True(settled.Balance >= 0, $"balance {settled.Balance}: overdrawn");
+        Assert.Equal(moved.Withheld - 3_300, settled.Withheld);
+        Assert.Equal(settled.Withheld, settled.Reserved);
+        Assert.Equal(settled.Balance - settled.Withheld, settled.Available);
+
+        // A returned lease naming the old activation's hold releases nothing: it may have reached the old activation before.
+        await account.ReturnLeaseAsync(TestIds.Key(), [new HoldRelease(lessee.Hold, 100)], 0);
+        Assert.Equal(settled.Withheld, (await account.GetAsync())!.Withheld);
+
+        // What is left ends once every hold the old activation could have made has expired.
+        fixture.Time.Advance(Expiry + TimeSpan.FromSeconds(1));
+        var expired = (await account.GetAsync())!;
+        Assert.Equal(0, expired.Withheld);
+        Assert.Equal(0, expired.Reserved);
+        Assert.Equal(settled.Balance, expired.Available);
+    }
+
+    [Fact]
+    public async Task HoldCeiling_IsRaisedWithFewWrites_AndLoweredOnceTheHoldsShrink()
+    {
+        var (account, _, _) = await CreateAsync(balance: 1_000_000, keyCount: 1);
+
+        // Holds growing call by call (calls in flight): the ceiling goes a quarter above what is needed each time, so 200
+        // holds of 10 are covered by about log(200) / log(1.25) raises, not 200 writes. Each grant is within what is stored.
+        var versions = new HashSet<string>();
+        var holds = new List<long>();
+        for (var i = 0; i < 200; i++)
+        {
+            var reservation = await account.ReserveAsync(10);
+            Assert.True(reservation.Granted);
+            holds.Add(reservation.Hold);
+            var stored = await ReadStoredGrainStateAsync(account);
+            Assert.True(stored.State!.ReservedCeiling >= (i + 1) * 10, $"{(i + 1) * 10} held with a stored ceiling of {stored.State.ReservedCeiling}");
+            versions.Add(stored.ETag!);
+        }
+
+        Assert.InRange(versions.Count, 2, 30);
+
+        // Everything settles. The ceiling is reviewed once a minute against the most held over the last two, so it stays while
+        // the busy minute is one of them and comes down at the third review.
+        await account.SettleBatchAsync(new SettlementBatch(2_000, 0, [], [.. holds.Select(hold => new HoldRelease(hold, 10)).DistinctBy(r => r.Hold)
+            .Select(r => new HoldRelease(r.Hold, 10 * holds.Count(h => h == r.Hold)))], new DeliveryId(Guid.NewGuid(), 1)));
+        Assert.Equal(0, (await account.GetAsync())!.Reserved);
+        var peak = (await ReadStoredAsync(account)).ReservedCeiling;
+        for (var minute = 1; minute <= 3; minute++)
+        {
+            fixture.Time.Advance(TimeSpan.FromMinutes(1));
+            Assert.True((await account.ReserveAsync(10)).Granted);
+            if (minute < 3)
+            {
+                Assert.Equal(peak, (await ReadStoredAsync(account)).ReservedCeiling);
+            }
+        }
+
+        // Lowered in memory (written behind, no write before it): a new activation withholds a quarter above the 30 now held.
+        await ClusterFixture.DeactivateAsync(account);
+        Assert.InRange((await account.GetAsync())!.Withheld, 30, 38);
+    }
+
+    private async Task<AccountState> ReadStoredAsync(IAccountGrain account) => (await ReadStoredGrainStateAsync(account)).State!;
+
+    private async Task<GrainState<AccountState>> ReadStoredGrainStateAsync(IAccountGrain account)
+    {
+        var silo = (InProcessSiloHandle)fixture.Cluster.Primary!;
+        var storage = silo.ServiceProvider.GetRequiredKeyedService<IGrainStorage>(StorageNames.Marketplace);
+        var state = new GrainState<AccountState>();
+        await storage.ReadStateAsync("account", account.GetGrainId(), state);
+        return state;
     }
 
     [Fact]
