@@ -264,13 +264,16 @@ internal sealed class SiloCluster : IAsyncDisposable
     /// when there are, since silos with <c>Host:Role=silo</c> serve no HTTP API) until none differs or <paramref name="within"/>
     /// passed (settlements of the last batches may still be on their way); the last report.
     /// </summary>
-    public async Task<JsonElement> ReconcileEveryAccountAsync(TimeSpan within)
+    public Task<JsonElement> ReconcileEveryAccountAsync(TimeSpan within) =>
+        ReconcileEveryAccountAsync(() => FrontDoors.Concat(Silos).First(process => !process.HasExited && !process.IsPaused), within);
+
+    /// <summary>As <see cref="ReconcileEveryAccountAsync(TimeSpan)"/>, through the front door <paramref name="frontDoor"/> picks.</summary>
+    public static async Task<JsonElement> ReconcileEveryAccountAsync(Func<SiloProcess> frontDoor, TimeSpan within)
     {
         var clock = Stopwatch.StartNew();
         while (true)
         {
-            var door = FrontDoors.Concat(Silos).First(process => !process.HasExited && !process.IsPaused);
-            var report = await GetJsonAsync(door, "/admin/reconciliation");
+            var report = await GetJsonAsync(frontDoor(), "/admin/reconciliation");
             if (report.GetProperty("consistent").GetBoolean() || clock.Elapsed > within)
             {
                 return report;

@@ -50,7 +50,7 @@ public sealed class UpstreamMisbehaviourFixture(PostgresFixture postgres) : IAsy
 /// An upstream that hangs, resets connections, answers garbage to a field-mapping version, answers bytes that are not
 /// HTTP, or cuts its answer short, while many callers hammer it: a healthy service behind the same front door keeps
 /// answering, every answer for the bad one is a 502/503/504 problem+json with the TrackId, and once the upstream is
-/// fixed its calls succeed again.
+/// fixed its calls succeed again, and the accounts reconcile with the journal.
 /// </summary>
 /// <remarks>
 /// The bad version has a 1 s timeout and a 2 s break; <see cref="BadCallers"/> callers call it back to back for
@@ -141,6 +141,12 @@ public sealed class UpstreamMisbehaviourTests(UpstreamMisbehaviourFixture fixtur
         Assert.True(healthyCalls.Count(call => call.AnsweredOk) >= HealthyLoops * 2,
             $"only {healthyCalls.Count(call => call.AnsweredOk)} healthy calls answered while the bad one was hammered");
         Assert.True(recovered, $"the bad service did not answer 200 within {RecoveryDeadline.TotalSeconds} s of being fixed");
+
+        // Nothing the bad upstream did left an account, key or rollup apart from the journal (failed calls are not charged).
+        var reconciled = await SiloCluster.ReconcileEveryAccountAsync(() => fixture.Silo, TimeSpan.FromSeconds(20));
+        TestContext.Current.TestOutputHelper?.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"Reconciliation: {reconciled.GetProperty("accounts")} accounts, {reconciled.GetProperty("inconsistent")} differ from the journal."));
+        Assert.True(reconciled.GetProperty("consistent").GetBoolean(), $"accounts differ from the journal: {reconciled}");
     }
 
     private void SetFault(string fault)

@@ -6,9 +6,12 @@ namespace Marketplace.Silo.Tests.Infrastructure;
 /// <summary>What the HTTP tests do through the admin API: set up a consumer, read an account back.</summary>
 public sealed class AdminApi(HttpClient admin, string providerUrl)
 {
-    /// <summary>Creates a provider, a service on the sample provider, an account with a balance and a key; returns the key.</summary>
+    /// <summary>
+    /// Creates a provider, a service on the sample provider, an account with a balance (and <paramref name="creditLimit"/>)
+    /// and a key; returns the key.
+    /// </summary>
     public async Task<Consumer> CreateConsumerAsync(long balance, long price = 5, string upstreamPath = "/phone", int timeoutMs = 5000,
-        string? upstreamBaseUrl = null, object? limits = null)
+        string? upstreamBaseUrl = null, object? limits = null, long creditLimit = 0)
     {
         var suffix = Guid.NewGuid().ToString("N")[..10];
         var providerId = "prov-" + suffix;
@@ -20,14 +23,21 @@ public sealed class AdminApi(HttpClient admin, string providerUrl)
             id = serviceId, name = "Service " + suffix, providerId, upstreamBaseUrl = upstreamBaseUrl ?? providerUrl.TrimEnd('/') + upstreamPath,
             pricePerCall = price, currency = "EUR", timeoutMs, status = "published",
         });
-        await PostOk("/admin/accounts", new { id = accountId, name = "Consumer " + suffix, currency = "EUR" });
+        await PostOk("/admin/accounts", new { id = accountId, name = "Consumer " + suffix, currency = "EUR", creditLimit });
         if (balance > 0)
         {
             await PostOk($"/admin/accounts/{accountId}/top-ups", new { amount = balance, reason = "test" });
         }
 
-        var key = await PostOk($"/admin/accounts/{accountId}/keys", new { name = "key", services = new[] { serviceId }, limits });
-        return new Consumer(accountId, serviceId, key.GetProperty("key").GetProperty("keyId").GetString()!, key.GetProperty("apiKey").GetString()!);
+        var (keyId, apiKey) = await AddKeyAsync(accountId, serviceId, "key", limits);
+        return new Consumer(accountId, serviceId, keyId, apiKey);
+    }
+
+    /// <summary>Issues another key of <paramref name="accountId"/> for <paramref name="serviceId"/>; returns its id and secret.</summary>
+    public async Task<(string KeyId, string ApiKey)> AddKeyAsync(string accountId, string serviceId, string name, object? limits = null)
+    {
+        var key = await PostOk($"/admin/accounts/{accountId}/keys", new { name, services = new[] { serviceId }, limits });
+        return (key.GetProperty("key").GetProperty("keyId").GetString()!, key.GetProperty("apiKey").GetString()!);
     }
 
     public async Task<JsonElement> PostOk(string path, object body)
