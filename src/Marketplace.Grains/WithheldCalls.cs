@@ -25,11 +25,14 @@ public sealed class WithheldCalls(long calls, IReadOnlyDictionary<Guid, long> se
     private readonly HashSet<(long Epoch, long LeaseId)> _reported = [];
 
     /// <summary>
-    /// How long after an activation starts every call an earlier activation admitted has settled: a lease's calls are spent
-    /// within <see cref="LeaseOptions.Lifetime"/> of its grant, and <see cref="MeteringOptions.ReservationTimeout"/> is the
-    /// bound the marketplace already states for a call to run and reach its grains once journaled (it must exceed the longest
-    /// call a service allows plus the journal's interval; past it the account gives the call's money back unasked). A call
-    /// settling later than that (the database away for longer) still joins the counts, but is no longer withheld.
+    /// How long after an activation starts every call an earlier activation admitted has settled. A lease's calls start within
+    /// <see cref="LeaseOptions.Lifetime"/> of its grant. From there, <see cref="MeteringOptions.ReservationTimeout"/> is the
+    /// bound the marketplace already states for a call to end and its settlement to arrive: it must exceed the longest call a
+    /// service allows (its timeout times its attempts, at most 120 s × 6, the bound an Idempotency-Key claim holds per service)
+    /// plus the journal's interval, its default of 15 minutes leaves more than the minute a settlement is resent for, and past
+    /// it the account already gives a call's money back unasked. The key cannot know which services its outstanding calls went
+    /// to, so it takes that cluster-wide bound rather than a service's own. A call settling later (the database away for
+    /// longer) still joins the counts when it arrives, but is no longer withheld meanwhile.
     /// </summary>
     public static TimeSpan Horizon(LeaseOptions leases, MeteringOptions metering) => leases.Lifetime + metering.ReservationTimeout;
 
