@@ -49,6 +49,12 @@ public sealed record QuotaUsage(
     [property: Id(4)] long Limit);
 
 /// <summary>An API key as admins and its owner see it. Never carries the secret.</summary>
+/// <param name="LeasedCalls">Calls of the leases front doors hold unreported: counted in the quotas, maybe not spent yet.</param>
+/// <param name="WithheldCalls">
+/// Calls the key's previous activations may have admitted that its quota counts do not hold yet (their settlements have not
+/// arrived): withheld from every quota window that was current when this activation started, until they are confirmed or
+/// every call of those activations must have settled.
+/// </param>
 [GenerateSerializer, Immutable, Alias("mk.ApiKeyInfo")]
 public sealed record ApiKeyInfo(
     [property: Id(0)] string KeyId,
@@ -62,7 +68,8 @@ public sealed record ApiKeyInfo(
     [property: Id(8)] KeyLimits? Limits = null,
     [property: Id(9)] IReadOnlyList<SecretInfo>? Secrets = null,
     [property: Id(10)] IReadOnlyList<QuotaUsage>? Quotas = null,
-    [property: Id(11)] long LeasedCalls = 0);
+    [property: Id(11)] long LeasedCalls = 0,
+    [property: Id(12)] long WithheldCalls = 0);
 
 /// <summary>The answer to key creation: the only time the secret is shown.</summary>
 /// <param name="ApiKey">The full key to present on calls (<c>mk_&lt;keyId&gt;.&lt;secret&gt;</c>).</param>
@@ -138,6 +145,11 @@ public sealed record AdmitRequest(
 /// Where the key's quota days and months start, in minutes from UTC: the journal counts the call in the key's day and month
 /// at this offset, so the key's quota counters can be rebuilt from it.
 /// </param>
+/// <param name="Epoch">
+/// The epoch of the key activation that counted the call (a random number per activation; 0 from a key that names none).
+/// The call carries it to its settlement, so a later activation can tell the calls it must add to its counts from the ones
+/// it counted itself.
+/// </param>
 [GenerateSerializer, Immutable, Alias("mk.AdmitResult")]
 public sealed record AdmitResult(
     [property: Id(0)] AdmitOutcome Outcome,
@@ -147,15 +159,17 @@ public sealed record AdmitResult(
     [property: Id(4)] string? Currency,
     [property: Id(5)] LimitStatus? Limit = null,
     [property: Id(6)] long Hold = 0,
-    [property: Id(7)] int WindowOffsetMinutes = 0)
+    [property: Id(7)] int WindowOffsetMinutes = 0,
+    [property: Id(8)] long Epoch = 0)
 {
     /// <summary>A refusal: why, what the account could still spend, and the limit that refused it.</summary>
     public static AdmitResult Refused(AdmitOutcome outcome, long available = 0, string? currency = null, LimitStatus? limit = null, string? accountId = null) =>
         new(outcome, accountId, 0, available, currency, limit);
 
     /// <summary>An admitted call: its account, the price reserved under <paramref name="hold"/>, and what is left.</summary>
-    public static AdmitResult Admitted(string accountId, long reserved, long available, string currency, LimitStatus? limit, long hold, int windowOffsetMinutes) =>
-        new(AdmitOutcome.Admitted, accountId, reserved, available, currency, limit, hold, windowOffsetMinutes);
+    public static AdmitResult Admitted(string accountId, long reserved, long available, string currency, LimitStatus? limit, long hold, int windowOffsetMinutes,
+        long epoch = 0) =>
+        new(AdmitOutcome.Admitted, accountId, reserved, available, currency, limit, hold, windowOffsetMinutes, epoch);
 }
 
 /// <summary>An access token and the refresh token that replaces it, as issued (the only time they are shown).</summary>
@@ -221,8 +235,13 @@ public interface IApiKeyGrain : IGrainWithStringKey
     Task RecallLeaseAsync();
 
     /// <summary>Counts many settled calls at once (answered, so a batch refused by a stopping silo is sent again).</summary>
+    /// <param name="epochs">
+    /// The same calls by the epoch of the key activation that admitted them and by service (null from a sender that does not
+    /// know them, and for batches fetched from the journal): a later activation adds another's calls to its quota counts.
+    /// </param>
+    /// <param name="resent">True when an earlier attempt of this delivery went unanswered (an activation that went away may have applied it).</param>
     [Alias("RecordBatchAsync")]
-    Task RecordBatchAsync(IReadOnlyList<ServiceUsageDelta> usage, DeliveryId? delivery = null);
+    Task RecordBatchAsync(IReadOnlyList<ServiceUsageDelta> usage, DeliveryId? delivery = null, IReadOnlyList<EpochCalls>? epochs = null, bool resent = false);
 
     /// <summary>Changes name, entitlements, expiry or limits.</summary>
     [Alias("UpdateAsync")]

@@ -10,3 +10,13 @@ namespace Marketplace;
 public readonly record struct DeliveryId(
     [property: Id(0)] Guid Sender,
     [property: Id(1)] long Sequence);
+
+/// <summary>
+/// Settled calls of one key to one service that one activation of the key admitted, named by that activation's epoch
+/// (<see cref="AdmitResult.Epoch"/>).
+/// </summary>
+[GenerateSerializer, Immutable, Alias("mk.EpochCalls")]
+public readonly record struct EpochCalls(
+    [property: Id(0)] long Epoch,
+    [property: Id(1)] string ServiceId,
+    [property: Id(2)] long Calls);

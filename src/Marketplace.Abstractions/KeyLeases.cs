@@ -28,10 +28,22 @@ public sealed record KeyLeaseRequest(
     [property: Id(10)] RequestId? Request = null);
 
 /// <summary>What a holder spent of a lease that ended.</summary>
+/// <param name="Epoch">
+/// The epoch of the key activation that granted the lease (<see cref="KeyLease.Epoch"/>): a later activation, which does
+/// not know the lease, learns from it that the lease's unspent calls will never be spent.
+/// </param>
+/// <param name="Calls">The calls the lease allowed; what was not <paramref name="Used"/> of them is unspent.</param>
+/// <param name="Resent">
+/// True once a request carrying the report went unanswered: the activation it was sent to may have applied it before it
+/// went away, so a later activation must not take its unspent calls off what it withholds a second time.
+/// </param>
 [GenerateSerializer, Immutable, Alias("mk.LeaseReport")]
 public readonly record struct LeaseReport(
     [property: Id(0)] long LeaseId,
-    [property: Id(1)] int Used);
+    [property: Id(1)] int Used,
+    [property: Id(2)] long Epoch = 0,
+    [property: Id(3)] int Calls = 0,
+    [property: Id(4)] bool Resent = false);
 
 /// <summary>Calls a lease may admit whose price the account holds in one hold (the settlement names it).</summary>
 [GenerateSerializer, Immutable, Alias("mk.LeaseAllowance")]
@@ -48,6 +60,10 @@ public readonly record struct LeaseAllowance(
 /// <param name="LeaseId">Names the lease in the holder's report; 0 when nothing was granted.</param>
 /// <param name="Available">The balance the account had beyond this allowance when it was granted.</param>
 /// <param name="Limit">The limit closest to running out once the allowance is spent.</param>
+/// <param name="Epoch">
+/// The granting key activation's epoch (<see cref="AdmitResult.Epoch"/>): each call spent from the lease carries it to its
+/// settlement, and the lease's report names it.
+/// </param>
 [GenerateSerializer, Immutable, Alias("mk.KeyLease")]
 public sealed record KeyLease(
     [property: Id(0)] AdmitOutcome Outcome,
@@ -60,7 +76,8 @@ public sealed record KeyLease(
     [property: Id(7)] long Available,
     [property: Id(8)] LimitStatus? Limit,
     [property: Id(9)] int WindowOffsetMinutes,
-    [property: Id(10)] long Price)
+    [property: Id(10)] long Price,
+    [property: Id(11)] long Epoch = 0)
 {
     /// <summary>A refusal: nothing to spend.</summary>
     public static KeyLease Refused(AdmitOutcome outcome, LimitStatus? limit = null, string? accountId = null, long available = 0, string? currency = null) =>

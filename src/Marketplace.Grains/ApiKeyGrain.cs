@@ -13,6 +13,10 @@ namespace Marketplace.Grains;
 /// calls proceed, so a hot key is not capped by that round trip and a revocation never queues behind admissions.
 /// The key holds a lease of its account's balance (see <see cref="IAccountGrain.ReserveWithLeaseAsync"/>) so most
 /// admissions need no message to the account at all.</para>
+/// <para>The counts live in memory, so each activation has an epoch that its admissions, their settlements and its leases'
+/// reports carry. An activation stores a ceiling on the calls it counted and has not seen settled before admitting past it
+/// (<see cref="UnsettledCeiling"/>); the next one withholds that ceiling from its quotas until the earlier epochs' calls are
+/// confirmed or must have settled (<see cref="WithheldCalls"/>), so a lost activation never lets a quota be passed.</para>
 /// </remarks>
 [Reentrant]
 public sealed partial class ApiKeyGrain(
@@ -92,9 +96,21 @@ public sealed partial class ApiKeyGrain(
     // The highest journal batch applied per sender: seeded at activation from the journal read, then advanced by deliveries.
     private readonly Dictionary<Guid, DeliveryMark> _applied = [];
 
+    // This activation's epoch: every admission it answers names it, each call carries it to its settlement, and each lease's
+    // report names it, so a later activation can tell what this one counted from what it counted itself.
+    private readonly long _epoch = Random.Shared.NextInt64(1, long.MaxValue);
+
+    // The calls this activation counted into its quotas and has not seen settled or given back, the stored bound on them and
+    // on what it withholds for earlier activations (see UnsettledCeiling), and what it withholds (see WithheldCalls).
+    private readonly UnsettledCalls _unsettled = new(WithheldCalls.Horizon(leaseOptions.Value, metering.Value), time.GetUtcNow());
+    private UnsettledCeiling? _ceiling;
+    private IGrainTimer? _lowerTimer;
+    private WithheldCalls _withheld = WithheldCalls.None(DateTimeOffset.MinValue);
+    private Func<(long Unsettled, long Withheld)>? _coveredNow;
+
     // Usage and quota counts are not stored per call: they are rebuilt here from the journal, which counts every admitted
-    // call once it is settled. Calls admitted by an activation that died and not yet in a durable batch are the ones a
-    // restart does not count (at most the journal's flush interval of them).
+    // call once it is settled. What earlier activations counted that the journal does not hold yet (calls in flight, in front
+    // doors' batches or still spendable from their leases) is withheld from the quotas instead, until it arrives.
     public override async Task OnActivateAsync(CancellationToken cancellationToken)
     {
         await base.OnActivateAsync(cancellationToken);
@@ -127,6 +143,69 @@ public sealed partial class ApiKeyGrain(
         SeedCounter(QuotaWindows.Month, QuotaWindows.MonthStart(now, offset), monthCalls);
         State.Usage = usage;
         DeliveryMarks.Seed(_applied, read.Senders, now);
+
+        // What earlier activations counted beyond this read is at most their stored ceiling: withheld until confirmed.
+        Ceiling.Loaded(State.UnsettledCeiling);
+        _withheld = new WithheldCalls(State.UnsettledCeiling, new Dictionary<Guid, long>(read.Senders), now,
+            WithheldCalls.Horizon(leaseOptions.Value, metering.Value));
+        if (_withheld.Remaining > 0)
+        {
+            LogWithholding(logger, this.GetPrimaryKeyString(), _withheld.Remaining, _withheld.EndsAt);
+        }
+    }
+
+    private UnsettledCeiling Ceiling => _ceiling ??= new UnsettledCeiling(
+        () => State.UnsettledCeiling, value => State.UnsettledCeiling = value, SaveNowAsync, MarkDirty, time);
+
+    // What the stored ceiling must cover: this activation's unsettled calls and what it withholds for earlier ones (so an
+    // activation after this one withholds both).
+    private (long Unsettled, long Withheld) Covered(DateTimeOffset now) => (_unsettled.CountAt(now), Withheld(now));
+
+    // Looked at again while the ceiling is above its least, so a key whose calls stopped has it lowered too.
+    private void RelaxCeiling(DateTimeOffset now)
+    {
+        var (unsettled, withheld) = Covered(now);
+        if (Ceiling.Relax(unsettled, withheld))
+        {
+            _lowerTimer ??= this.RegisterGrainTimer(_ =>
+            {
+                RelaxCeiling(time.GetUtcNow());
+                return Task.CompletedTask;
+            }, new GrainTimerCreationOptions(UnsettledCeiling.LowerAfter, UnsettledCeiling.LowerAfter) { KeepAlive = false, Interleave = true });
+        }
+        else
+        {
+            _lowerTimer?.Dispose();
+            _lowerTimer = null;
+        }
+    }
+
+    private long Withheld(DateTimeOffset now)
+    {
+        if (_withheld.Expire(now))
+        {
+            LogWithheldEnded(logger, this.GetPrimaryKeyString(), "every call of the earlier activations has settled");
+            SignalUndecided();
+        }
+
+        return _withheld.Remaining;
+    }
+
+    // Calls of earlier activations confirmed (settled, or never to be spent) leave what is withheld.
+    private void ConfirmWithheld(long calls, DateTimeOffset now)
+    {
+        if (calls <= 0)
+        {
+            return;
+        }
+
+        if (_withheld.Confirm(calls))
+        {
+            LogWithheldEnded(logger, this.GetPrimaryKeyString(), "all of it was confirmed");
+        }
+
+        SignalUndecided();
+        RelaxCeiling(now);
     }
 
     private void SeedCounter(string counterKey, DateTimeOffset windowStart, long count)
@@ -172,6 +251,7 @@ public sealed partial class ApiKeyGrain(
         State.Limits = LimitsState.From(spec.Limits);
         State.Secrets = [NewSecretState(secret, now)];
         await SaveNowAsync();
+        Ceiling.Loaded(State.UnsettledCeiling);
         await account.AttachKeyAsync(keyId);
         return new ApiKeyCreated(ToInfo(), ApiKeySecrets.Format(keyId, secret));
     }
@@ -353,7 +433,7 @@ public sealed partial class ApiKeyGrain(
     private async ValueTask<KeyLease> GrantLeaseAsync(KeyLeaseRequest request)
     {
         var now = time.GetUtcNow();
-        GiveBack(_leases.End(request.Holder, request.Ended, now));
+        GiveBack(_leases.End(request.Holder, OwnReports(request.Ended, now), now));
         var refusal = request.Proof is null ? KeyStatusRefusal(now) : Check(request.Proof, request.Kind, now);
         if (refusal is { } outcome)
         {
@@ -373,7 +453,7 @@ public sealed partial class ApiKeyGrain(
         if (admission.Parts.Count > 0)
         {
             leaseId = _leases.Grant(request.Holder, request.Observer,
-                new GrantedLease(request.ServiceId, request.Price, admission.Parts, admission.Counted), time.GetUtcNow());
+                new GrantedLease(request.ServiceId, request.Price, admission.Parts, admission.Counted) { Generation = admission.Generation }, time.GetUtcNow());
             _reclaimTimer ??= this.RegisterGrainTimer(ReclaimLapsedLeasesAsync, new GrainTimerCreationOptions(options.Lifetime, options.Lifetime)
             {
                 KeepAlive = false,
@@ -384,13 +464,39 @@ public sealed partial class ApiKeyGrain(
         var verified = request.Kind == CredentialKind.AccessToken ? request.Proof : null;
         return new KeyLease(AdmitOutcome.Admitted, leaseId, State.AccountId, State.Currency,
             admission.Parts.ConvertAll(part => new LeaseAllowance(part.Hold, part.Calls)), options.Lifetime, Credentials(now, verified),
-            result.Available, result.Limit, result.WindowOffsetMinutes, request.Price);
+            result.Available, result.Limit, result.WindowOffsetMinutes, request.Price, _epoch);
     }
 
     public Task EndLeasesAsync(Guid holder, IReadOnlyList<LeaseReport> ended)
     {
-        GiveBack(_leases.End(holder, ended, time.GetUtcNow()));
+        var now = time.GetUtcNow();
+        GiveBack(_leases.End(holder, OwnReports(ended, now), now));
         return Task.CompletedTask;
+    }
+
+    // Reports of leases an earlier activation granted end nothing here, but their unspent calls will never be spent: they
+    // leave what is withheld (once per lease, and not when the report may have reached that activation before it went away).
+    // Returns the reports of this activation's leases (and of senders that name no epoch).
+    private IReadOnlyList<LeaseReport> OwnReports(IReadOnlyList<LeaseReport> reports, DateTimeOffset now)
+    {
+        List<LeaseReport>? own = null;
+        for (var i = 0; i < reports.Count; i++)
+        {
+            var report = reports[i];
+            if (report.Epoch == 0 || report.Epoch == _epoch)
+            {
+                own?.Add(report);
+                continue;
+            }
+
+            own ??= [.. reports.Take(i)];
+            if (!report.Resent && _withheld.FirstReport(report.Epoch, report.LeaseId))
+            {
+                ConfirmWithheld(Math.Max(0, report.Calls - report.Used), now);
+            }
+        }
+
+        return own ?? reports;
     }
 
     // Leases whose holder went silent (its process was killed) give back what its journal shows it did not spend. The holder
@@ -481,6 +587,7 @@ public sealed partial class ApiKeyGrain(
             return;
         }
 
+        var now = time.GetUtcNow();
         foreach (var (lease, unused) in returned)
         {
             if (unused <= 0)
@@ -488,6 +595,7 @@ public sealed partial class ApiKeyGrain(
                 continue;
             }
 
+            _unsettled.GiveBack(unused, lease.Generation, now);
             foreach (var (counterKey, windowStart) in lease.Counted)
             {
                 if (State.Quotas.TryGetValue(counterKey, out var counter) && counter.WindowStart == windowStart)
@@ -508,6 +616,7 @@ public sealed partial class ApiKeyGrain(
         }
 
         SignalUndecided();
+        RelaxCeiling(now);
         if (_recalled)
         {
             _recalled = false;
@@ -558,6 +667,7 @@ public sealed partial class ApiKeyGrain(
         while (true)
         {
             var now = time.GetUtcNow();
+            var withheld = Withheld(now);
             var limits = State.Limits;
             var serviceLimits = limits.PerService.GetValueOrDefault(serviceId);
             var quotas = QuotasFor(serviceId, limits, serviceLimits);
@@ -587,18 +697,22 @@ public sealed partial class ApiKeyGrain(
             var calls = wanted;
             LimitStatus? tightest = null;
             LimitStatus? exhausted = null;
+            var byWithheld = false;
             foreach (var (counterKey, window, limit, policy) in quotas)
             {
+                // Calls an earlier activation may have admitted count as used until they are confirmed (see WithheldCalls).
                 var counter = Counter(counterKey, window, now, offset);
-                var status = QuotaStatus(policy, window, counter, limit, now, offset);
-                if (counter.Count >= limit)
+                var used = Used(counter);
+                var status = QuotaStatus(policy, window, counter, used, limit, now, offset);
+                if (used >= limit)
                 {
                     exhausted = status;
+                    byWithheld = counter.Count < limit;
                     break;
                 }
 
                 // What is left once the calls still undecided are counted.
-                var left = limit - counter.Count - _undecided.GetValueOrDefault(counterKey);
+                var left = limit - used - _undecided.GetValueOrDefault(counterKey);
                 calls = Math.Min(calls, KeyLeaseSizing.QuotaCalls(left, limit, waiting));
                 tightest = Tighter(tightest, status with { Remaining = Math.Max(0, left - Math.Max(calls, 1)) });
             }
@@ -606,7 +720,10 @@ public sealed partial class ApiKeyGrain(
             if (exhausted is not null)
             {
                 // Calls leased to front doors count as used until they come back: a refusal is final only once they are back.
-                if (waiting && _leases.AnyOpen && now < (recallUntil ??= now + RecallWait))
+                // Likewise the calls withheld for an earlier activation early in this one's life: that activation's front doors
+                // report its leases and settle its calls within moments (a lease is spent within its lifetime).
+                var confirming = byWithheld && withheld > 0 && now < _withheld.Since + RecallWait;
+                if (waiting && (_leases.AnyOpen || confirming) && now < (recallUntil ??= now + RecallWait))
                 {
                     await RecallFromHoldersAsync();
                     continue;
@@ -624,7 +741,10 @@ public sealed partial class ApiKeyGrain(
                     (int)offset.TotalMinutes));
             }
 
-            // 2. Hold what these calls would use, then ask the account (the balance and its monthly cap have their own single writer).
+            // 2. Hold what these calls would use, make the stored ceiling cover them, then ask the account (the balance and its
+            // monthly cap have their own single writer). The held calls count as unsettled from here, so no admission returns
+            // before the ceiling covering its calls is durable (an activation after this one withholds them). A key without
+            // any quota has nothing to withhold from, and stores no ceiling.
             keyBucket?.Take(calls);
             serviceBucket?.Take(calls);
             foreach (var quota in quotas)
@@ -632,21 +752,27 @@ public sealed partial class ApiKeyGrain(
                 _undecided[quota.CounterKey] = _undecided.GetValueOrDefault(quota.CounterKey) + calls;
             }
 
+            var generation = _unsettled.Add(calls, now);
             List<GrantedPart> parts;
             Reservation reservation;
             try
             {
+                if (limits.HasQuota())
+                {
+                    await Ceiling.EnsureAsync(_coveredNow ??= () => Covered(time.GetUtcNow()));
+                }
+
                 (parts, reservation) = await ReserveCallsAsync(price, calls, waiting);
             }
             catch
             {
-                Decide(quotas, calls, 0, time.GetUtcNow(), offset, keyBucket, serviceBucket);
+                Decide(quotas, calls, 0, generation, time.GetUtcNow(), offset, keyBucket, serviceBucket);
                 throw;
             }
 
             // 3. Consume, or give back: a refused call uses no quota and no rate-limit token.
             var granted = parts.Sum(part => part.Calls);
-            var counted = Decide(quotas, calls, granted, time.GetUtcNow(), offset, keyBucket, serviceBucket);
+            var counted = Decide(quotas, calls, granted, generation, time.GetUtcNow(), offset, keyBucket, serviceBucket);
             if (granted == 0 && reservation.Granted)
             {
                 // Asked ahead of need while the account holds money call by call: fresh credentials only.
@@ -680,12 +806,13 @@ public sealed partial class ApiKeyGrain(
 
             return new Admission(
                 new AdmitResult(AdmitOutcome.Admitted, State.AccountId, price, reservation.Available, reservation.Currency, tightest, parts[0].Hold,
-                    (int)offset.TotalMinutes),
-                parts, counted);
+                    (int)offset.TotalMinutes, _epoch),
+                parts, counted, generation);
         }
     }
 
-    private sealed record Admission(AdmitResult Result, List<GrantedPart> Parts, List<(string CounterKey, DateTimeOffset WindowStart)> Counted)
+    private sealed record Admission(
+        AdmitResult Result, List<GrantedPart> Parts, List<(string CounterKey, DateTimeOffset WindowStart)> Counted, long Generation = 0)
     {
         public Admission(AdmitResult result)
             : this(result, [], [])
@@ -731,7 +858,7 @@ public sealed partial class ApiKeyGrain(
         foreach (var (counterKey, window, limit, _) in quotas)
         {
             var undecided = _undecided.GetValueOrDefault(counterKey);
-            if (undecided > 0 && Counter(counterKey, window, now, offset).Count + undecided >= limit)
+            if (undecided > 0 && Used(Counter(counterKey, window, now, offset)) + undecided >= limit)
             {
                 return true;
             }
@@ -740,9 +867,12 @@ public sealed partial class ApiKeyGrain(
         return false;
     }
 
+    // A quota window's calls as admissions count them: those counted, and those withheld for earlier activations.
+    private long Used(QuotaCounterState counter) => counter.Count + _withheld.For(counter.WindowStart);
+
     // Counts the granted calls (and gives back the rest of those held); returns the windows that counted them.
     private List<(string CounterKey, DateTimeOffset WindowStart)> Decide(List<(string CounterKey, string Window, long Limit, string Policy)> quotas,
-        int held, int granted, DateTimeOffset now, TimeSpan offset, TokenBucket? keyBucket, TokenBucket? serviceBucket)
+        int held, int granted, long generation, DateTimeOffset now, TimeSpan offset, TokenBucket? keyBucket, TokenBucket? serviceBucket)
     {
         var counted = new List<(string, DateTimeOffset)>(quotas.Count);
         foreach (var (counterKey, window, limit, policy) in quotas)
@@ -770,6 +900,7 @@ public sealed partial class ApiKeyGrain(
         {
             keyBucket?.Refund(held - granted);
             serviceBucket?.Refund(held - granted);
+            _unsettled.GiveBack(held - granted, generation, now);
         }
 
         SignalUndecided();
@@ -804,6 +935,21 @@ public sealed partial class ApiKeyGrain(
     public override async Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
     {
         await ReturnLeaseAsync();
+        if (Exists)
+        {
+            // Going away in order (a rolling restart, idle collection): the next activation withholds exactly what is still
+            // unsettled, not the headroom above it. Killed instead, it withholds the last ceiling stored.
+            try
+            {
+                var (unsettled, withheld) = Covered(time.GetUtcNow());
+                await Ceiling.SettleAsync(unsettled + withheld);
+            }
+            catch (Exception exception)
+            {
+                LogCeilingNotSettled(logger, this.GetPrimaryKeyString(), exception.Message);
+            }
+        }
+
         await base.OnDeactivateAsync(reason, cancellationToken);
     }
 
@@ -1127,6 +1273,9 @@ public sealed partial class ApiKeyGrain(
         target.ExpiresAt = StateMerge.Setting(target.ExpiresAt, baseline.ExpiresAt, stored.ExpiresAt);
         StateMerge.Keyed(target.Tokens, baseline.Tokens, stored.Tokens);
         StateMerge.Listed(target.Secrets, baseline.Secrets, stored.Secrets, secret => secret.Id);
+
+        // The other activation's unsettled calls need covering as much as this one's: the higher ceiling stays.
+        target.UnsettledCeiling = Math.Max(target.UnsettledCeiling, stored.UnsettledCeiling);
     }
 
     public ValueTask<bool> VerifyAsync(string proof, CredentialKind kind)
@@ -1138,9 +1287,16 @@ public sealed partial class ApiKeyGrain(
     public ValueTask<ApiKeyInfo?> AuthenticateAsync(string secret) =>
         ValueTask.FromResult(Check(secret, CredentialKind.KeySecret, time.GetUtcNow()) is null ? ToInfo() : null);
 
-    public Task RecordBatchAsync(IReadOnlyList<ServiceUsageDelta> usage, DeliveryId? delivery = null)
+    public Task RecordBatchAsync(IReadOnlyList<ServiceUsageDelta> usage, DeliveryId? delivery = null, IReadOnlyList<EpochCalls>? epochs = null,
+        bool resent = false)
     {
-        if (Exists && DeliveryMarks.TryAccept(_applied, delivery, time.GetUtcNow()))
+        if (!Exists)
+        {
+            return Task.CompletedTask;
+        }
+
+        var now = time.GetUtcNow();
+        if (DeliveryMarks.TryAccept(_applied, delivery, now))
         {
             var calls = 0L;
             foreach (var service in usage)
@@ -1149,13 +1305,79 @@ public sealed partial class ApiKeyGrain(
                 calls += service.Calls;
             }
 
+            var earlier = SettleEpochs(calls, epochs, now);
             if (delivery is { } id)
             {
-                _leases.Settled(id.Sender, calls);
+                // A holder's settled calls of this activation's leases: what a reclaim counts as spent.
+                _leases.Settled(id.Sender, calls - earlier);
             }
+        }
+        else if (epochs is not null && !resent && delivery is { } seen && _withheld.FirstOfSeeded(seen))
+        {
+            // The journal read held this batch, so its calls are counted; earlier activations' calls in it are confirmed.
+            ConfirmWithheld(epochs.Where(e => e.Epoch != 0 && e.Epoch != _epoch).Sum(e => e.Calls), now);
         }
 
         return Task.CompletedTask;
+    }
+
+    // Settled calls this activation counted leave its unsettled count; calls earlier activations counted (which the journal
+    // read did not hold, or the delivery marks would have refused them) join the quota counts and leave what is withheld.
+    // Returns the latter.
+    private long SettleEpochs(long settled, IReadOnlyList<EpochCalls>? epochs, DateTimeOffset now)
+    {
+        long own = 0, earlier = 0;
+        foreach (var (epoch, serviceId, calls) in epochs ?? [])
+        {
+            if (epoch == _epoch)
+            {
+                own += calls;
+            }
+            else if (epoch != 0)
+            {
+                earlier += calls;
+                CountEarlier(serviceId, calls, now);
+            }
+        }
+
+        // Calls that name no activation (fetched from the journal, or from a sender that names none) can only be this one's once
+        // nothing is withheld for earlier ones; until then they may be either, and are left for the generations to forget.
+        if (Withheld(now) == 0)
+        {
+            own += Math.Max(0, settled - own - earlier);
+        }
+
+        _unsettled.Settle(own, now);
+        if (earlier > 0)
+        {
+            ConfirmWithheld(earlier, now);
+        }
+        else
+        {
+            RelaxCeiling(now);
+        }
+
+        return earlier;
+    }
+
+    // Adds an earlier activation's settled calls to the windows, for the key and the service, that were current when this
+    // activation started (the calls were admitted before it; a window that started since does not hold them).
+    private void CountEarlier(string serviceId, long calls, DateTimeOffset now)
+    {
+        var offset = State.Limits.WindowOffset ?? TimeSpan.Zero;
+        CountIn(QuotaWindows.Day, QuotaWindows.Day);
+        CountIn(QuotaWindows.Month, QuotaWindows.Month);
+        CountIn($"{QuotaWindows.Day}:{serviceId}", QuotaWindows.Day);
+        CountIn($"{QuotaWindows.Month}:{serviceId}", QuotaWindows.Month);
+
+        void CountIn(string counterKey, string window)
+        {
+            var counter = Counter(counterKey, window, now, offset);
+            if (_withheld.Concerns(counter.WindowStart))
+            {
+                counter.Count += calls;
+            }
+        }
     }
 
     public async Task<TokenResult> IssueTokenAsync(string secret)
@@ -1375,10 +1597,10 @@ public sealed partial class ApiKeyGrain(
         return counter;
     }
 
-    private static LimitStatus QuotaStatus(string policy, string window, QuotaCounterState counter, long limit, DateTimeOffset now, TimeSpan offset)
+    private static LimitStatus QuotaStatus(string policy, string window, QuotaCounterState counter, long used, long limit, DateTimeOffset now, TimeSpan offset)
     {
         var end = QuotaWindows.Next(window, counter.WindowStart, offset);
-        return new LimitStatus(policy, limit, Math.Max(0, limit - counter.Count), (long)(end - counter.WindowStart).TotalSeconds,
+        return new LimitStatus(policy, limit, Math.Max(0, limit - used), (long)(end - counter.WindowStart).TotalSeconds,
             Math.Max(1, (long)Math.Ceiling((end - now).TotalSeconds)));
     }
 
@@ -1408,7 +1630,7 @@ public sealed partial class ApiKeyGrain(
             this.GetPrimaryKeyString(), State.AccountId, State.Name, State.Status, [.. State.Services], State.ExpiresAt,
             State.CreatedAt, State.Usage.ToContract(), State.Limits.ToContract(),
             [.. State.Secrets.Where(s => s.RetiresAt is null || s.RetiresAt > now).Select(s => new SecretInfo(s.Id, s.CreatedAt, s.RetiresAt))],
-            quotas, _leases.OpenCalls);
+            quotas, _leases.OpenCalls, Withheld(now));
     }
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Key {KeyId} counted {Calls} settled calls of sender {Sender} from the journal: the sender went away before their settlements arrived")]
@@ -1422,4 +1644,13 @@ public sealed partial class ApiKeyGrain(
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Key {KeyId} could not hand its lease back to its account (the account releases it when its hold expires): {Reason}")]
     private static partial void LogLeaseNotReturned(ILogger logger, string keyId, string reason);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Key {KeyId} withholds {Calls} calls from its quotas that its previous activation may have admitted, until they are confirmed or {Until}")]
+    private static partial void LogWithholding(ILogger logger, string keyId, long calls, DateTimeOffset until);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Key {KeyId} no longer withholds calls for its previous activation: {Reason}")]
+    private static partial void LogWithheldEnded(ILogger logger, string keyId, string reason);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Key {KeyId} could not store its exact unsettled calls on deactivating (its next activation withholds the higher ceiling stored before): {Reason}")]
+    private static partial void LogCeilingNotSettled(ILogger logger, string keyId, string reason);
 }

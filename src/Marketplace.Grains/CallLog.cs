@@ -9,6 +9,10 @@ namespace Marketplace.Grains;
 /// <param name="Reserved">What admission reserved on the account (released when the settled call reaches the account); not stored.</param>
 /// <param name="Hold">The account hold carrying <paramref name="Reserved"/>; not stored.</param>
 /// <param name="WindowOffsetMinutes">The key's quota window offset from UTC (<see cref="AdmitResult.WindowOffsetMinutes"/>).</param>
+/// <param name="KeyEpoch">
+/// The epoch of the key activation that admitted the call (<see cref="AdmitResult.Epoch"/>); not stored: it travels with the
+/// call's settlement only, so a later activation of the key can tell the calls it must add to its quota counts.
+/// </param>
 public sealed record CallRecord(
     Guid CallId,
     string TrackId,
@@ -28,7 +32,8 @@ public sealed record CallRecord(
     string? IdempotencyKey,
     long Reserved = 0,
     long Hold = 0,
-    int WindowOffsetMinutes = 0)
+    int WindowOffsetMinutes = 0,
+    long KeyEpoch = 0)
 {
     /// <summary>
     /// True for a settled call: one ApiKeyGrain admitted (the pipeline sets the account only then). Every admitted call is

@@ -154,19 +154,21 @@ public sealed partial class KeyLeaseCache : IKeyLeaseHolder, IDisposable
         }
         catch (Exception exception)
         {
+            // The key may have applied the reports before its answer was lost (and then gone away): from now on they say so.
+            var resent = Resent(request.Ended);
             if (exception is ClusterUnavailableException)
             {
                 // The key may have granted a lease whose answer was lost: its quota and balance would stay taken while this
                 // front door lives. The callers waiting now get the fault; the request is sent again meanwhile until answered.
                 entry.StartResolving();
-                _ = ResolveAsync(entry, key, request, id, asked);
+                _ = ResolveAsync(entry, key, request with { Ended = resent }, id, asked);
             }
             else
             {
                 _requests.Close(id);
             }
 
-            entry.Restore(request.Ended);
+            entry.Restore(resent);
             _ = completion.Task.ContinueWith(static task => task.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted,
                 TaskScheduler.Default);
             completion.SetException(exception);
@@ -269,19 +271,25 @@ public sealed partial class KeyLeaseCache : IKeyLeaseHolder, IDisposable
         try
         {
             var key = _keys.Get(entry.KeyId);
+            var attempts = 0;
             await _hotPath.CallAsync(async () =>
             {
-                await key.EndLeasesAsync(Holder, ended);
+                // A repeat follows a fault after which the first attempt may have run.
+                await key.EndLeasesAsync(Holder, attempts++ == 0 ? ended : Resent(ended));
                 return true;
             }, HotPathRetry.WhenSafe, "API key");
         }
         catch (Exception exception)
         {
             // Sent again with the next request or sweep: the key ends a lease once, by its id, however often it is reported.
-            entry.Restore(ended);
+            entry.Restore(Resent(ended));
             LogReportFailed(_logger, entry.KeyId, exception.Message);
         }
     }
+
+    // Reports that may have reached a key activation already: a later activation must not take their unspent calls off what
+    // it withholds for that one (see LeaseReport.Resent).
+    private static List<LeaseReport> Resent(IReadOnlyList<LeaseReport> reports) => [.. reports.Select(report => report with { Resent = true })];
 
     /// <inheritdoc />
     public void Dispose() => _sweep.Dispose();
@@ -446,7 +454,7 @@ public sealed partial class KeyLeaseCache : IKeyLeaseHolder, IDisposable
 
                     var limit = newest.Limit is { } status ? status with { Remaining = status.Remaining + left } : null;
                     result = AdmitResult.Admitted(newest.AccountId!, newest.Price, newest.Available + (left * newest.Price), newest.Currency!,
-                        limit, hold, newest.WindowOffsetMinutes);
+                        limit, hold, newest.WindowOffsetMinutes, open.Epoch);
                     return true;
                 }
             }
@@ -541,7 +549,7 @@ public sealed partial class KeyLeaseCache : IKeyLeaseHolder, IDisposable
                 _credentialsUntil = timestamp + Math.Min(lifetime, (long)(lease.Lifetime.TotalSeconds * frequency));
                 if (lease.Allowance.Count > 0)
                 {
-                    _open.Add(new OpenLease(lease.LeaseId, lease.Allowance, _credentialsUntil));
+                    _open.Add(new OpenLease(lease.LeaseId, lease.Allowance, _credentialsUntil, lease.Epoch));
                 }
 
                 _takesSinceGrant = 0;
@@ -634,11 +642,12 @@ public sealed partial class KeyLeaseCache : IKeyLeaseHolder, IDisposable
             {
                 if (_newest is null || _newest.Price != lease.Price || _newest.Currency != lease.Currency)
                 {
-                    _ended.Add(new LeaseReport(lease.LeaseId, 0));
+                    _ended.Add(new LeaseReport(lease.LeaseId, 0, lease.Epoch, lease.Allowance.Sum(part => part.Calls)));
                     return;
                 }
 
-                _open.Add(new OpenLease(lease.LeaseId, lease.Allowance, askedAt + Math.Min(lifetime, (long)(lease.Lifetime.TotalSeconds * frequency))));
+                _open.Add(new OpenLease(lease.LeaseId, lease.Allowance, askedAt + Math.Min(lifetime, (long)(lease.Lifetime.TotalSeconds * frequency)),
+                    lease.Epoch));
             }
         }
 
@@ -649,7 +658,7 @@ public sealed partial class KeyLeaseCache : IKeyLeaseHolder, IDisposable
             _credentialsUntil = 0;
             foreach (var open in _open)
             {
-                _ended.Add(new LeaseReport(open.Id, open.Used));
+                _ended.Add(open.Report());
             }
 
             _open.Clear();
@@ -672,7 +681,7 @@ public sealed partial class KeyLeaseCache : IKeyLeaseHolder, IDisposable
                     _wanted = Math.Max(1, _wanted / 2);
                 }
 
-                _ended.Add(new LeaseReport(open.Id, open.Used));
+                _ended.Add(open.Report());
                 _open.RemoveAt(i);
             }
 
@@ -683,13 +692,16 @@ public sealed partial class KeyLeaseCache : IKeyLeaseHolder, IDisposable
         }
     }
 
-    // One lease's allowance as the front door spends it: its parts in order, each a hold and the calls left in it.
-    private sealed class OpenLease(long id, IReadOnlyList<LeaseAllowance> allowance, long until)
+    // One lease's allowance as the front door spends it: its parts in order, each a hold and the calls left in it, and the
+    // epoch of the key activation that granted it (each call spent from it carries that to its settlement).
+    private sealed class OpenLease(long id, IReadOnlyList<LeaseAllowance> allowance, long until, long epoch)
     {
         private readonly LeaseAllowance[] _parts = [.. allowance];
         private int _part;
 
         public long Id { get; } = id;
+
+        public long Epoch { get; } = epoch;
 
         public long Until { get; } = until;
 
@@ -698,6 +710,8 @@ public sealed partial class KeyLeaseCache : IKeyLeaseHolder, IDisposable
         public int Used { get; private set; }
 
         public int Left => Calls - Used;
+
+        public LeaseReport Report() => new(Id, Used, Epoch, Calls);
 
         public bool TryTake(out long hold)
         {

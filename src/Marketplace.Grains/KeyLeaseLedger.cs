@@ -214,6 +214,9 @@ public sealed class GrantedLease(
     /// <summary>Set by the ledger.</summary>
     public DateTimeOffset GrantedAt { get; set; }
 
+    /// <summary>The generation of the key's unsettled calls that counted the lease's calls (<see cref="UnsettledCalls.Add"/>).</summary>
+    public long Generation { get; init; }
+
     public string ServiceId { get; } = serviceId;
 
     public long Price { get; } = price;

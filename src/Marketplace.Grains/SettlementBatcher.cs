@@ -48,6 +48,9 @@ public sealed class MeteringOptions
 /// its totals hold it must still apply n + 1. A delivery whose outcome is unknown (its silo went away, its connection
 /// dropped, it timed out) is sent again until it is answered, for a minute at most; should that run out, the grain's
 /// counters in memory lag until it next activates and reads the journal, which holds the calls in any case.</para>
+/// <para>A key's delivery also counts its calls by the epoch of the key activation that admitted them, so an activation that
+/// started after the one that counted them adds them to its quota counts (see <see cref="WithheldCalls"/>), and says when it
+/// is sent again after an attempt went unanswered.</para>
 /// Reservations stay held until their batch arrives, so a balance never passes its credit limit while the journal writes.
 /// On shutdown the deliveries still queued are sent before the silo or client stops.
 /// </summary>
@@ -119,20 +122,21 @@ public sealed partial class SettlementBatcher(
         {
             var account = grains.GetGrain<IAccountGrain>(accountId);
             var settlement = new SettlementBatch(sums.Released, sums.Charged, sums.Services.ToDeltas(), sums.Releases(), id);
-            Enqueue(new Delivery("a:" + accountId, sums.Calls, () => account.SettleBatchAsync(settlement)));
+            Enqueue(new Delivery("a:" + accountId, sums.Calls, _ => account.SettleBatchAsync(settlement)));
         }
 
         foreach (var (keyId, sums) in batch.Keys)
         {
             var key = grains.GetGrain<IApiKeyGrain>(keyId);
             var usage = sums.ToDeltas();
-            Enqueue(new Delivery("k:" + keyId, 0, () => key.RecordBatchAsync(usage, id)));
+            var epochs = sums.Epochs();
+            Enqueue(new Delivery("k:" + keyId, 0, resent => key.RecordBatchAsync(usage, id, epochs, resent)));
         }
 
         foreach (var delta in batch.Services.ToDeltas())
         {
             var service = grains.GetGrain<IDataServiceGrain>(delta.ServiceId);
-            Enqueue(new Delivery("s:" + delta.ServiceId, 0, () => service.RecordBatchAsync(delta, id)));
+            Enqueue(new Delivery("s:" + delta.ServiceId, 0, _ => service.RecordBatchAsync(delta, id)));
         }
     }
 
@@ -235,7 +239,8 @@ public sealed partial class SettlementBatcher(
         {
             try
             {
-                await _hotPath.CallAsync(delivery.Send, HotPathRetry.Never, "settled calls' grain");
+                var resent = attempt > 1;
+                await _hotPath.CallAsync(() => delivery.Send(resent), HotPathRetry.Never, "settled calls' grain");
                 return;
             }
             catch (ClusterUnavailableException exception) when (time.GetUtcNow() + delay < deadline)
@@ -265,14 +270,15 @@ public sealed partial class SettlementBatcher(
     [LoggerMessage(Level = LogLevel.Warning, Message = "Stopping with settled calls for {Count} grains still unanswered")]
     private static partial void LogStopDrainIncomplete(ILogger logger, int count);
 
-    private sealed record Delivery(string Target, long Calls, Func<Task> Send);
+    // Send is told whether an earlier attempt went unanswered.
+    private sealed record Delivery(string Target, long Calls, Func<bool, Task> Send);
 
     // One journal batch's settled calls, added up per account, key and data service.
     private sealed class BatchSums
     {
         public Dictionary<string, AccountSums> Accounts { get; } = new(StringComparer.Ordinal);
 
-        public Dictionary<string, ServiceSums> Keys { get; } = new(StringComparer.Ordinal);
+        public Dictionary<string, KeySums> Keys { get; } = new(StringComparer.Ordinal);
 
         public ServiceSums Services { get; } = new();
 
@@ -295,11 +301,12 @@ public sealed partial class SettlementBatcher(
             {
                 if (!Keys.TryGetValue(keyId, out var key))
                 {
-                    key = new ServiceSums();
+                    key = new KeySums();
                     Keys[keyId] = key;
                 }
 
                 key.Add(record.ServiceId, record.Charged, succeeded);
+                key.AddEpoch(record.KeyEpoch, record.ServiceId);
             }
 
             Services.Add(record.ServiceId, record.Charged, succeeded);
@@ -337,7 +344,26 @@ public sealed partial class SettlementBatcher(
         public ServiceSums Services { get; } = new();
     }
 
-    private sealed class ServiceSums
+    // A key's sums, and its calls by the epoch of the activation that admitted them and by service.
+    private sealed class KeySums : ServiceSums
+    {
+        private Dictionary<(long Epoch, string ServiceId), long>? _byEpoch;
+
+        public void AddEpoch(long epoch, string serviceId)
+        {
+            if (epoch == 0)
+            {
+                return;
+            }
+
+            _byEpoch ??= [];
+            _byEpoch[(epoch, serviceId)] = _byEpoch.GetValueOrDefault((epoch, serviceId)) + 1;
+        }
+
+        public List<EpochCalls>? Epochs() => _byEpoch?.Select(e => new EpochCalls(e.Key.Epoch, e.Key.ServiceId, e.Value)).ToList();
+    }
+
+    private class ServiceSums
     {
         private readonly Dictionary<string, long[]> _byService = new(StringComparer.Ordinal);
 

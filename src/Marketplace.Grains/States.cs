@@ -228,6 +228,10 @@ public sealed class ApiKeyState
     [Id(12)] public Dictionary<string, QuotaCounterState> Quotas { get; set; } = new(StringComparer.Ordinal);
     [Id(13)] public Dictionary<string, TokenState> Tokens { get; set; } = new(StringComparer.Ordinal);
     [Id(14)] public Dictionary<Guid, DeliveryMark> Deliveries { get; set; } = [];
+
+    // At least as many calls as the key's activations counted into its quotas and did not see settled yet (see
+    // UnsettledCeiling): what an activation that starts after one went away withholds from the quotas.
+    [Id(15)] public long UnsettledCeiling { get; set; }
 }
 
 /// <summary>One secret of a key: salted hash only.</summary>
@@ -251,6 +255,26 @@ public sealed class LimitsState
     [Id(3)] public long? PerMonth { get; set; }
     [Id(4)] public Dictionary<string, LimitsState> PerService { get; set; } = new(StringComparer.Ordinal);
     [Id(5)] public TimeSpan? WindowOffset { get; set; }
+
+    /// <summary>True when a daily or monthly quota applies to the key or to one of its services.</summary>
+    /// <remarks>A method, not a property: stored state is serialized by its properties.</remarks>
+    public bool HasQuota()
+    {
+        if (PerDay is not null || PerMonth is not null)
+        {
+            return true;
+        }
+
+        foreach (var service in PerService.Values)
+        {
+            if (service.HasQuota())
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
 
     /// <summary>Storage form of a contract.</summary>
     public static LimitsState From(KeyLimits? limits)

@@ -91,7 +91,7 @@ public sealed class ClusterFixture : TwoSiloCluster<ClusterFixture.SiloConfigura
         {
             await _journal.WriteAsync(new CallRecord(Guid.CreateVersion7(), "settled", SharedTime.GetUtcNow(), call.AccountId, keyId, serviceId, "v1",
                 CallOutcome.Succeeded, null, 200, 1, 1, call.Reserved, charge ? call.Reserved : 0, call.Currency, null, call.Reserved, call.Hold,
-                call.WindowOffsetMinutes), CancellationToken.None);
+                call.WindowOffsetMinutes, call.Epoch), CancellationToken.None);
         }
 
         await _settlements!.DrainAsync();

@@ -186,7 +186,7 @@ public sealed class SettlementBatcherTests(ClusterFixture fixture)
     private static CallRecord Settled(string accountId, string keyId, string serviceId, AdmitResult admitted, long charged, bool succeeded) =>
         new(Guid.CreateVersion7(), "t", ClusterFixture.SharedTime.GetUtcNow(), accountId, keyId, serviceId, "v1",
             succeeded ? CallOutcome.Succeeded : CallOutcome.UpstreamFailed, null, succeeded ? 200 : 502, 1, 1, 3, charged, "EUR", null,
-            admitted.Reserved, admitted.Hold, admitted.WindowOffsetMinutes);
+            admitted.Reserved, admitted.Hold, admitted.WindowOffsetMinutes, admitted.Epoch);
 
     private async Task<string> CreateServiceAsync()
     {

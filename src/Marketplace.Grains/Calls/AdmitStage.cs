@@ -28,6 +28,7 @@ internal sealed class AdmitStage(KeyLeaseCache leases, bool leased, GrainReferen
         trace.Reserved = admission.Reserved;
         trace.Hold = admission.Hold;
         trace.WindowOffsetMinutes = admission.WindowOffsetMinutes;
+        trace.KeyEpoch = admission.Epoch;
         return null;
     }
 

@@ -42,6 +42,9 @@ internal sealed class CallTrace
 
     public int WindowOffsetMinutes { get; set; }
 
+    // The key activation that admitted the call: its settlement names it.
+    public long KeyEpoch { get; set; }
+
     public string? Version { get; set; }
 
     public double? UpstreamMs { get; set; }

@@ -24,7 +24,7 @@ internal sealed class RecordStage(ICallLog callLog, MarketplaceMetrics metrics)
         return callLog.WriteAsync(new CallRecord(
             trace.CallId, result.TrackId, at, trace.AccountId, trace.KeyId, request.ServiceId, result.Version, result.Outcome, result.Rejection, result.UpstreamStatus,
             trace.UpstreamMs, total.TotalMilliseconds, result.Price, result.Charged, result.Currency, request.IdempotencyKey,
-            trace.Reserved, trace.Hold, trace.WindowOffsetMinutes),
+            trace.Reserved, trace.Hold, trace.WindowOffsetMinutes, trace.KeyEpoch),
             CancellationToken.None);
     }
 }

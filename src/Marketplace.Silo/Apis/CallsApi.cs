@@ -42,9 +42,12 @@ public sealed record KeyReconciliation(
 
 /// <summary>A key's quota window (a day or month, for all its services or one): the calls its grain counts against the journal's.</summary>
 /// <param name="LeasedCalls">Calls of the key's leases front doors hold unreported: counted by the grain when leased, by the
-/// journal only once spent. The window agrees when the grain counts the journal's calls plus at most these.</param>
+/// journal only once spent. The window agrees when the grain counts the journal's calls plus at most these and the withheld ones.</param>
+/// <param name="WithheldCalls">Calls the grain withholds for its previous activation (<see cref="ApiKeyInfo.WithheldCalls"/>):
+/// that activation's settlements may still add up to these.</param>
 public sealed record QuotaWindowReconciliation(
-    string Window, string? ServiceId, DateTimeOffset WindowStart, long LogCalls, long GrainCalls, long LeasedCalls, bool Consistent);
+    string Window, string? ServiceId, DateTimeOffset WindowStart, long LogCalls, long GrainCalls, long LeasedCalls, bool Consistent,
+    long WithheldCalls = 0);
 
 /// <summary>Looking calls up in the call log by TrackId, and reconciling it with the grains.</summary>
 public static class CallsApi
@@ -270,9 +273,9 @@ public static class CallsApi
             var logCalls = services
                 .Where(s => quota.ServiceId is null || s.ServiceId == quota.ServiceId)
                 .Sum(s => quota.Window == QuotaWindows.Day ? (s.Day == start ? s.DayCalls : 0) : (s.Month == start ? s.MonthCalls : 0));
-            var leased = key!.LeasedCalls;
+            var (leased, withheld) = (key!.LeasedCalls, key.WithheldCalls);
             windows.Add(new QuotaWindowReconciliation(quota.Window, quota.ServiceId, quota.WindowStart, logCalls, quota.Used, leased,
-                quota.Used >= logCalls && quota.Used - logCalls <= leased));
+                quota.Used >= logCalls && quota.Used - logCalls <= leased + withheld, withheld));
         }
 
         return windows;

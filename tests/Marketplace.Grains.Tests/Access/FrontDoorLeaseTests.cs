@@ -166,7 +166,7 @@ public sealed class FrontDoorLeaseTests(LeasingClusterFixture fixture) : IClassF
         {
             await journal.WriteAsync(new CallRecord(Guid.CreateVersion7(), "fetched", DateTimeOffset.UtcNow, call.AccountId, keyId, serviceId, "v1",
                 CallOutcome.Succeeded, null, 200, 1, 1, call.Reserved, call.Reserved, call.Currency, null, call.Reserved, call.Hold,
-                call.WindowOffsetMinutes), CancellationToken.None);
+                call.WindowOffsetMinutes, call.Epoch), CancellationToken.None);
         }
 
         journal.Flush();

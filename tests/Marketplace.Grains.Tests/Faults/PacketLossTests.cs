@@ -150,7 +150,7 @@ public sealed class PacketLossTests(PacketLossClusterFixture fixture) : IClassFi
     private static CallRecord Record(AdmitResult admitted, string keyId, string serviceId, long charged) =>
         new(Guid.CreateVersion7(), "loss", PacketLossClusterFixture.SharedTime.GetUtcNow(), admitted.AccountId, keyId, serviceId, "v1",
             charged > 0 ? CallOutcome.Succeeded : CallOutcome.UpstreamFailed, null, charged > 0 ? 200 : 502, 1, 1, admitted.Reserved, charged,
-            admitted.Currency, null, admitted.Reserved, admitted.Hold, admitted.WindowOffsetMinutes);
+            admitted.Currency, null, admitted.Reserved, admitted.Hold, admitted.WindowOffsetMinutes, admitted.Epoch);
 
     private static void InterlockedMin(ref long target, long value)
     {
