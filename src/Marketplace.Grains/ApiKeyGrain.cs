@@ -155,7 +155,19 @@ public sealed partial class ApiKeyGrain(
     }
 
     private UnsettledCeiling Ceiling => _ceiling ??= new UnsettledCeiling(
-        () => State.UnsettledCeiling, value => State.UnsettledCeiling = value, SaveNowAsync, MarkDirty, time);
+        () => State.UnsettledCeiling, value => State.UnsettledCeiling = value, SaveNowAsync, MarkDirty, time,
+        (ceiling, reason) =>
+        {
+            // Counted per admission, logged once a second at most: a database outage would otherwise log every call.
+            metrics.RecordUnsettledCeilingUnstored();
+            var now = time.GetUtcNow();
+            if (now - _ceilingUnstoredLogged >= UnsettledCeiling.RetryAfter)
+            {
+                _ceilingUnstoredLogged = now;
+                LogCeilingNotStored(logger, this.GetPrimaryKeyString(), ceiling, reason);
+            }
+        });
+    private DateTimeOffset _ceilingUnstoredLogged = DateTimeOffset.MinValue;
 
     // What the stored ceiling must cover: this activation's unsettled calls and what it withholds for earlier ones (so an
     // activation after this one withholds both).
@@ -1650,6 +1662,9 @@ public sealed partial class ApiKeyGrain(
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Key {KeyId} no longer withholds calls for its previous activation: {Reason}")]
     private static partial void LogWithheldEnded(ILogger logger, string keyId, string reason);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Key {KeyId}: admitting with its unsettled-calls ceiling raised to {Ceiling} but not stored yet ({Reason}; written behind)")]
+    private static partial void LogCeilingNotStored(ILogger logger, string keyId, long ceiling, string reason);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Key {KeyId} could not store its exact unsettled calls on deactivating (its next activation withholds the higher ceiling stored before): {Reason}")]
     private static partial void LogCeilingNotSettled(ILogger logger, string keyId, string reason);

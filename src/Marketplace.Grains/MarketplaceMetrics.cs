@@ -40,6 +40,7 @@ public sealed class MarketplaceMetrics
     private readonly Counter<long> _reservationsExpired;
     private readonly Counter<long> _holdCeilingRaises;
     private readonly Counter<long> _holdCeilingUnstored;
+    private readonly Counter<long> _unsettledCeilingUnstored;
 
     /// <summary>Creates the instruments on a meter from <paramref name="meters"/>.</summary>
     public MarketplaceMetrics(IMeterFactory meters, UpstreamProtection protection, SettlementBatcher settlements)
@@ -65,6 +66,8 @@ public sealed class MarketplaceMetrics
             "Stored raises of an account's hold ceiling: writes an admission waited for because the account's holds grew past it.");
         _holdCeilingUnstored = meter.CreateCounter<long>("marketplace.account.hold_ceiling_unstored", "{raise}",
             "Raises of an account's hold ceiling admissions went on without (the database slow or away; written behind).");
+        _unsettledCeilingUnstored = meter.CreateCounter<long>("marketplace.key.unsettled_ceiling_unstored", "{admission}",
+            "Admissions a key let through before its raised unsettled-calls ceiling was stored (the database slow or away; written behind).");
         meter.CreateObservableGauge("marketplace.breaker.state", () => ObserveBreakers(protection), "{state}",
             "Circuit breaker of each service version on this silo: 0 closed, 1 half-open, 2 open, 3 isolated.");
         meter.CreateObservableGauge("marketplace.settlement.pending", () => settlements.PendingCount, "{call}",
@@ -152,6 +155,9 @@ public sealed class MarketplaceMetrics
 
     /// <summary>Counts one raise of an account's hold ceiling that admissions did not wait for (the database slow or away).</summary>
     public void RecordHoldCeilingUnstored() => _holdCeilingUnstored.Add(1);
+
+    /// <summary>Counts one admission a key let through before its raised unsettled-calls ceiling was stored.</summary>
+    public void RecordUnsettledCeilingUnstored() => _unsettledCeilingUnstored.Add(1);
 
     /// <summary>Counts money an account released because its hold outlived the reservation timeout.</summary>
     public void RecordReservationsExpired(long amount) => _reservationsExpired.Add(amount);

@@ -19,10 +19,23 @@ namespace Marketplace.Grains;
 /// whose load went down writes once a minute at most. What the activation withholds for earlier ones only ever shrinks, so
 /// it is covered as it is, never doubled: a key whose silos keep dying does not see its ceiling grow with each death.</para>
 /// <para>The grain is reentrant: admissions that need a raise while one is being written wait for that one (and raise again
-/// only if it is not enough). A write that fails restores the value in memory and fails those admissions.</para>
+/// only if it is not enough).</para>
+/// <para>Availability comes first when the database is slow or away (its outage also stalls settlements, so the unsettled
+/// calls grow while it lasts): an admission waits at most <see cref="WriteWait"/> for a raise, and one that failed is tried
+/// again at most once per <see cref="RetryAfter"/>; meanwhile admissions go on and the raised value stays in memory, written
+/// behind. Only the loss of the activation before that write lands (a second fault during the database's) can then let a
+/// quota be passed, by at most what the unsettled calls grew past the stored ceiling; <paramref name="unstored"/> reports
+/// each such admission's raise.</para>
 /// </remarks>
-public sealed class UnsettledCeiling(Func<long> read, Action<long> write, Func<Task> saveNow, Action saveLater, TimeProvider time)
+public sealed class UnsettledCeiling(Func<long> read, Action<long> write, Func<Task> saveNow, Action saveLater, TimeProvider time,
+    Action<long, string>? unstored = null)
 {
+    /// <summary>The longest an admission waits for a raise to be stored.</summary>
+    public static readonly TimeSpan WriteWait = TimeSpan.FromMilliseconds(250);
+
+    /// <summary>How long after a failed raise admissions go on without trying another.</summary>
+    public static readonly TimeSpan RetryAfter = TimeSpan.FromSeconds(1);
+
     /// <summary>Calls a raise adds at least beyond what is needed, and the lowest a ceiling is lowered to while in use.</summary>
     public const long Headroom = 64;
 
@@ -32,7 +45,9 @@ public sealed class UnsettledCeiling(Func<long> read, Action<long> write, Func<T
     // The stored ceiling is at least this: set from what the activation read, raised once a raise is durable, lowered as soon
     // as the value in memory is (the stored one is then either the old, higher one or the new one).
     private long _durable;
-    private Task? _raising;
+    private Task<bool>? _raising;
+    private DateTimeOffset _raisingSince;
+    private DateTimeOffset _failedAt = DateTimeOffset.MinValue;
 
     // The highest count of unsettled calls seen in the current period of LowerAfter, and in the one before it.
     private long _peak;
@@ -47,8 +62,9 @@ public sealed class UnsettledCeiling(Func<long> read, Action<long> write, Func<T
 
     /// <summary>
     /// Returns once the stored ceiling covers what <paramref name="covered"/> says (read again after every wait): the
-    /// activation's unsettled calls and what it withholds. Raises it and waits for the write when it does not; throws what
-    /// the write threw.
+    /// activation's unsettled calls and what it withholds. Raises it and waits for the write when it does not, for at most
+    /// <see cref="WriteWait"/>; returns without it when the write is slower, failed, or failed less than
+    /// <see cref="RetryAfter"/> ago (see the remarks).
     /// </summary>
     public async ValueTask EnsureAsync(Func<(long Unsettled, long Withheld)> covered)
     {
@@ -56,22 +72,53 @@ public sealed class UnsettledCeiling(Func<long> read, Action<long> write, Func<T
         Note(now.Unsettled);
         while (Total(now) > _durable)
         {
-            var raising = _raising ??= RaiseAsync(now);
-            try
+            var at = time.GetUtcNow();
+            if (_raising is { IsCompleted: true })
             {
-                await raising;
+                _raising = null;
             }
-            finally
+
+            if (_raising is null && at - _failedAt < RetryAfter)
             {
-                if (_raising == raising)
-                {
-                    _raising = null;
-                }
+                Unstored(now, "the last raise failed");
+                return;
+            }
+
+            if (_raising is null)
+            {
+                _raisingSince = at;
+                _raising = RaiseAsync(now);
+            }
+
+            var raising = _raising;
+            var left = WriteWait - (at - _raisingSince);
+            if (!raising.IsCompleted && (left <= TimeSpan.Zero || await Task.WhenAny(raising, Task.Delay(left, time)) != raising))
+            {
+                Unstored(now, $"not stored within {WriteWait.TotalMilliseconds} ms");
+                return;
+            }
+
+            if (!await raising)
+            {
+                Unstored(now, "the write failed");
+                return;
             }
 
             now = covered();
             Note(now.Unsettled);
         }
+    }
+
+    // Admitting without the raise stored: the raised value stays in memory and goes with the next write-behind.
+    private void Unstored((long Unsettled, long Withheld) covered, string reason)
+    {
+        if (read() < Total(covered))
+        {
+            write(covered.Withheld + Math.Max(2 * covered.Unsettled, covered.Unsettled + Headroom));
+        }
+
+        saveLater();
+        unstored?.Invoke(read(), reason);
     }
 
     /// <summary>
@@ -83,7 +130,7 @@ public sealed class UnsettledCeiling(Func<long> read, Action<long> write, Func<T
         Note(unsettled);
         var above = read() - withheld;
         var recent = Math.Max(_peak, _previousPeak);
-        if (_raising is null && above > Headroom && recent < above / 4)
+        if (!Raising && above > Headroom && recent < above / 4)
         {
             Lower(withheld + Math.Max(2 * recent, Headroom));
             saveLater();
@@ -98,7 +145,7 @@ public sealed class UnsettledCeiling(Func<long> read, Action<long> write, Func<T
     /// </summary>
     public async Task SettleAsync(long covered)
     {
-        if (_raising is not null || covered >= read())
+        if (Raising || covered >= read())
         {
             return;
         }
@@ -129,25 +176,24 @@ public sealed class UnsettledCeiling(Func<long> read, Action<long> write, Func<T
         _durable = Math.Min(_durable, value);
     }
 
-    private async Task RaiseAsync((long Unsettled, long Withheld) covered)
+    // True once the raise is stored; false when the write failed (the value stays raised in memory, written behind).
+    private async Task<bool> RaiseAsync((long Unsettled, long Withheld) covered)
     {
-        var before = read();
-        var target = Math.Max(before, covered.Withheld + Math.Max(2 * covered.Unsettled, covered.Unsettled + Headroom));
+        var target = Math.Max(read(), covered.Withheld + Math.Max(2 * covered.Unsettled, covered.Unsettled + Headroom));
         write(target);
         try
         {
             await saveNow();
+            _durable = Math.Max(_durable, target);
+            return true;
         }
-        catch
+        catch (Exception)
         {
-            if (read() == target)
-            {
-                write(before);
-            }
-
-            throw;
+            _failedAt = time.GetUtcNow();
+            saveLater();
+            return false;
         }
-
-        _durable = Math.Max(_durable, target);
     }
+
+    private bool Raising => _raising is { IsCompleted: false };
 }

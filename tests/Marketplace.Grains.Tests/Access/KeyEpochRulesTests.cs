@@ -14,7 +14,7 @@ public sealed class KeyEpochRulesTests
     public async Task Ceiling_Raise_IsWaitedFor_SharedByAdmissionsThatNeedIt_AndTwiceWhatIsNeeded()
     {
         var store = new Store();
-        var ceiling = store.Ceiling();
+        var ceiling = store.Ceiling(new FakeTimeProvider());
         var unsettled = 40L;
 
         var first = ceiling.EnsureAsync(() => (unsettled, 0)).AsTask();
@@ -43,25 +43,57 @@ public sealed class KeyEpochRulesTests
     }
 
     [Fact]
-    public async Task Ceiling_WriteFails_RestoresTheValueInMemory_AndFailsEveryAdmissionWaitingForIt()
+    public async Task Ceiling_WriteFails_AdmissionsGoOn_TheRaisedValueIsWrittenBehind_AndRaisedAfreshAfterTheRetryInterval()
     {
+        var time = new FakeTimeProvider();
         var store = new Store { Value = 10 };
-        var ceiling = store.Ceiling();
+        var ceiling = store.Ceiling(time);
         ceiling.Loaded(10);
 
         var first = ceiling.EnsureAsync(() => (20, 0)).AsTask();
         var second = ceiling.EnsureAsync(() => (20, 0)).AsTask();
         store.Fail();
 
-        await Assert.ThrowsAsync<InvalidOperationException>(() => first);
-        await Assert.ThrowsAsync<InvalidOperationException>(() => second);
-        Assert.Equal((10L, 10L), (store.Value, ceiling.Durable));
+        // Availability first: both go on; the raised value stays in memory and is left to the write-behind.
+        await Task.WhenAll(first, second);
+        Assert.Equal((84L, 10L), (store.Value, ceiling.Durable));
+        Assert.True(store.Later > 0);
+        Assert.True(store.Unstored > 0);
 
-        // The next admission raises afresh.
+        // Within the retry interval no write is tried; after it, the next admission raises afresh and waits for it.
+        await ceiling.EnsureAsync(() => (20, 0));
+        Assert.Equal(1, store.Saves);
+        time.Advance(UnsettledCeiling.RetryAfter);
         var third = ceiling.EnsureAsync(() => (20, 0)).AsTask();
+        Assert.Equal(2, store.Saves);
+        Assert.False(third.IsCompleted);
         store.Complete();
         await third;
         Assert.Equal(84, ceiling.Durable);
+    }
+
+    [Fact]
+    public async Task Ceiling_WriteSlow_AdmissionsWaitAtMostTheWriteWait_ThenGoOn_AndTheWriteStillCounts()
+    {
+        var time = new FakeTimeProvider();
+        var store = new Store();
+        var ceiling = store.Ceiling(time);
+
+        var first = ceiling.EnsureAsync(() => (20, 0)).AsTask();
+        Assert.False(first.IsCompleted);
+        time.Advance(UnsettledCeiling.WriteWait);
+        await first;
+        Assert.Equal(0, ceiling.Durable);
+
+        // A later admission while the same write is still out waits no more, and raises nothing new.
+        await ceiling.EnsureAsync(() => (21, 0));
+        Assert.Equal(1, store.Saves);
+
+        store.Complete();
+        await Task.Yield();
+        Assert.Equal(84, ceiling.Durable);
+        await ceiling.EnsureAsync(() => (21, 0));
+        Assert.Equal(1, store.Saves);
     }
 
     [Fact]
@@ -177,8 +209,10 @@ public sealed class KeyEpochRulesTests
 
         public int Later { get; private set; }
 
+        public int Unstored { get; private set; }
+
         public UnsettledCeiling Ceiling(TimeProvider? time = null) =>
-            new(() => Value, value => Value = value, SaveAsync, () => Later++, time ?? TimeProvider.System);
+            new(() => Value, value => Value = value, SaveAsync, () => Later++, time ?? TimeProvider.System, (_, _) => Unstored++);
 
         public void Complete() => _save!.SetResult();
 
